@@ -1,0 +1,1 @@
+"""The launch contract (operator <-> pod): config types, role wiring, and the `vllm serve` argv."""

@@ -1,0 +1,1 @@
+"""epd_connector.router (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""epd_connector.sim (see DESIGN.md)."""

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs everything the README's two commands need on a fresh machine, idempotently:
+# Debian packages, the project's virtualenv (.venv, both distributions editable + dev tools),
+# the pinned cluster binaries (hack/install-cluster-bins.sh) and the cached vLLM 0.33.0
+# environment for the contract tests (hack/install-vllm-env.sh). Re-runs take seconds.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+log() { echo "bootstrap: $*" >&2; }
+
+# Debian packages: libibverbs1 for the Mooncake transfer engine (CPU build links it).
+apt_pkgs=(libibverbs1)
+need=()
+for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+if [[ ${#need[@]} -gt 0 ]]; then
+  if [[ $(id -u) -eq 0 ]]; then
+    log "installing Debian packages: ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    log "missing Debian packages (run as root or install them): ${need[*]}"; exit 1
+  fi
+fi
+
+# The project virtualenv; reinstalled when the requirements or a pyproject change.
+py=${PYTHON:-python3}
+stamp=$(cat requirements/dev.txt operator/pyproject.toml connector/pyproject.toml | sha256sum | cut -c1-16)
+if [[ ! -f .venv/.stamp || "$(cat .venv/.stamp)" != "$stamp" ]]; then
+  log "creating .venv"
+  [[ -x .venv/bin/python ]] || "$py" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip==26.3
+  .venv/bin/python -m pip install -q -r requirements/dev.txt
+  echo "$stamp" > .venv/.stamp
+fi
+
+# The pinned cluster binaries (cached outside the repo, built once per machine).
+hack/install-cluster-bins.sh >/dev/null
+
+# vLLM 0.33.0 for the launch-contract tests (cached outside the repo, once per machine).
+if [[ -x hack/install-vllm-env.sh ]]; then
+  hack/install-vllm-env.sh >/dev/null
+fi
+log "ready"

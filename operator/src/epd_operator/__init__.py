@@ -1,0 +1,3 @@
+"""epd-operator: turns one EPDCluster into a vLLM encoder / prefill / decode serving cluster."""
+
+__version__ = "0.1.0"

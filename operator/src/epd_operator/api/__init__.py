@@ -1,0 +1,1 @@
+"""epd_operator.api (see DESIGN.md)."""

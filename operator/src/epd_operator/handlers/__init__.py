@@ -1,0 +1,1 @@
+"""epd_operator.handlers (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""epd_operator.reconcile (see DESIGN.md)."""

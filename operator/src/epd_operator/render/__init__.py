@@ -1,0 +1,1 @@
+"""epd_operator.render (see DESIGN.md)."""
