@@ -1,0 +1,374 @@
+"""Cluster providers for tests and the dev command: `kwok` (default), `kind`, `existing`.
+
+- kwok: kwokctl's *binary* runtime runs a real kube-apiserver, etcd, kube-controller-manager and
+  kube-scheduler as local processes (the pinned binaries from hack/install-cluster-bins.sh) and
+  a kwok controller that makes pods on fake nodes go Running. We add fake GPU nodes that
+  advertise `nvidia.com/gpu` and an RDMA device-plugin resource, so the real scheduler places
+  (or refuses) our pods by those resources.
+- kind: a real cluster in Docker from e2e/kind-config.yaml (for users with a Docker engine).
+- existing: whatever KUBECONFIG points at; nothing is created or deleted.
+
+Pick one with EPD_CLUSTER_PROVIDER. Everything here shells out to the pinned binaries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+INSTALL_SCRIPT = REPO / "hack" / "install-cluster-bins.sh"
+KIND_CONFIG = REPO / "e2e" / "kind-config.yaml"
+
+GPU_RESOURCE = "nvidia.com/gpu"
+RDMA_RESOURCE = "rdma/hca_shared_devices_a"
+GPUS_PER_NODE = 8
+RDMA_PER_NODE = 1000
+
+log = logging.getLogger(__name__)
+
+
+class ProviderError(RuntimeError):
+    """A cluster could not be created, reached or torn down; the message says which step."""
+
+
+def bin_dir(build: bool = True) -> Path:
+    """The cached directory of pinned cluster binaries, building it first when `build`."""
+    args = [str(INSTALL_SCRIPT)] + ([] if build else ["--print"])
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ProviderError(f"hack/install-cluster-bins.sh failed:\n{proc.stderr.strip()}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Cluster:
+    """A reachable cluster: what tests and scripts need to talk to it."""
+
+    provider: str
+    name: str
+    kubeconfig: Path
+    bin_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run(
+        self,
+        tool: str,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a pinned binary (kubectl, helm, ...) against this cluster."""
+        exe = self.bin_dir / tool
+        cmd = [str(exe if exe.exists() else tool), *args]
+        proc = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, env=self.env,
+            timeout=timeout, check=False,
+        )
+        if check and proc.returncode != 0:
+            raise ProviderError(
+                f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr.strip()}"
+            )
+        return proc
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run("kubectl", *args, input=input, check=check, timeout=timeout)
+
+    def get_json(self, *args: str) -> dict[str, object]:
+        out = self.kubectl("get", *args, "-o", "json").stdout
+        data: dict[str, object] = json.loads(out)
+        return data
+
+
+def fake_gpu_node(name: str, zone: str) -> dict[str, object]:
+    """A kwok-managed node shaped like an 8-GPU RDMA server (labels as GPU Operator sets them)."""
+    resources = {
+        "cpu": "128",
+        "memory": "1Ti",
+        "pods": "110",
+        "ephemeral-storage": "2Ti",
+        GPU_RESOURCE: str(GPUS_PER_NODE),
+        RDMA_RESOURCE: str(RDMA_PER_NODE),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/hostname": name,
+                "node.kubernetes.io/instance-type": "gpu-8x-h100-80gb",
+                "topology.kubernetes.io/zone": zone,
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+                "nvidia.com/gpu.count": str(GPUS_PER_NODE),
+                "feature.node.kubernetes.io/rdma.available": "true",
+                "type": "kwok",
+            },
+        },
+        "spec": {},
+        "status": {
+            "allocatable": resources,
+            "capacity": resources,
+            "nodeInfo": {
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": "fake",
+                "kubeProxyVersion": "fake",
+                "containerRuntimeVersion": "fake",
+                "osImage": "kwok",
+                "kernelVersion": "fake",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+            },
+            "phase": "Running",
+        },
+    }
+
+
+class KwokProvider:
+    """A local control plane from the cached binaries via `kwokctl --runtime binary`."""
+
+    name = "kwok"
+
+    def __init__(self, cluster_name: str, workdir: Path, nodes: int = 4) -> None:
+        self.cluster_name = cluster_name
+        self.workdir = workdir
+        self.nodes = nodes
+        self.bins = bin_dir()
+        self.kubeconfig = workdir / "kubeconfig"
+        self.env = dict(os.environ)
+        self.env.update(
+            {
+                "KUBECONFIG": str(self.kubeconfig),
+                "PATH": f"{self.bins}{os.pathsep}{os.environ.get('PATH', '')}",
+                # kwokctl keeps its cluster state here instead of ~/.kwok.
+                "KWOK_WORKDIR": str(workdir / "kwok"),
+                "KWOK_KUBECTL_BINARY": str(self.bins / "kubectl"),
+            }
+        )
+
+    def _kwokctl(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bins / "kwokctl"), "--name", self.cluster_name, *args]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=self.env, timeout=timeout, check=False
+        )
+        if proc.returncode != 0:
+            raise ProviderError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
+
+    def up(self) -> Cluster:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        b = self.bins
+        started = time.monotonic()
+        self._kwokctl(
+            "create", "cluster",
+            "--runtime", "binary",
+            "--kubeconfig", str(self.kubeconfig),
+            "--kube-apiserver-binary", str(b / "kube-apiserver"),
+            "--kube-controller-manager-binary", str(b / "kube-controller-manager"),
+            "--kube-scheduler-binary", str(b / "kube-scheduler"),
+            "--etcd-binary", str(b / "etcd"),
+            "--kwok-controller-binary", str(b / "kwok"),
+            "--wait", "60s",
+        )
+        cluster = Cluster(self.name, self.cluster_name, self.kubeconfig, self.bins, self.env)
+        zones = ["zone-a", "zone-b"]
+        nodes = [fake_gpu_node(f"gpu-node-{i}", zones[i % 2]) for i in range(self.nodes)]
+        cluster.kubectl(
+            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                  "items": nodes})
+        )
+        wait_nodes_ready(cluster, len(nodes))
+        # The default ServiceAccount must exist before pods can be created in a namespace.
+        wait_for(lambda: cluster.kubectl("get", "sa", "default", check=False).returncode == 0,
+                 60, "ServiceAccount default/default")
+        log.info("kwok cluster %s up in %.1fs", self.cluster_name, time.monotonic() - started)
+        return cluster
+
+    def export_logs(self, dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            self._kwokctl("export", "logs", str(dest), timeout=60)
+        except (ProviderError, subprocess.TimeoutExpired) as exc:
+            log.warning("could not export kwok logs: %s", exc)
+
+    def down(self) -> None:
+        try:
+            self._kwokctl("delete", "cluster", timeout=120)
+        except (ProviderError, subprocess.TimeoutExpired) as exc:
+            log.warning("kwokctl delete cluster failed: %s", exc)
+        shutil.rmtree(self.workdir / "kwok", ignore_errors=True)
+
+
+class KindProvider:
+    """A kind cluster (needs a working Docker engine); images are loaded with `load_image`."""
+
+    name = "kind"
+
+    def __init__(self, cluster_name: str, workdir: Path) -> None:
+        self.cluster_name = cluster_name
+        self.workdir = workdir
+        self.bins = bin_dir()
+        self.kubeconfig = workdir / "kubeconfig"
+        self.env = dict(os.environ)
+        self.env.update(
+            {
+                "KUBECONFIG": str(self.kubeconfig),
+                "PATH": f"{self.bins}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        )
+
+    @staticmethod
+    def available() -> str | None:
+        """None when kind can run here, else the reason it cannot."""
+        docker = shutil.which("docker")
+        if docker is None:
+            return "no docker client on PATH"
+        proc = subprocess.run([docker, "info"], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            return f"the Docker engine does not answer: {proc.stderr.strip()[:200]}"
+        return None
+
+    def _kind(self, *args: str, timeout: float = 600) -> None:
+        cmd = [str(self.bins / "kind"), *args]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=self.env, timeout=timeout, check=False
+        )
+        if proc.returncode != 0:
+            raise ProviderError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
+
+    def up(self) -> Cluster:
+        reason = self.available()
+        if reason is not None:
+            raise ProviderError(f"kind provider cannot run: {reason}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._kind(
+            "create", "cluster", "--name", self.cluster_name, "--config", str(KIND_CONFIG),
+            "--kubeconfig", str(self.kubeconfig), "--wait", "120s",
+        )
+        cluster = Cluster(self.name, self.cluster_name, self.kubeconfig, self.bins, self.env)
+        advertise_extended_resources(cluster)
+        return cluster
+
+    def load_image(self, image: str) -> None:
+        self._kind("load", "docker-image", image, "--name", self.cluster_name)
+
+    def export_logs(self, dest: Path) -> None:
+        try:
+            self._kind("export", "logs", str(dest), "--name", self.cluster_name)
+        except ProviderError as exc:
+            log.warning("could not export kind logs: %s", exc)
+
+    def down(self) -> None:
+        try:
+            self._kind("delete", "cluster", "--name", self.cluster_name)
+        except ProviderError as exc:
+            log.warning("kind delete cluster failed: %s", exc)
+
+
+def advertise_extended_resources(cluster: Cluster) -> None:
+    """On kind there is no GPU or RDMA device plugin: advertise the resources by patching node
+    status (the documented way to advertise extended resources), so the same pods schedule."""
+    nodes = cluster.kubectl("get", "nodes", "-o", "name").stdout.split()
+    patch = json.dumps(
+        [
+            {"op": "add", "path": f"/status/capacity/{r.replace('/', '~1')}", "value": str(n)}
+            for r, n in ((GPU_RESOURCE, GPUS_PER_NODE), (RDMA_RESOURCE, RDMA_PER_NODE))
+        ]
+    )
+    for node in nodes:
+        cluster.kubectl("patch", node, "--subresource=status", "--type=json", "-p", patch)
+
+
+class ExistingProvider:
+    """Use the cluster KUBECONFIG points at; never create or delete anything cluster-wide."""
+
+    name = "existing"
+
+    def __init__(self) -> None:
+        kc = os.environ.get("KUBECONFIG")
+        if not kc:
+            raise ProviderError("EPD_CLUSTER_PROVIDER=existing needs KUBECONFIG to be set")
+        self.kubeconfig = Path(kc)
+        self.bins = bin_dir()
+
+    def up(self) -> Cluster:
+        env = dict(os.environ)
+        env["PATH"] = f"{self.bins}{os.pathsep}{env.get('PATH', '')}"
+        cluster = Cluster(self.name, "existing", self.kubeconfig, self.bins, env)
+        cluster.kubectl("version")
+        return cluster
+
+    def export_logs(self, dest: Path) -> None:
+        del dest  # Not ours to collect.
+
+    def down(self) -> None:
+        return None
+
+
+Provider = KwokProvider | KindProvider | ExistingProvider
+
+
+def make_provider(name: str, cluster_name: str, workdir: Path) -> Provider:
+    if name == "kwok":
+        return KwokProvider(cluster_name, workdir)
+    if name == "kind":
+        return KindProvider(cluster_name, workdir)
+    if name == "existing":
+        return ExistingProvider()
+    raise ProviderError(f"EPD_CLUSTER_PROVIDER={name!r}: expected one of kwok, kind, existing")
+
+
+def wait_for(pred: object, timeout: float, what: str, interval: float = 0.5) -> None:
+    """Poll `pred()` until true; raise naming `what` on timeout (no test hangs forever)."""
+    assert callable(pred)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(interval)
+    raise ProviderError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_nodes_ready(cluster: Cluster, count: int, timeout: float = 60) -> None:
+    def ready() -> bool:
+        items = cluster.get_json("nodes")["items"]
+        assert isinstance(items, list)
+        n = 0
+        for node in items:
+            conds = node.get("status", {}).get("conditions", [])
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
+                n += 1
+        return n >= count
+
+    wait_for(ready, timeout, f"{count} Ready nodes")
+
+
+def node_capacity_table(cluster: Cluster, resources: Sequence[str] = (GPU_RESOURCE,
+                                                                     RDMA_RESOURCE)) -> str:
+    """A printable table of nodes with their GPU and RDMA allocatable (for the dev command)."""
+    items = cluster.get_json("nodes")["items"]
+    assert isinstance(items, list)
+    rows = [["NODE", "READY", *[r.upper() for r in resources]]]
+    for node in items:
+        alloc = node.get("status", {}).get("allocatable", {})
+        conds = node.get("status", {}).get("conditions", [])
+        ready = next((c["status"] for c in conds if c["type"] == "Ready"), "Unknown")
+        rows.append([node["metadata"]["name"], ready, *[alloc.get(r, "-") for r in resources]])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
