@@ -226,7 +226,7 @@ def test_server_side_apply_conflicts_and_force(cluster: Cluster, ns: str) -> Non
 
     rc, err = apply("bob", "b", "--force-conflicts")
     assert rc == 0, err
-    obj = cluster.get_json("configmap", "shared", "-n", ns)
+    obj = cluster.get_json("configmap", "shared", "-n", ns, "--show-managed-fields")
     assert obj["data"] == {"key": "b"}
     meta = obj["metadata"]
     assert isinstance(meta, dict)

@@ -15,7 +15,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
 
-key=$(sha256sum "$here/versions.env" "$here/install-cluster-bins.sh" | sha256sum | cut -c1-12)
+# The cache key is the pinned versions: bump them (or BUILD_REV) to rebuild.
+key=$(sha256sum "$here/versions.env" | cut -c1-12)
 cache_root=${EPD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/epd-operator}
 dest="$cache_root/cluster-bins/$KUBE_VERSION-$key"
 bin="$dest/bin"
