@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -171,10 +172,11 @@ class KwokProvider:
             raise ProviderError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
         return proc
 
-    def up(self) -> Cluster:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def _create(self) -> None:
         b = self.bins
-        started = time.monotonic()
+        # Ports chosen here rather than by kwokctl: two clusters created at the same moment
+        # (parallel sessions) were seen to pick the same "random" apiserver port.
+        ports = free_ports(5)
         self._kwokctl(
             "create", "cluster",
             "--runtime", "binary",
@@ -184,8 +186,29 @@ class KwokProvider:
             "--kube-scheduler-binary", str(b / "kube-scheduler"),
             "--etcd-binary", str(b / "etcd"),
             "--kwok-controller-binary", str(b / "kwok"),
+            "--kube-apiserver-port", str(ports[0]),
+            "--etcd-port", str(ports[1]),
+            "--kube-controller-manager-port", str(ports[2]),
+            "--kube-scheduler-port", str(ports[3]),
+            "--controller-port", str(ports[4]),
+            "--timeout", "90s",
             "--wait", "60s",
+            timeout=150,
         )
+
+    def up(self) -> Cluster:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        for attempt in (1, 2):
+            try:
+                self._create()
+                break
+            except (ProviderError, subprocess.TimeoutExpired) as exc:
+                log.warning("kwok cluster create failed (attempt %d): %s", attempt, exc)
+                self.down()
+                if attempt == 2:
+                    raise ProviderError(f"kwok cluster {self.cluster_name} did not come up: "
+                                        f"{exc}") from exc
         cluster = Cluster(self.name, self.cluster_name, self.kubeconfig, self.bins, self.env)
         zones = ["zone-a", "zone-b"]
         nodes = [fake_gpu_node(f"gpu-node-{i}", zones[i % 2]) for i in range(self.nodes)]
@@ -332,6 +355,20 @@ def make_provider(name: str, cluster_name: str, workdir: Path) -> Provider:
     if name == "existing":
         return ExistingProvider()
     raise ProviderError(f"EPD_CLUSTER_PROVIDER={name!r}: expected one of kwok, kind, existing")
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports that are free on this machine right now."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def wait_for(pred: object, timeout: float, what: str, interval: float = 0.5) -> None:
