@@ -49,7 +49,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         provider.export_logs(REPO / "artifacts" / "cluster-logs" / name)
         provider.down()
         raise
-    _notes.append(f"cluster: {provider_name} cluster {name} up in {time.monotonic() - started:.1f}s")
+    took = time.monotonic() - started
+    _notes.append(f"cluster: {provider_name} cluster {name} up in {took:.1f}s")
     try:
         yield c
     finally:

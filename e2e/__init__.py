@@ -1,1 +1,1 @@
-"""End-to-end support: cluster providers (kwok, kind, existing), the dev cluster command, e2e tests."""
+"""End-to-end support: cluster providers (kwok, kind, existing), the dev command, e2e tests."""

@@ -1,10 +1,15 @@
-"""The README's main job: a local cluster with GPU/RDMA nodes, and what runs on it.
+"""The README's main job: local cluster -> chart installed -> operator running -> sample Ready.
 
-    python -m e2e.devcluster up      bring it up, print it, stay in the foreground; Ctrl-C tears down
+    python -m e2e.devcluster up      bring it all up, print it, stay in the foreground;
+                                     Ctrl-C stops the operator and tears the cluster down
     python -m e2e.devcluster down    tear down a cluster left behind (e.g. after a kill -9)
 
-The cluster is the same provider the tests use (EPD_CLUSTER_PROVIDER, kwok by default) under a
-fixed name and work directory, so `down` can find it from another shell.
+Steps of `up`: a cluster from the same provider the tests use (EPD_CLUSTER_PROVIDER, kwok by
+default) under a fixed name and work directory, so `down` can find it from another shell; the
+Helm chart installed for real with `helm install` (CRD, RBAC, ServiceAccount); the operator as
+a local process authenticated as the chart's ServiceAccount (kwok runs no containers, so the
+chart's Deployment is installed with 0 replicas); the minimal sample applied; then it waits for
+the EPDCluster's Ready condition and prints `kubectl get epdc` and the pods.
 """
 
 from __future__ import annotations
@@ -18,10 +23,22 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from e2e.providers import Cluster, Provider, ProviderError, make_provider, node_capacity_table
+from e2e.operator_proc import OperatorProcess, serviceaccount_kubeconfig
+from e2e.providers import (
+    REPO,
+    Cluster,
+    Provider,
+    ProviderError,
+    make_provider,
+    node_capacity_table,
+)
 
 NAME = "epd-dev"
 WORKDIR = Path(os.environ.get("EPD_CACHE_DIR", Path.home() / ".cache" / "epd-operator")) / "dev"
+RELEASE = "epd"
+OPERATOR_NS = "epd-system"
+SAMPLE = REPO / "crds" / "samples" / "minimal-epd.yaml"
+SAMPLE_NS = "default"
 
 log = logging.getLogger("devcluster")
 
@@ -43,22 +60,60 @@ def up(wait: bool) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    operator: OperatorProcess | None = None
     try:
         cluster = provider.up()
-        show(cluster)
+        print(f"KUBECONFIG={cluster.kubeconfig}")
+        print(node_capacity_table(cluster), flush=True)
+        operator = start_operator(cluster)
+        apply_sample(cluster)
         if wait:
-            print("\nCluster is up. Press Ctrl-C to tear it down "
+            print("\nEverything is up. Press Ctrl-C to tear it down "
                   "(or run: python -m e2e.devcluster down).", flush=True)
             stop.wait()
     finally:
         if wait:
+            if operator is not None:
+                operator.stop()
             provider.down()
     return 0
 
 
-def show(cluster: Cluster) -> None:
-    print(f"KUBECONFIG={cluster.kubeconfig}")
-    print(node_capacity_table(cluster))
+def start_operator(cluster: Cluster) -> OperatorProcess:
+    """`helm install` the chart, then run the operator here as the chart's ServiceAccount."""
+    cluster.run(
+        "helm", "install", RELEASE, str(REPO / "charts" / "epd-operator"),
+        "--namespace", OPERATOR_NS, "--create-namespace",
+        "--set", "replicas=0", "--wait", "--timeout", "60s",
+    )
+    print(f"helm: release {RELEASE} installed in namespace {OPERATOR_NS}", flush=True)
+    sa = cluster.kubectl(
+        "get", "serviceaccount", "-n", OPERATOR_NS,
+        "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "jsonpath={.items[0].metadata.name}",
+    ).stdout.strip()
+    kubeconfig = serviceaccount_kubeconfig(
+        cluster, OPERATOR_NS, sa, WORKDIR / "operator.kubeconfig"
+    )
+    operator = OperatorProcess(
+        kubeconfig, namespaces=[], resync_seconds=30, log_path=WORKDIR / "operator.log",
+        extra_env={"EPD_OPERATOR_ENGINE_MODE": "sim"},
+    )
+    operator.start()
+    operator.wait_healthy()
+    print(f"operator: running as serviceaccount {OPERATOR_NS}/{sa} "
+          f"(log: {operator.log_path}, metrics: 127.0.0.1:{operator.metrics_port})", flush=True)
+    return operator
+
+
+def apply_sample(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "-n", SAMPLE_NS, "-f", str(SAMPLE))
+    name = cluster.kubectl("get", "-n", SAMPLE_NS, "-f", str(SAMPLE),
+                           "-o", "jsonpath={.metadata.name}").stdout.strip()
+    print(f"sample: {SAMPLE.relative_to(REPO)} applied; waiting for Ready", flush=True)
+    cluster.kubectl("wait", "-n", SAMPLE_NS, "--for=condition=Ready", f"epdc/{name}",
+                    "--timeout=180s", timeout=200)
+    print(cluster.kubectl("get", "epdc", "-n", SAMPLE_NS).stdout)
+    print(cluster.kubectl("get", "pods", "-n", SAMPLE_NS, "-o", "wide").stdout, flush=True)
 
 
 def down() -> int:
