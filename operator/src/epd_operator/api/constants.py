@@ -1,0 +1,83 @@
+"""Names shared by everything that touches an EPDCluster: API group/version/kind, label and
+annotation keys, condition types and reasons, the kopf prefix and the field manager.
+
+One module, so the CRD generator, the renderer, the reconciler, the chart tests and the e2e
+suite cannot disagree on a spelling.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+GROUP: Final = "epd-operator.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "EPDCluster"
+LIST_KIND: Final = "EPDClusterList"
+PLURAL: Final = "epdclusters"
+SINGULAR: Final = "epdcluster"
+SHORT_NAMES: Final = ("epdc",)
+CATEGORIES: Final = ("epd",)
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+CRD_FILENAME: Final = f"{GROUP}_{PLURAL}.yaml"
+
+# kopf keeps its finalizer / progress / diff-base bookkeeping under this prefix.
+KOPF_PREFIX: Final = GROUP
+FIELD_MANAGER: Final = "epd-operator"
+
+# Labels on every child object.
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_ROLE: Final = f"{GROUP}/role"
+LABEL_REVISION: Final = f"{GROUP}/revision"
+APP_NAME: Final = "epd"
+MANAGED_BY: Final = "epd-operator"
+
+Component = Literal["encoder", "prefill", "decode", "router", "config"]
+COMPONENT_ROUTER: Final = "router"
+COMPONENT_CONFIG: Final = "config"
+
+# Pod-template annotation: checksum of the launch-config part a role's pods read, so a
+# config change rolls exactly the pods it affects.
+ANNOTATION_CONFIG_CHECKSUM: Final = f"{GROUP}/launch-config-checksum"
+
+# Labels users may not set on pod templates: the selector and the revision depend on them.
+RESERVED_LABELS: Final = frozenset(
+    {LABEL_NAME, LABEL_INSTANCE, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_REVISION}
+)
+
+# Pod environment contract (common.md): rendered by the operator, read by epd-engine.
+ENV_LAUNCH_CONFIG: Final = "EPD_LAUNCH_CONFIG"
+ENV_ROLE: Final = "EPD_ROLE"
+ENV_ENGINE: Final = "EPD_ENGINE"
+ENV_POD_IP: Final = "POD_IP"
+ENV_POD_NAME: Final = "POD_NAME"
+ENV_POD_NAMESPACE: Final = "POD_NAMESPACE"
+LAUNCH_CONFIG_DIR: Final = "/etc/epd"
+LAUNCH_CONFIG_PATH: Final = f"{LAUNCH_CONFIG_DIR}/launch.json"
+
+# vLLM's OpenAI server port inside every engine pod, and its health endpoint.
+ENGINE_HTTP_PORT: Final = 8000
+HEALTH_PATH: Final = "/health"
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+DEFAULT_RDMA_RESOURCE: Final = "rdma/hca_shared_devices_a"
+
+# Condition types (kstatus-compatible: Ready is the summary, Progressing/Degraded explain it).
+CONDITION_READY: Final = "Ready"
+CONDITION_PROGRESSING: Final = "Progressing"
+CONDITION_DEGRADED: Final = "Degraded"
+CONDITION_TYPES: Final = (CONDITION_READY, CONDITION_PROGRESSING, CONDITION_DEGRADED)
+
+REASON_RECONCILED: Final = "Reconciled"
+REASON_ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
+REASON_SPEC_INVALID: Final = "SpecInvalid"
+REASON_INSUFFICIENT_RESOURCES: Final = "InsufficientResources"
+REASON_RECONCILE_ERROR: Final = "ReconcileError"
+REASON_PODS_NOT_READY: Final = "PodsNotReady"
+REASON_AS_EXPECTED: Final = "AsExpected"
+
+# status.phase: a one-word summary for `kubectl get` (the conditions are the contract).
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded"]
+PHASES: Final = ("Pending", "Progressing", "Ready", "Degraded")

@@ -1,0 +1,866 @@
+"""The EPDCluster API: pydantic models of spec and status, the one definition of the schema.
+
+Field names are Python snake_case with camelCase aliases (the Kubernetes spelling). Every
+field carries a description (it becomes `kubectl explain` text), defaults and enums live here,
+and cross-field rules are `CelRule`s attached to the class they constrain (`__cel__`).
+`crdgen` turns these models into the CRD; `parse` validates objects with them and also runs
+the rules' Python side. Validate objects through `epd_operator.api.parse.parse`, not
+`model_validate`, so the cross-field rules and the operator-only checks run too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    WithJsonSchema,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from .cel import CelRule
+from .constants import DEFAULT_RDMA_RESOURCE, ENGINE_HTTP_PORT
+from .quantity import QUANTITY_PATTERN, quantity_value
+
+
+def _check_quantity(value: int | str) -> int | str:
+    quantity_value(value)  # raises QuantityError (a ValueError) with the offending text
+    return value
+
+
+Quantity = Annotated[
+    int | str,
+    AfterValidator(_check_quantity),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+        }
+    ),
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
+# Free-form objects handed to Kubernetes or vLLM unchanged (x-kubernetes-preserve-unknown-fields).
+FreeForm = dict[str, Any]
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_ABS_PATH = r"^/"
+_EXTENDED_RESOURCE = (
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+MAX_CLUSTER_NAME = 63
+
+
+def _default_of(model: type[BaseModel]) -> dict[str, Any]:
+    """The schema default of an object field: the model's defaults written out in full (the
+    apiserver checks a default against the CEL rules as is, without nested defaulting)."""
+    return {"default": model().model_dump(mode="json", by_alias=True, exclude_none=True)}
+
+
+CLUSTER_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+class _Model(BaseModel):
+    """Base: camelCase aliases, unknown fields rejected (a typo must not be ignored)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        # Like the apiserver: "3" is not an integer and "true" is not a boolean.
+        strict=True,
+    )
+    __cel__: ClassVar[tuple[CelRule, ...]] = ()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        if cls.__cel__:
+            target["x-kubernetes-validations"] = [r.to_crd() for r in cls.__cel__]
+        return schema
+
+
+class _Open(_Model):
+    """An embedded Kubernetes object: its known fields are typed, the rest passes through."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --------------------------------------------------------------------------- Kubernetes bits
+
+
+class ResourceRequirements(_Model):
+    """Compute resources of a container, as in a Pod spec."""
+
+    limits: dict[str, Quantity] | None = Field(
+        default=None, description="Maximum amount of each resource, e.g. {memory: 64Gi}."
+    )
+    requests: dict[str, Quantity] | None = Field(
+        default=None, description="Amount of each resource the scheduler reserves."
+    )
+
+
+class Toleration(_Model):
+    """A Pod toleration, as in a Pod spec."""
+
+    __cel__ = (
+        CelRule(
+            rule="!has(self.operator) || self.operator != 'Exists' || !has(self.value)",
+            message="a toleration with operator Exists must not set value",
+            check=lambda t: t.operator != "Exists" or t.value is None,
+            field_path=".value",
+        ),
+    )
+    key: str | None = Field(default=None, max_length=317, description="Taint key to tolerate.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists or Equal (default Equal)."
+    )
+    value: str | None = Field(default=None, max_length=63, description="Taint value (Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; empty means all effects."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated before eviction."
+    )
+
+
+class EnvVar(_Model):
+    """An environment variable of the engine container, as in a Pod spec."""
+
+    name: str = Field(min_length=1, max_length=256, description="Variable name.")
+    value: str | None = Field(default=None, description="Literal value.")
+    value_from: FreeForm | None = Field(
+        default=None,
+        description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef, ...).",
+    )
+
+
+class Volume(_Open):
+    """A Pod volume (any Kubernetes volume source: configMap, secret, persistentVolumeClaim,
+    emptyDir, ...). Passed through to the pod spec unchanged."""
+
+    name: str = Field(
+        min_length=1, max_length=63, pattern=_DNS_LABEL, description="Volume name (DNS label)."
+    )
+
+
+class VolumeMount(_Model):
+    """Where a volume from `volumes` is mounted in the engine container."""
+
+    name: str = Field(min_length=1, max_length=63, description="Name of a volume in `volumes`.")
+    mount_path: str = Field(
+        min_length=1, max_length=4096, pattern=_ABS_PATH, description="Absolute mount path."
+    )
+    sub_path: str | None = Field(default=None, description="Sub-path of the volume to mount.")
+    read_only: bool | None = Field(default=None, description="Mount read-only.")
+
+
+# --------------------------------------------------------------------------- model and image
+
+
+class PVCSource(_Model):
+    """Weights on a PersistentVolumeClaim, mounted read-only into every engine pod."""
+
+    claim_name: str = Field(
+        min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN, description="PVC name."
+    )
+    sub_path: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Directory inside the claim that holds the weights (config.json, ...).",
+    )
+
+
+class HostPathSource(_Model):
+    """Weights in a directory on every node (pre-loaded), mounted read-only."""
+
+    path: str = Field(
+        min_length=1, max_length=4096, pattern=_ABS_PATH, description="Absolute node path."
+    )
+
+
+class ImageSource(_Model):
+    """Weights baked into the engine image."""
+
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        pattern=_ABS_PATH,
+        description="Absolute directory inside the engine image that holds the weights.",
+    )
+
+
+class ModelSource(_Model):
+    """Where the weights come from: exactly one of pvc, hostPath or image. Leave the whole
+    `source` out to let vLLM download `name` from the model hub into a per-pod cache."""
+
+    __cel__ = (
+        CelRule(
+            rule="[has(self.pvc), has(self.hostPath), has(self.image)].filter(x, x).size() == 1",
+            message="model.source: set exactly one of pvc, hostPath, image",
+            check=lambda s: sum(x is not None for x in (s.pvc, s.host_path, s.image)) == 1,
+        ),
+    )
+    pvc: PVCSource | None = Field(default=None, description="Weights on a PVC.")
+    host_path: HostPathSource | None = Field(default=None, description="Weights on the node.")
+    image: ImageSource | None = Field(default=None, description="Weights inside the image.")
+
+
+class ModelSpec(_Model):
+    """The model every role serves."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=512,
+        description="Model hub id (e.g. Qwen/Qwen3-VL-8B-Instruct) or a name for local weights; "
+        "it is the served model name unless servedModelName is set.",
+    )
+    revision: str | None = Field(
+        default=None, max_length=256, description="Hub revision (branch, tag or commit)."
+    )
+    served_model_name: str | None = Field(
+        default=None, max_length=512, description="Model name clients use; defaults to name."
+    )
+    tokenizer: str | None = Field(
+        default=None, max_length=4096, description="Tokenizer hub id or path, if not the model's."
+    )
+    source: ModelSource | None = Field(
+        default=None,
+        description="Where the weights come from; absent means download `name` from the hub.",
+    )
+
+
+class ImageSpec(_Model):
+    """The engine image of the encoder / prefill / decode pods. Defaults to the operator's
+    configured engine image; set `ref`, or `repository` and/or `tag`."""
+
+    __cel__ = (
+        CelRule(
+            rule="!has(self.ref) || (!has(self.repository) && !has(self.tag))",
+            message="image: set either ref or repository/tag, not both",
+            check=lambda i: i.ref is None or (i.repository is None and i.tag is None),
+            field_path=".ref",
+        ),
+    )
+    ref: str | None = Field(
+        default=None, max_length=1024, description="Full image reference (repo:tag or @digest)."
+    )
+    repository: str | None = Field(
+        default=None, max_length=1024, description="Image repository; default: operator's."
+    )
+    tag: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        description="Image tag; with no repository it retags the operator's default image.",
+    )
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Image pull policy; default: the operator's."
+    )
+    pull_secrets: list[Annotated[str, Field(max_length=253)]] | None = Field(
+        default=None, max_length=16, description="Names of image pull Secrets in the namespace."
+    )
+
+
+# --------------------------------------------------------------------------- roles
+
+
+class Parallelism(_Model):
+    """vLLM parallelism of one pod. The pod requests tensor x pipeline x data GPUs."""
+
+    tensor: int = Field(default=1, ge=1, le=64, description="--tensor-parallel-size.")
+    pipeline: int = Field(default=1, ge=1, le=64, description="--pipeline-parallel-size.")
+    data: int = Field(
+        default=1, ge=1, le=64, description="--data-parallel-size (ranks inside the pod)."
+    )
+
+    @property
+    def gpus(self) -> int:
+        return self.tensor * self.pipeline * self.data
+
+
+class RoleSpec(_Model):
+    """One role's StatefulSet of vLLM engine pods."""
+
+    replicas: int = Field(default=1, ge=0, le=1024, description="Number of pods.")
+    parallelism: Parallelism = Field(
+        default_factory=Parallelism,
+        json_schema_extra=_default_of(Parallelism),
+        description="Tensor / pipeline / data parallelism per pod.",
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description="CPU / memory of the engine container. GPUs (nvidia.com/gpu = tensor x "
+        "pipeline x data) and the RDMA resource are added by the operator; do not set them.",
+    )
+    max_model_len: int | None = Field(default=None, gt=0, description="--max-model-len.")
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1, description="--gpu-memory-utilization (0 < x <= 1)."
+    )
+    extra_args: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None,
+        max_length=64,
+        description="Extra `vllm serve` arguments, appended last. Flags the operator sets "
+        "(ports, parallelism, transfer configs, ...) are rejected.",
+    )
+    env: list[EnvVar] | None = Field(
+        default=None, max_length=128, description="Extra environment variables of the engine."
+    )
+    node_selector: dict[str, str] | None = Field(default=None, description="Pod nodeSelector.")
+    tolerations: list[Toleration] | None = Field(
+        default=None, max_length=64, description="Pod tolerations."
+    )
+    affinity: FreeForm | None = Field(default=None, description="Pod affinity, as in a Pod spec.")
+    pod_labels: dict[str, str] | None = Field(default=None, description="Extra pod labels.")
+    pod_annotations: dict[str, str] | None = Field(
+        default=None, description="Extra pod annotations."
+    )
+    volumes: list[Volume] | None = Field(
+        default=None, max_length=64, description="Extra pod volumes."
+    )
+    volume_mounts: list[VolumeMount] | None = Field(
+        default=None, max_length=64, description="Mounts of `volumes` into the engine container."
+    )
+
+
+class Roles(_Model):
+    """The roles present define the topology: encoder + decode = E/PD (decode runs prefill and
+    decode and receives the encoder outputs); encoder + prefill + decode = E/P/D."""
+
+    encoder: RoleSpec = Field(
+        description="Encoder pods (EC producers, vLLM encoder-only mode; no KV cache)."
+    )
+    prefill: RoleSpec | None = Field(
+        default=None, description="Prefill pods (E/P/D): EC consumers and KV producers."
+    )
+    decode: RoleSpec = Field(
+        description="Decode pods: prefill+decode EC consumers in E/PD, KV consumers in E/P/D."
+    )
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+class SharedStorage(_Model):
+    """A ReadWriteMany volume the ECExampleConnector writes encoder outputs to."""
+
+    claim_name: str = Field(
+        min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN, description="RWX PVC name."
+    )
+    path: str = Field(
+        default="/ec-cache",
+        min_length=2,
+        max_length=4096,
+        pattern=_ABS_PATH,
+        description="Mount path in the encoder and EC consumer pods (shared_storage_path).",
+    )
+
+
+class ECTransferSpec(_Model):
+    """How encoder outputs move from the encoder to the EC consumer (vLLM --ec-transfer-config)."""
+
+    __cel__ = (
+        CelRule(
+            rule="self.connector != 'ECExampleConnector' || has(self.sharedStorage)",
+            message="ecTransfer.connector ECExampleConnector needs ecTransfer.sharedStorage "
+            "(a ReadWriteMany claim)",
+            check=lambda e: e.connector != "ECExampleConnector" or e.shared_storage is not None,
+            field_path=".sharedStorage",
+        ),
+        CelRule(
+            rule="!has(self.sharedStorage) || self.connector == 'ECExampleConnector'",
+            message="ecTransfer.sharedStorage is only used by ECExampleConnector",
+            check=lambda e: e.shared_storage is None or e.connector == "ECExampleConnector",
+            field_path=".sharedStorage",
+        ),
+        CelRule(
+            rule="self.connector == 'ECMooncakeConnector' || !has(self.controlTimeoutSeconds)",
+            message="ecTransfer.controlTimeoutSeconds is only read by ECMooncakeConnector",
+            check=lambda e: (
+                e.connector == "ECMooncakeConnector" or e.control_timeout_seconds is None
+            ),
+            field_path=".controlTimeoutSeconds",
+        ),
+        CelRule(
+            rule="self.connector == 'ECMooncakeConnector' || !has(self.pushWaitTimeoutSeconds)",
+            message="ecTransfer.pushWaitTimeoutSeconds is only read by ECMooncakeConnector",
+            check=lambda e: (
+                e.connector == "ECMooncakeConnector" or e.push_wait_timeout_seconds is None
+            ),
+            field_path=".pushWaitTimeoutSeconds",
+        ),
+    )
+    connector: Literal["ECMooncakeConnector", "ECExampleConnector"] = Field(
+        default="ECMooncakeConnector",
+        description="ECMooncakeConnector (RDMA/TCP push, default) or ECExampleConnector "
+        "(safetensors files on a shared volume, for simple setups).",
+    )
+    protocol: Literal["rdma", "tcp"] | None = Field(
+        default=None,
+        description="Mooncake transport (mooncake_protocol); default rdma when rdma.enabled, "
+        "else tcp.",
+    )
+    buffer_size: Quantity = Field(
+        default="1G",
+        description="ec_buffer_size: the registered transfer slab per pod, in bytes or as a "
+        "quantity (e.g. 4Gi). Size it for the peak in-flight encoder outputs.",
+    )
+    control_port: Port = Field(
+        default=14579,
+        description="ec_port: base EC control port. The EC consumer's DP rank d, TP rank r "
+        "listens on controlPort + d*tensor + r.",
+    )
+    encoder_role: Literal["ec_producer", "ec_both"] = Field(
+        default="ec_producer",
+        description="ec_role of the encoder: ec_producer (encoder-only) or ec_both.",
+    )
+    control_timeout_seconds: float | None = Field(
+        default=None, gt=0, description="control_timeout_s (vLLM default 30)."
+    )
+    push_wait_timeout_seconds: float | None = Field(
+        default=None, gt=0, description="push_wait_timeout_s (vLLM default 60)."
+    )
+    extra_config: FreeForm | None = Field(
+        default=None,
+        description="Merged into ec_connector_extra_config; keys the operator derives "
+        "(mooncake_protocol, control_timeout_s, push_wait_timeout_s, shared_storage_path) are "
+        "rejected.",
+    )
+    shared_storage: SharedStorage | None = Field(
+        default=None, description="ECExampleConnector only: the shared ReadWriteMany volume."
+    )
+
+
+class KVTransferSpec(_Model):
+    """How prefill KV caches reach decode pods in E/P/D (vLLM --kv-transfer-config)."""
+
+    __cel__ = (
+        CelRule(
+            rule="!has(self.protocol) || self.connector == 'MooncakeConnector'",
+            message="kvTransfer.protocol applies to MooncakeConnector only (NixlConnector picks "
+            "its backend through extraConfig.backends)",
+            check=lambda k: k.protocol is None or k.connector == "MooncakeConnector",
+            field_path=".protocol",
+        ),
+    )
+    connector: Literal["MooncakeConnector", "NixlConnector"] = Field(
+        default="MooncakeConnector",
+        description="MooncakeConnector (same transport stack as the EC connector, default) or "
+        "NixlConnector.",
+    )
+    protocol: Literal["rdma", "tcp"] | None = Field(
+        default=None,
+        description="MooncakeConnector transport; default: the EC transfer's protocol.",
+    )
+    bootstrap_port: Port = Field(
+        default=8998,
+        description="MooncakeConnector bootstrap server port on prefill pods "
+        "(VLLM_MOONCAKE_BOOTSTRAP_PORT).",
+    )
+    side_channel_port: Port = Field(
+        default=5600,
+        description="NixlConnector handshake port (VLLM_NIXL_SIDE_CHANNEL_PORT); DP rank d "
+        "listens on sideChannelPort + d.",
+    )
+    extra_config: FreeForm | None = Field(
+        default=None, description="Merged into kv_connector_extra_config."
+    )
+
+
+class RDMASpec(_Model):
+    """RDMA devices for the transfer engines, from a device plugin. Enabling it adds the
+    resource to every engine pod's requests/limits and the IPC_LOCK capability (to pin memory
+    for registration); nothing privileged."""
+
+    __cel__ = (
+        CelRule(
+            rule="!self.enabled || self.count >= 1",
+            message="rdma.count must be at least 1 when rdma.enabled is true",
+            check=lambda r: not r.enabled or r.count >= 1,
+            field_path=".count",
+        ),
+    )
+    enabled: bool = Field(default=False, description="Request RDMA devices for engine pods.")
+    resource_name: str = Field(
+        default=DEFAULT_RDMA_RESOURCE,
+        max_length=253,
+        pattern=_EXTENDED_RESOURCE,
+        description="Device-plugin resource name (domain/name).",
+    )
+    count: int = Field(default=1, ge=0, le=64, description="Devices requested per pod.")
+
+
+class EncoderCacheSpec(_Model):
+    """Encoder compute / cache budgets (vLLM 0.33 flags), applied to the encoder and the EC
+    consumer alike so multimodal identifiers and budgets match."""
+
+    max_num_batched_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="--max-num-batched-tokens; the encoder compute and cache budgets derive "
+        "from it.",
+    )
+    mm_processor_cache_gb: float | None = Field(
+        default=None, ge=0, description="--mm-processor-cache-gb (0 disables)."
+    )
+    limit_mm_per_prompt: dict[str, Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, description="--limit-mm-per-prompt, e.g. {image: 4, video: 0}."
+    )
+    mm_encoder_tp_mode: Literal["weights", "data"] | None = Field(
+        default=None, description="--mm-encoder-tp-mode."
+    )
+
+
+class RouterSpec(_Model):
+    """The epd-router Deployment and Service, the cluster's OpenAI-compatible front door."""
+
+    replicas: int = Field(default=1, ge=0, le=64, description="Router pods.")
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="Type of the router Service."
+    )
+    port: Port = Field(default=8000, description="Router Service port.")
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Router container resources."
+    )
+
+
+# --------------------------------------------------------------------------- spec rules
+
+_CONSUMER = (
+    "(has(self.roles.prefill) ? self.roles.prefill.parallelism.data * "
+    "self.roles.prefill.parallelism.tensor : self.roles.decode.parallelism.data * "
+    "self.roles.decode.parallelism.tensor)"
+)
+_EC_LO = "self.ecTransfer.controlPort"
+_EC_HI = f"({_EC_LO} + {_CONSUMER} - 1)"
+_MOONCAKE_EC = "self.ecTransfer.connector == 'ECMooncakeConnector'"
+_KV = "has(self.kvTransfer)"
+_NIXL_DATA = (
+    "(has(self.roles.prefill) && self.roles.prefill.parallelism.data > "
+    "self.roles.decode.parallelism.data ? self.roles.prefill.parallelism.data : "
+    "self.roles.decode.parallelism.data)"
+)
+_NIXL_LO = "self.kvTransfer.sideChannelPort"
+_NIXL_HI = f"({_NIXL_LO} + {_NIXL_DATA} - 1)"
+
+
+def _consumer(spec: EPDClusterSpec) -> RoleSpec:
+    return spec.roles.prefill if spec.roles.prefill is not None else spec.roles.decode
+
+
+def ec_port_range(spec: EPDClusterSpec) -> tuple[int, int]:
+    """Ports the EC consumer pod binds: one per (DP rank, TP rank)."""
+    par = _consumer(spec).parallelism
+    lo = spec.ec_transfer.control_port
+    return lo, lo + par.data * par.tensor - 1
+
+
+def nixl_port_range(spec: EPDClusterSpec) -> tuple[int, int]:
+    """NIXL side-channel ports: one per DP rank of the prefill and decode pods."""
+    assert spec.kv_transfer is not None
+    data = spec.roles.decode.parallelism.data
+    if spec.roles.prefill is not None:
+        data = max(data, spec.roles.prefill.parallelism.data)
+    lo = spec.kv_transfer.side_channel_port
+    return lo, lo + data - 1
+
+
+def _mooncake_ec(spec: EPDClusterSpec) -> bool:
+    return spec.ec_transfer.connector == "ECMooncakeConnector"
+
+
+def _kv(spec: EPDClusterSpec, connector: str) -> bool:
+    return spec.kv_transfer is not None and spec.kv_transfer.connector == connector
+
+
+def _in(port: int, rng: tuple[int, int]) -> bool:
+    return rng[0] <= port <= rng[1]
+
+
+def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+_HTTP = str(ENGINE_HTTP_PORT)
+
+SPEC_RULES: tuple[CelRule, ...] = (
+    CelRule(
+        rule="!has(self.kvTransfer) || has(self.roles.prefill)",
+        message="kvTransfer needs a prefill role (E/P/D); in E/PD no KV cache moves",
+        check=lambda s: s.kv_transfer is None or s.roles.prefill is not None,
+        field_path=".kvTransfer",
+    ),
+    CelRule(
+        rule=f"!({_MOONCAKE_EC}) || (self.roles.encoder.parallelism.tensor == 1 && "
+        "self.roles.encoder.parallelism.pipeline == 1 && "
+        "self.roles.encoder.parallelism.data == 1)",
+        message="ECMooncakeConnector producers (the encoder role) need tensor = pipeline = "
+        "data = 1",
+        check=lambda s: not _mooncake_ec(s) or s.roles.encoder.parallelism.gpus == 1,
+        field_path=".roles.encoder.parallelism",
+    ),
+    CelRule(
+        rule=f"!({_MOONCAKE_EC}) || {_EC_HI} <= 65535",
+        message="ecTransfer.controlPort: the EC consumer binds controlPort .. controlPort + "
+        "data*tensor - 1, which must end at or below 65535",
+        check=lambda s: not _mooncake_ec(s) or ec_port_range(s)[1] <= 65535,
+        field_path=".ecTransfer.controlPort",
+    ),
+    CelRule(
+        rule=f"!({_MOONCAKE_EC}) || {_EC_LO} > {_HTTP} || {_EC_HI} < {_HTTP}",
+        message=f"ecTransfer.controlPort: the EC control port range controlPort .. "
+        f"controlPort + data*tensor - 1 must not include the engine HTTP port {_HTTP}",
+        check=lambda s: not _mooncake_ec(s) or not _in(ENGINE_HTTP_PORT, ec_port_range(s)),
+        field_path=".ecTransfer.controlPort",
+    ),
+    CelRule(
+        rule=f"!{_KV} || self.kvTransfer.connector != 'MooncakeConnector' || "
+        f"self.kvTransfer.bootstrapPort != {_HTTP}",
+        message=f"kvTransfer.bootstrapPort must differ from the engine HTTP port {_HTTP}",
+        check=lambda s: (
+            not _kv(s, "MooncakeConnector") or s.kv_transfer.bootstrap_port != ENGINE_HTTP_PORT
+        ),
+        field_path=".kvTransfer.bootstrapPort",
+    ),
+    CelRule(
+        rule=f"!{_KV} || self.kvTransfer.connector != 'MooncakeConnector' || "
+        f"!({_MOONCAKE_EC}) || self.kvTransfer.bootstrapPort < {_EC_LO} || "
+        f"self.kvTransfer.bootstrapPort > {_EC_HI}",
+        message="kvTransfer.bootstrapPort must not fall in the EC control port range "
+        "controlPort .. controlPort + data*tensor - 1 of the prefill role",
+        check=lambda s: (
+            not _kv(s, "MooncakeConnector")
+            or not _mooncake_ec(s)
+            or not _in(s.kv_transfer.bootstrap_port, ec_port_range(s))
+        ),
+        field_path=".kvTransfer.bootstrapPort",
+    ),
+    CelRule(
+        rule=f"!{_KV} || self.kvTransfer.connector != 'NixlConnector' || {_NIXL_HI} <= 65535",
+        message="kvTransfer.sideChannelPort: NIXL binds sideChannelPort + DP rank, which must "
+        "stay at or below 65535",
+        check=lambda s: not _kv(s, "NixlConnector") or nixl_port_range(s)[1] <= 65535,
+        field_path=".kvTransfer.sideChannelPort",
+    ),
+    CelRule(
+        rule=f"!{_KV} || self.kvTransfer.connector != 'NixlConnector' || "
+        f"{_NIXL_LO} > {_HTTP} || {_NIXL_HI} < {_HTTP}",
+        message=f"kvTransfer.sideChannelPort: the NIXL side-channel ports sideChannelPort .. "
+        f"sideChannelPort + data - 1 must not include the engine HTTP port {_HTTP}",
+        check=lambda s: (
+            not _kv(s, "NixlConnector") or not _in(ENGINE_HTTP_PORT, nixl_port_range(s))
+        ),
+        field_path=".kvTransfer.sideChannelPort",
+    ),
+    CelRule(
+        rule=f"!{_KV} || self.kvTransfer.connector != 'NixlConnector' || !({_MOONCAKE_EC}) || "
+        f"{_NIXL_LO} > {_EC_HI} || {_NIXL_HI} < {_EC_LO}",
+        message="kvTransfer.sideChannelPort: the NIXL side-channel ports overlap the EC "
+        "control port range of the prefill role",
+        check=lambda s: (
+            not _kv(s, "NixlConnector")
+            or not _mooncake_ec(s)
+            or not _overlap(nixl_port_range(s), ec_port_range(s))
+        ),
+        field_path=".kvTransfer.sideChannelPort",
+    ),
+    CelRule(
+        rule="!has(self.ecTransfer.protocol) || self.ecTransfer.protocol != 'rdma' || "
+        "self.rdma.enabled",
+        message="ecTransfer.protocol rdma needs rdma.enabled: true (the pods need the RDMA "
+        "device resource); use tcp otherwise",
+        check=lambda s: s.ec_transfer.protocol != "rdma" or s.rdma.enabled,
+        field_path=".ecTransfer.protocol",
+    ),
+    CelRule(
+        rule=f"!{_KV} || !has(self.kvTransfer.protocol) || "
+        "self.kvTransfer.protocol != 'rdma' || self.rdma.enabled",
+        message="kvTransfer.protocol rdma needs rdma.enabled: true (the pods need the RDMA "
+        "device resource); use tcp otherwise",
+        check=lambda s: s.kv_transfer is None or s.kv_transfer.protocol != "rdma" or s.rdma.enabled,
+        field_path=".kvTransfer.protocol",
+    ),
+)
+
+
+class EPDClusterSpec(_Model):
+    """Desired state of an EPD (encoder / prefill / decode) disaggregated vLLM cluster."""
+
+    __cel__ = SPEC_RULES
+    model: ModelSpec = Field(description="The model every role serves.")
+    image: ImageSpec | None = Field(
+        default=None, description="Engine image; default: the operator's engine image."
+    )
+    roles: Roles = Field(description="The engine roles; their presence defines the topology.")
+    ec_transfer: ECTransferSpec = Field(
+        default_factory=ECTransferSpec,
+        json_schema_extra=_default_of(ECTransferSpec),
+        description="Encoder-output transfer (vLLM EC connector) settings.",
+    )
+    kv_transfer: KVTransferSpec | None = Field(
+        default=None,
+        description="Prefill-to-decode KV transfer (E/P/D only); default MooncakeConnector.",
+    )
+    rdma: RDMASpec = Field(
+        default_factory=RDMASpec,
+        json_schema_extra=_default_of(RDMASpec),
+        description="RDMA device resources.",
+    )
+    encoder_cache: EncoderCacheSpec = Field(
+        default_factory=EncoderCacheSpec,
+        json_schema_extra=_default_of(EncoderCacheSpec),
+        description="Encoder compute / cache budgets.",
+    )
+    media_io_kwargs: FreeForm | None = Field(
+        default=None,
+        description="--media-io-kwargs, identical on the encoder and the EC consumer (they "
+        "must compute the same multimodal identifiers).",
+    )
+    mm_processor_kwargs: FreeForm | None = Field(
+        default=None, description="--mm-processor-kwargs, identical on every role."
+    )
+    router: RouterSpec = Field(
+        default_factory=RouterSpec,
+        json_schema_extra=_default_of(RouterSpec),
+        description="The EPD router.",
+    )
+
+    @property
+    def topology(self) -> Literal["E/PD", "E/P/D"]:
+        return "E/P/D" if self.roles.prefill is not None else "E/PD"
+
+    @property
+    def ec_protocol(self) -> Literal["rdma", "tcp"]:
+        """The EC transport in effect (the default follows rdma.enabled)."""
+        if self.ec_transfer.protocol is not None:
+            return self.ec_transfer.protocol
+        return "rdma" if self.rdma.enabled else "tcp"
+
+    @property
+    def kv_protocol(self) -> Literal["rdma", "tcp"]:
+        if self.kv_transfer is not None and self.kv_transfer.protocol is not None:
+            return self.kv_transfer.protocol
+        return self.ec_protocol
+
+
+# --------------------------------------------------------------------------- status
+
+
+class _Status(_Model):
+    # Status is written by the operator; read it leniently.
+    model_config = ConfigDict(extra="ignore")
+
+
+class RoleStatus(_Status):
+    """Pod counts of one role's StatefulSet."""
+
+    replicas: int = Field(default=0, ge=0, description="Pods that exist.")
+    ready_replicas: int = Field(default=0, ge=0, description="Pods passing readiness.")
+    updated_replicas: int = Field(
+        default=0, ge=0, description="Pods at the current pod-template revision."
+    )
+    ready: str | None = Field(
+        default=None, max_length=32, description="readyReplicas/desired, for display."
+    )
+
+
+class RoleStatuses(_Status):
+    """Per-role pod counts."""
+
+    encoder: RoleStatus | None = Field(default=None, description="Encoder role.")
+    prefill: RoleStatus | None = Field(default=None, description="Prefill role (E/P/D).")
+    decode: RoleStatus | None = Field(default=None, description="Decode role.")
+
+
+class Condition(_Status):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: str = Field(max_length=316, description="Ready, Progressing or Degraded.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="CamelCase reason, e.g. Reconciled, SpecInvalid, InsufficientResources.",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable detail.")
+    last_transition_time: str = Field(
+        json_schema_extra={"format": "date-time"},
+        description="When the status last flipped.",
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the condition was computed for."
+    )
+
+
+class EPDClusterStatus(_Status):
+    """Observed state, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation last reconciled."
+    )
+    phase: Literal["Pending", "Progressing", "Ready", "Degraded"] | None = Field(
+        default=None, description="One-word summary of the conditions, for display."
+    )
+    roles: RoleStatuses | None = Field(default=None, description="Per-role pod counts.")
+    conditions: list[Condition] | None = Field(
+        default=None,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Ready, Progressing, Degraded.",
+    )
+
+
+# --------------------------------------------------------------------------- the object
+
+
+class ObjectMeta(BaseModel):
+    """The metadata fields the operator reads."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    name: str
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class EPDCluster(BaseModel):
+    """EPDCluster is one vLLM encoder / prefill / decode disaggregated serving cluster:
+    encoder, optional prefill and decode StatefulSets, their launch config and a router."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    api_version: str = Field(alias="apiVersion")
+    kind: str
+    metadata: ObjectMeta
+    spec: EPDClusterSpec
+
+
+# Rules on the whole object (CEL at the schema root may read metadata.name).
+ROOT_RULES: tuple[CelRule, ...] = (
+    CelRule(
+        rule=f"self.metadata.name.size() <= {MAX_CLUSTER_NAME} && "
+        f"self.metadata.name.matches('{CLUSTER_NAME_PATTERN}')",
+        message=f"metadata.name must be a DNS-1035 label of at most {MAX_CLUSTER_NAME} "
+        "characters (lowercase letters, digits, '-', starting with a letter): Services and "
+        "labels are named after it",
+        check=lambda obj: (
+            len(obj.metadata.name) <= MAX_CLUSTER_NAME
+            and re.match(CLUSTER_NAME_PATTERN, obj.metadata.name) is not None
+        ),
+    ),
+)

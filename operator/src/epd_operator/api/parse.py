@@ -1,0 +1,428 @@
+"""`parse(obj) -> EPDCluster`: the one way to turn an EPDCluster object into checked models.
+
+Three layers, each error a `SpecError` naming the field path (`spec.roles.encoder.
+parallelism.tensor`):
+1. the schema (pydantic: types, enums, ranges, unknown fields) - what the CRD schema checks;
+2. the cross-field `CelRule`s - what the apiserver's CEL checks, evaluated again here so
+   `epdctl render` on a file rejects the same specs with the same words;
+3. checks CEL cannot express: contents of free-form objects (extraConfig), Kubernetes
+   semantics of embedded objects (quantities, volumes, env, labels), flags the operator owns.
+An object the apiserver admitted can still fail layer 3: the operator then reports
+Degraded/SpecInvalid with the path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from epd_connector.launch.argv import MOONCAKE_EC_EXTRA_KEYS
+
+from . import constants as c
+from .models import ROOT_RULES, EPDCluster, EPDClusterSpec, ResourceRequirements, RoleSpec
+from .quantity import QuantityError, quantity_value
+
+
+class SpecError(ValueError):
+    """An EPDCluster that cannot be served; `path` names the field, `message` says why."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+# Flags of `vllm serve` the launcher derives from the spec (argv.py renders them), with the
+# field to use instead. vLLM's parser treats '_' and '-' alike in long flags.
+OWNED_FLAGS: Mapping[str, str] = {
+    "--model": "model.name",
+    "--host": "the operator (0.0.0.0)",
+    "--port": f"the operator (engine HTTP port {c.ENGINE_HTTP_PORT})",
+    "--served-model-name": "model.servedModelName",
+    "--revision": "model.revision",
+    "--tokenizer": "model.tokenizer",
+    "--tensor-parallel-size": "parallelism.tensor",
+    "-tp": "parallelism.tensor",
+    "--pipeline-parallel-size": "parallelism.pipeline",
+    "-pp": "parallelism.pipeline",
+    "--data-parallel-size": "parallelism.data",
+    "-dp": "parallelism.data",
+    "--data-parallel-size-local": "parallelism.data",
+    "--data-parallel-rank": "parallelism.data",
+    "--data-parallel-address": "parallelism.data",
+    "--data-parallel-rpc-port": "parallelism.data",
+    "--max-model-len": "maxModelLen",
+    "--gpu-memory-utilization": "gpuMemoryUtilization",
+    "--max-num-batched-tokens": "encoderCache.maxNumBatchedTokens",
+    "--mm-processor-cache-gb": "encoderCache.mmProcessorCacheGb",
+    "--limit-mm-per-prompt": "encoderCache.limitMmPerPrompt",
+    "--mm-encoder-tp-mode": "encoderCache.mmEncoderTpMode",
+    "--media-io-kwargs": "spec.mediaIoKwargs",
+    "--mm-processor-kwargs": "spec.mmProcessorKwargs",
+    "--ec-transfer-config": "spec.ecTransfer",
+    "--kv-transfer-config": "spec.kvTransfer",
+    "--mm-encoder-only": "the encoder role (ec_producer switches it on)",
+}
+
+# Environment the operator (pod template) or the launcher (exec env) sets.
+OWNED_ENV: Mapping[str, str] = {
+    c.ENV_LAUNCH_CONFIG: "the operator",
+    c.ENV_ROLE: "the operator",
+    c.ENV_ENGINE: "the operator configuration",
+    c.ENV_POD_IP: "the Downward API",
+    c.ENV_POD_NAME: "the Downward API",
+    c.ENV_POD_NAMESPACE: "the Downward API",
+    "VLLM_HOST_IP": "the launcher (the pod IP)",
+    "VLLM_MOONCAKE_BOOTSTRAP_PORT": "kvTransfer.bootstrapPort",
+    "VLLM_NIXL_SIDE_CHANNEL_HOST": "the launcher (the pod IP)",
+    "VLLM_NIXL_SIDE_CHANNEL_PORT": "kvTransfer.sideChannelPort",
+    "HF_HOME": "the operator (model cache volume)",
+}
+
+# Volumes and mount paths the renderer adds to every engine pod (render.engine uses these).
+VOLUME_LAUNCH_CONFIG = "launch-config"
+VOLUME_SHM = "dshm"
+VOLUME_MODEL = "model"
+VOLUME_MODEL_CACHE = "model-cache"
+VOLUME_EC_SHARED = "ec-shared"
+OWNED_VOLUMES = frozenset(
+    {VOLUME_LAUNCH_CONFIG, VOLUME_SHM, VOLUME_MODEL, VOLUME_MODEL_CACHE, VOLUME_EC_SHARED}
+)
+MODEL_MOUNT = "/models"
+MODEL_CACHE_MOUNT = "/var/cache/epd"
+SHM_MOUNT = "/dev/shm"
+OWNED_MOUNTS = (c.LAUNCH_CONFIG_DIR, SHM_MOUNT, MODEL_MOUNT, MODEL_CACHE_MOUNT)
+
+# ec_connector_extra_config keys derived from typed fields.
+EC_DERIVED_KEYS: Mapping[str, str] = {
+    "mooncake_protocol": "ecTransfer.protocol",
+    "control_timeout_s": "ecTransfer.controlTimeoutSeconds",
+    "push_wait_timeout_s": "ecTransfer.pushWaitTimeoutSeconds",
+    "shared_storage_path": "ecTransfer.sharedStorage.path",
+}
+# Keys upstream example scripts use that vLLM 0.33's ECMooncakeConnector silently ignores.
+EC_MOONCAKE_IGNORED_KEYS: Mapping[str, str] = {
+    "protocol": "use ecTransfer.protocol",
+    "device_name": "the EC connector uses every RDMA device",
+    "transfer_buffer_size": "use ecTransfer.bufferSize",
+}
+EC_MOONCAKE_POSITIVE_INT_KEYS = (
+    "store_max_pending_items",
+    "store_max_pending_bytes",
+    "store_read_buffer_bytes",
+)
+KV_DERIVED_KEYS: Mapping[str, str] = {"mooncake_protocol": "kvTransfer.protocol"}
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+
+def parse(obj: Mapping[str, Any]) -> EPDCluster:
+    """Validate an EPDCluster object (as read from the apiserver or a YAML file)."""
+    if not isinstance(obj, Mapping):
+        raise SpecError("<root>", f"expected an object, got {type(obj).__name__}")
+    if obj.get("apiVersion") != c.API_VERSION:
+        raise SpecError("apiVersion", f"expected {c.API_VERSION}, got {obj.get('apiVersion')!r}")
+    if obj.get("kind") != c.KIND:
+        raise SpecError("kind", f"expected {c.KIND}, got {obj.get('kind')!r}")
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
+        raise SpecError("metadata.name", "required")
+    if "spec" not in obj:
+        raise SpecError("spec", "required")
+    try:
+        cluster = EPDCluster.model_validate(
+            {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "metadata": meta,
+                "spec": obj["spec"],
+            }
+        )
+    except ValidationError as exc:
+        raise _from_pydantic(exc) from exc
+    for rule in ROOT_RULES:
+        if not rule.check(cluster):
+            raise SpecError("metadata.name", rule.message)
+    _check_rules(cluster.spec, "spec")
+    check_operator_rules(cluster.spec)
+    return cluster
+
+
+def parse_spec(spec: Mapping[str, Any]) -> EPDClusterSpec:
+    """Validate a bare spec (all three layers); for callers without an object around it."""
+    try:
+        model = EPDClusterSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise _from_pydantic(exc, prefix=("spec",)) from exc
+    _check_rules(model, "spec")
+    check_operator_rules(model)
+    return model
+
+
+def format_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<root>"
+
+
+def _from_pydantic(exc: ValidationError, prefix: tuple[str, ...] = ()) -> SpecError:
+    errors = exc.errors()
+    first = errors[0]
+    loc = prefix + tuple(first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif first["type"] == "missing":
+        msg = "required field is missing"
+    msg = msg.removeprefix("Value error, ")
+    if len(errors) > 1:
+        msg += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return SpecError(format_path(loc), msg)
+
+
+def _children(model: BaseModel, path: str) -> Iterator[tuple[BaseModel, str]]:
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        sub = f"{path}.{field.alias or name}"
+        if isinstance(value, BaseModel):
+            yield value, sub
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield item, f"{sub}[{i}]"
+
+
+def _check_rules(model: BaseModel, path: str) -> None:
+    """Evaluate every CelRule attached to the model tree, parents first."""
+    for rule in getattr(type(model), "__cel__", ()):
+        if not rule.check(model):
+            raise SpecError(path + rule.field_path, rule.message)
+    for child, sub in _children(model, path):
+        _check_rules(child, sub)
+
+
+# --------------------------------------------------------------------------- layer 3
+
+
+def check_operator_rules(spec: EPDClusterSpec) -> None:
+    """The checks CEL cannot express; raises SpecError for the first violation."""
+    for role in ("encoder", "prefill", "decode"):
+        role_spec: RoleSpec | None = getattr(spec.roles, role)
+        if role_spec is not None:
+            _check_role(spec, role_spec, f"spec.roles.{role}")
+    if spec.router.resources is not None:
+        _check_resources(spec.router.resources, "spec.router.resources", owned={})
+    _check_buffer_size(spec)
+    _check_ec_extra(spec)
+    _check_kv_extra(spec)
+
+
+def _flag_name(arg: str) -> str | None:
+    if not arg.startswith("-"):
+        return None
+    flag = arg.split("=", 1)[0]
+    if flag.startswith("--"):
+        flag = "--" + flag[2:].replace("_", "-")
+        # Dotted sub-keys (--ec-transfer-config.ec_role x) belong to their parent flag.
+        flag = flag.split(".", 1)[0]
+    return flag
+
+
+def _check_role(spec: EPDClusterSpec, role: RoleSpec, path: str) -> None:
+    for i, arg in enumerate(role.extra_args or ()):
+        flag = _flag_name(arg)
+        if flag is not None and flag in OWNED_FLAGS:
+            raise SpecError(
+                f"{path}.extraArgs[{i}]",
+                f"{flag} is set by the operator from {OWNED_FLAGS[flag]}; use that instead",
+            )
+    seen_env: set[str] = set()
+    for i, env in enumerate(role.env or ()):
+        if _ENV_NAME.match(env.name) is None:
+            raise SpecError(f"{path}.env[{i}].name", f"{env.name!r} is not a valid variable name")
+        if env.name in OWNED_ENV:
+            raise SpecError(f"{path}.env[{i}].name", f"{env.name} is set by {OWNED_ENV[env.name]}")
+        if env.name in seen_env:
+            raise SpecError(f"{path}.env[{i}].name", f"duplicate variable {env.name}")
+        seen_env.add(env.name)
+        if env.value is not None and env.value_from is not None:
+            raise SpecError(f"{path}.env[{i}]", "set either value or valueFrom, not both")
+    volume_names: set[str] = set()
+    for i, vol in enumerate(role.volumes or ()):
+        if vol.name in OWNED_VOLUMES:
+            raise SpecError(
+                f"{path}.volumes[{i}].name",
+                f"volume name {vol.name!r} is used by the operator; pick another name",
+            )
+        if vol.name in volume_names:
+            raise SpecError(f"{path}.volumes[{i}].name", f"duplicate volume {vol.name!r}")
+        volume_names.add(vol.name)
+    owned_mounts = list(OWNED_MOUNTS)
+    if spec.ec_transfer.shared_storage is not None:
+        owned_mounts.append(spec.ec_transfer.shared_storage.path)
+    mount_paths: set[str] = set()
+    for i, mount in enumerate(role.volume_mounts or ()):
+        if mount.name not in volume_names:
+            raise SpecError(
+                f"{path}.volumeMounts[{i}].name",
+                f"no volume named {mount.name!r} in {path.removeprefix('spec.')}.volumes",
+            )
+        norm = mount.mount_path.rstrip("/") or "/"
+        for owned in owned_mounts:
+            if norm == owned or norm.startswith(owned + "/") or owned.startswith(norm + "/"):
+                raise SpecError(
+                    f"{path}.volumeMounts[{i}].mountPath",
+                    f"{mount.mount_path} collides with the operator's mount at {owned}",
+                )
+        if norm in mount_paths:
+            raise SpecError(f"{path}.volumeMounts[{i}].mountPath", f"duplicate mount {norm}")
+        mount_paths.add(norm)
+    for key, value in (role.pod_labels or {}).items():
+        _check_label(key, value, f"{path}.podLabels")
+    for key in role.pod_annotations or {}:
+        if key == c.ANNOTATION_CONFIG_CHECKSUM:
+            raise SpecError(f"{path}.podAnnotations.{key}", "set by the operator")
+        _check_key(key, f"{path}.podAnnotations")
+    for key, value in (role.node_selector or {}).items():
+        _check_key(key, f"{path}.nodeSelector")
+        if _LABEL_VALUE.match(value) is None or len(value) > 63:
+            raise SpecError(f"{path}.nodeSelector.{key}", f"{value!r} is not a valid label value")
+    owned_resources = {
+        c.GPU_RESOURCE: "parallelism (tensor x pipeline x data)",
+        spec.rdma.resource_name: "rdma",
+    }
+    if role.resources is not None:
+        _check_resources(role.resources, f"{path}.resources", owned_resources)
+
+
+def _check_key(key: str, path: str) -> None:
+    prefix, _, name = key.rpartition("/")
+    if (
+        not name
+        or len(name) > 63
+        or _LABEL_NAME.match(name) is None
+        or (prefix and (len(prefix) > 253 or _DNS_SUBDOMAIN.match(prefix) is None))
+    ):
+        raise SpecError(f"{path}.{key}", f"{key!r} is not a valid label/annotation key")
+
+
+def _check_label(key: str, value: str, path: str) -> None:
+    if key in c.RESERVED_LABELS:
+        raise SpecError(f"{path}.{key}", "set by the operator (selectors and revisions use it)")
+    _check_key(key, path)
+    if len(value) > 63 or _LABEL_VALUE.match(value) is None:
+        raise SpecError(f"{path}.{key}", f"{value!r} is not a valid label value")
+
+
+def _check_resources(res: ResourceRequirements, path: str, owned: Mapping[str, str]) -> None:
+    values: dict[str, dict[str, Decimal]] = {}
+    for kind in ("limits", "requests"):
+        amounts: dict[str, int | str] = getattr(res, kind) or {}
+        values[kind] = {}
+        for name, amount in amounts.items():
+            if name in owned:
+                raise SpecError(f"{path}.{kind}.{name}", f"set by the operator from {owned[name]}")
+            try:
+                values[kind][name] = quantity_value(amount)
+            except QuantityError as exc:  # pragma: no cover - the schema already checked
+                raise SpecError(f"{path}.{kind}.{name}", str(exc)) from exc
+            if values[kind][name] < 0:
+                raise SpecError(f"{path}.{kind}.{name}", "must not be negative")
+    for name, request in values["requests"].items():
+        limit = values["limits"].get(name)
+        if limit is not None and request > limit:
+            raise SpecError(
+                f"{path}.requests.{name}",
+                f"request {res.requests[name] if res.requests else ''} exceeds the limit "
+                f"{res.limits[name] if res.limits else ''}",
+            )
+
+
+def buffer_size_bytes(spec: EPDClusterSpec) -> int:
+    """ecTransfer.bufferSize in bytes (vLLM wants a whole, positive number)."""
+    value = quantity_value(spec.ec_transfer.buffer_size)
+    if value <= 0 or value != value.to_integral_value():
+        raise SpecError(
+            "spec.ecTransfer.bufferSize",
+            f"{spec.ec_transfer.buffer_size!r} must be a whole number of bytes greater than 0",
+        )
+    return int(value)
+
+
+def _check_buffer_size(spec: EPDClusterSpec) -> None:
+    buffer_size_bytes(spec)
+
+
+def _check_ec_extra(spec: EPDClusterSpec) -> None:
+    ec = spec.ec_transfer
+    extra = ec.extra_config or {}
+    path = "spec.ecTransfer.extraConfig"
+    for key, source in EC_DERIVED_KEYS.items():
+        if key in extra:
+            raise SpecError(f"{path}.{key}", f"set by the operator from {source}; use that field")
+    if ec.connector != "ECMooncakeConnector":
+        return
+    for key, hint in EC_MOONCAKE_IGNORED_KEYS.items():
+        if key in extra:
+            raise SpecError(
+                f"{path}.{key}",
+                f"not an ECMooncakeConnector key in vLLM 0.33 (it would be silently ignored); "
+                f"{hint}",
+            )
+    for key in sorted(extra):
+        if key not in MOONCAKE_EC_EXTRA_KEYS:
+            raise SpecError(
+                f"{path}.{key}",
+                "not an ECMooncakeConnector key in vLLM 0.33 (it would be silently ignored); "
+                f"known keys: {', '.join(sorted(MOONCAKE_EC_EXTRA_KEYS - EC_DERIVED_KEYS.keys()))}",
+            )
+    for key in EC_MOONCAKE_POSITIVE_INT_KEYS:
+        if key in extra:
+            value = extra[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise SpecError(f"{path}.{key}", f"must be an integer > 0, got {value!r}")
+    if "cross_encoder_cache" in extra:
+        _check_cross_encoder_cache(
+            spec, extra["cross_encoder_cache"], f"{path}.cross_encoder_cache"
+        )
+
+
+def _check_cross_encoder_cache(spec: EPDClusterSpec, value: Any, path: str) -> None:
+    if not isinstance(value, bool):
+        raise SpecError(path, f"must be a JSON boolean (true/false), got {value!r}")
+    if not value:
+        return
+    if spec.ec_transfer.encoder_role != "ec_producer":
+        raise SpecError(path, "needs ecTransfer.encoderRole ec_producer (an encode-only producer)")
+    if not (spec.encoder_cache.mm_processor_cache_gb or 0) > 0:
+        raise SpecError(path, "needs encoderCache.mmProcessorCacheGb > 0")
+    env_names = {e.name for e in spec.roles.encoder.env or ()}
+    if "MOONCAKE_CONFIG_PATH" not in env_names:
+        raise SpecError(
+            path,
+            "needs a Mooncake Store: set MOONCAKE_CONFIG_PATH in roles.encoder.env to its "
+            "config file (mounted from roles.encoder.volumes)",
+        )
+
+
+def _check_kv_extra(spec: EPDClusterSpec) -> None:
+    kv = spec.kv_transfer
+    if kv is None or kv.connector != "MooncakeConnector":
+        return
+    for key, source in KV_DERIVED_KEYS.items():
+        if key in (kv.extra_config or {}):
+            raise SpecError(
+                f"spec.kvTransfer.extraConfig.{key}",
+                f"set by the operator from {source}; use that field",
+            )

@@ -1,0 +1,258 @@
+"""The per-role objects: a headless Service and a StatefulSet of `epd-engine` pods.
+
+Values are written in the form the apiserver stores them (canonical quantities, explicit
+`protocol: TCP`, `fieldRef.apiVersion: v1`, ...) so a read-back compares equal and a no-op
+resync writes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from epd_connector.launch.config import LaunchConfig
+
+from ..api import constants as c
+from ..api.models import EPDCluster, EPDClusterSpec, ResourceRequirements, RoleSpec
+from ..api.operator_config import OperatorConfig
+from ..api.parse import (
+    MODEL_CACHE_MOUNT,
+    MODEL_MOUNT,
+    SHM_MOUNT,
+    VOLUME_EC_SHARED,
+    VOLUME_LAUNCH_CONFIG,
+    VOLUME_MODEL,
+    VOLUME_MODEL_CACHE,
+    VOLUME_SHM,
+)
+from ..api.quantity import canonical_quantity
+from .launch import role_checksum
+from .names import configmap_name, metadata, role_name, selector_labels, stable_hash
+
+ENGINE_CONTAINER = "engine"
+PORT_NAME = "http"
+
+
+def split_image(ref: str) -> tuple[str, str | None]:
+    """(repository, tag) of an image reference; a digest stays part of the repository."""
+    if "@" in ref:
+        return ref, None
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    if colon > slash:
+        return ref[:colon], ref[colon + 1 :]
+    return ref, None
+
+
+def engine_image(spec: EPDClusterSpec, cfg: OperatorConfig) -> str:
+    image = spec.image
+    if image is None:
+        return cfg.engine_image
+    if image.ref is not None:
+        return image.ref
+    default_repo, default_tag = split_image(cfg.engine_image)
+    repo = image.repository or default_repo
+    tag = image.tag or (default_tag if image.repository is None else None) or "latest"
+    return f"{repo}:{tag}"
+
+
+def ec_participant(config: LaunchConfig, role: str) -> bool:
+    """Roles that read or write ECExampleConnector's shared volume: producer and consumer."""
+    consumer = "prefill" if config.topology == "E/P/D" else "decode"
+    return role in ("encoder", consumer)
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
+
+
+def _resources(
+    user: ResourceRequirements | None, extra: dict[str, int]
+) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for kind in ("limits", "requests"):
+        amounts = dict(getattr(user, kind) or {}) if user is not None else {}
+        values = {k: canonical_quantity(v) for k, v in amounts.items()}
+        values.update({k: str(v) for k, v in extra.items()})
+        if values:
+            out[kind] = dict(sorted(values.items()))
+    return out
+
+
+def _probe(path: str, period: int, failures: int, timeout: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME, "scheme": "HTTP"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+        "successThreshold": 1,
+    }
+
+
+def _dump(items: list[Any] | None) -> list[dict[str, Any]]:
+    return [i.model_dump(by_alias=True, exclude_none=True) for i in items or ()]
+
+
+def _model_volumes(spec: EPDClusterSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    source = spec.model.source
+    if source is None:
+        # vLLM downloads the weights into HF_HOME: a per-pod cache on the node's disk.
+        return [{"name": VOLUME_MODEL_CACHE, "emptyDir": {}}], [
+            {"name": VOLUME_MODEL_CACHE, "mountPath": MODEL_CACHE_MOUNT}
+        ]
+    if source.pvc is not None:
+        mount: dict[str, Any] = {"name": VOLUME_MODEL, "mountPath": MODEL_MOUNT, "readOnly": True}
+        if source.pvc.sub_path:
+            mount["subPath"] = source.pvc.sub_path
+        volume = {
+            "name": VOLUME_MODEL,
+            "persistentVolumeClaim": {"claimName": source.pvc.claim_name, "readOnly": True},
+        }
+        return [volume], [mount]
+    if source.host_path is not None:
+        volume = {
+            "name": VOLUME_MODEL,
+            "hostPath": {"path": source.host_path.path, "type": "Directory"},
+        }
+        return [volume], [{"name": VOLUME_MODEL, "mountPath": MODEL_MOUNT, "readOnly": True}]
+    return [], []  # baked into the image
+
+
+def pod_template(
+    obj: EPDCluster, role: str, cfg: OperatorConfig, config: LaunchConfig
+) -> dict[str, Any]:
+    spec = obj.spec
+    rs: RoleSpec = getattr(spec.roles, role)
+    cluster = obj.metadata.name
+
+    env: list[dict[str, Any]] = [
+        {"name": c.ENV_ROLE, "value": role},
+        {"name": c.ENV_ENGINE, "value": cfg.engine_mode},
+        {"name": c.ENV_LAUNCH_CONFIG, "value": c.LAUNCH_CONFIG_PATH},
+        _field_env(c.ENV_POD_IP, "status.podIP"),
+        _field_env(c.ENV_POD_NAME, "metadata.name"),
+        _field_env(c.ENV_POD_NAMESPACE, "metadata.namespace"),
+    ]
+    if spec.model.source is None:
+        env.append({"name": "HF_HOME", "value": f"{MODEL_CACHE_MOUNT}/huggingface"})
+    env += _dump(rs.env)
+
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": VOLUME_LAUNCH_CONFIG,
+            "configMap": {"name": configmap_name(cluster), "defaultMode": 0o644},
+        },
+        {"name": VOLUME_SHM, "emptyDir": {"medium": "Memory", "sizeLimit": cfg.shm_size}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": VOLUME_LAUNCH_CONFIG, "mountPath": c.LAUNCH_CONFIG_DIR, "readOnly": True},
+        {"name": VOLUME_SHM, "mountPath": SHM_MOUNT},
+    ]
+    model_vols, model_mounts = _model_volumes(spec)
+    volumes += model_vols
+    mounts += model_mounts
+    shared = spec.ec_transfer.shared_storage
+    if shared is not None and ec_participant(config, role):
+        volumes.append(
+            {"name": VOLUME_EC_SHARED, "persistentVolumeClaim": {"claimName": shared.claim_name}}
+        )
+        mounts.append({"name": VOLUME_EC_SHARED, "mountPath": shared.path})
+    volumes += _dump(rs.volumes)
+    mounts += _dump(rs.volume_mounts)
+
+    extra: dict[str, int] = {c.GPU_RESOURCE: rs.parallelism.gpus}
+    if spec.rdma.enabled:
+        extra[spec.rdma.resource_name] = spec.rdma.count
+    container: dict[str, Any] = {
+        "name": ENGINE_CONTAINER,
+        "image": engine_image(spec, cfg),
+        "imagePullPolicy": (spec.image.pull_policy if spec.image else None)
+        or cfg.image_pull_policy,
+        "command": ["epd-engine"],
+        "env": env,
+        "ports": [{"name": PORT_NAME, "containerPort": c.ENGINE_HTTP_PORT, "protocol": "TCP"}],
+        "resources": _resources(rs.resources, extra),
+        # Model loading can take long: the startup probe holds off liveness until /health
+        # answers once; readiness then gates traffic and liveness catches a wedged engine.
+        "startupProbe": _probe(c.HEALTH_PATH, 10, math.ceil(cfg.startup_timeout_seconds / 10), 5),
+        "readinessProbe": _probe(c.HEALTH_PATH, 5, 3, 5),
+        "livenessProbe": _probe(c.HEALTH_PATH, 15, 4, 10),
+        "volumeMounts": mounts,
+    }
+    if spec.rdma.enabled:
+        # Memory registration pins pages; IPC_LOCK lifts the memlock limit. Not privileged.
+        container["securityContext"] = {"capabilities": {"add": ["IPC_LOCK"]}}
+
+    pull_secrets = list((spec.image.pull_secrets if spec.image else None) or ())
+    pull_secrets += [s for s in cfg.image_pull_secrets if s not in pull_secrets]
+    pod_spec: dict[str, Any] = {
+        # Engines never call the Kubernetes API, and Service env vars (VLLM_PORT from a
+        # Service named "vllm") would confuse vLLM's own environment parsing.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": cfg.termination_grace_period_seconds,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
+    if rs.node_selector:
+        pod_spec["nodeSelector"] = dict(rs.node_selector)
+    if rs.tolerations:
+        pod_spec["tolerations"] = _dump(rs.tolerations)
+    if rs.affinity:
+        pod_spec["affinity"] = dict(rs.affinity)
+
+    annotations = dict(rs.pod_annotations or {})
+    annotations[c.ANNOTATION_CONFIG_CHECKSUM] = role_checksum(config, role)
+    labels = {**dict(rs.pod_labels or {}), **selector_labels(cluster, role)}
+    template: dict[str, Any] = {
+        "metadata": {"labels": labels, "annotations": annotations},
+        "spec": pod_spec,
+    }
+    # The revision names this exact template; it is computed before it is added.
+    labels[c.LABEL_REVISION] = stable_hash(template, 10)
+    return template
+
+
+def headless_service(obj: EPDCluster, role: str) -> dict[str, Any]:
+    name = role_name(obj.metadata.name, role)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(obj, name, role),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector_labels(obj.metadata.name, role),
+            "ports": [
+                {
+                    "name": PORT_NAME,
+                    "port": c.ENGINE_HTTP_PORT,
+                    "targetPort": PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def statefulset(
+    obj: EPDCluster, role: str, cfg: OperatorConfig, config: LaunchConfig
+) -> dict[str, Any]:
+    rs: RoleSpec = getattr(obj.spec.roles, role)
+    name = role_name(obj.metadata.name, role)
+    template = pod_template(obj, role, cfg, config)
+    meta = metadata(obj, name, role)
+    meta["labels"][c.LABEL_REVISION] = template["metadata"]["labels"][c.LABEL_REVISION]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": meta,
+        "spec": {
+            "serviceName": name,
+            "replicas": rs.replicas,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector_labels(obj.metadata.name, role)},
+            "template": template,
+        },
+    }

@@ -1,0 +1,129 @@
+"""Spec -> `LaunchConfig` (the JSON every pod reads, DESIGN.md §4) and its per-role checksums.
+
+The launch config types belong to `epd_connector.launch.config`; this module only fills them
+from the EPDCluster spec. A pod of role R reads the global settings, the topology and its own
+role entry, so its checksum covers exactly those (replica counts excluded): scaling a role or
+editing another role's settings does not restart it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from epd_connector.launch.config import (
+    ECTransferLaunch,
+    EncoderCacheLaunch,
+    KVTransferLaunch,
+    LaunchConfig,
+    ModelLaunch,
+    RoleLaunch,
+    Roles,
+)
+from epd_connector.launch.config import (
+    Parallelism as ParallelismLaunch,
+)
+
+from ..api import constants as c
+from ..api.models import EPDCluster, EPDClusterSpec, RoleSpec
+from ..api.parse import MODEL_MOUNT, buffer_size_bytes
+from .names import role_name, stable_hash
+
+
+def model_path(spec: EPDClusterSpec) -> str | None:
+    """Where the weights are inside engine pods; None means vLLM downloads them."""
+    source = spec.model.source
+    if source is None:
+        return None
+    if source.image is not None:
+        return source.image.path
+    return MODEL_MOUNT
+
+
+def _role(cluster: str, role: str, spec: RoleSpec) -> RoleLaunch:
+    par = spec.parallelism
+    return RoleLaunch(
+        replicas=spec.replicas,
+        parallelism=ParallelismLaunch(tensor=par.tensor, pipeline=par.pipeline, data=par.data),
+        port=c.ENGINE_HTTP_PORT,
+        service=role_name(cluster, role),
+        max_model_len=spec.max_model_len,
+        gpu_memory_utilization=spec.gpu_memory_utilization,
+        extra_args=list(spec.extra_args or ()),
+    )
+
+
+def launch_config(obj: EPDCluster) -> LaunchConfig:
+    spec = obj.spec
+    name = obj.metadata.name
+    ec = spec.ec_transfer
+    kv: KVTransferLaunch | None = None
+    if spec.roles.prefill is not None:
+        kvs = spec.kv_transfer
+        kv = KVTransferLaunch(
+            connector=kvs.connector if kvs else "MooncakeConnector",
+            protocol=spec.kv_protocol,
+            bootstrap_port=kvs.bootstrap_port if kvs else 8998,
+            side_channel_port=kvs.side_channel_port if kvs else 5600,
+            extra_config=dict(kvs.extra_config or {}) if kvs else {},
+        )
+    cache = spec.encoder_cache
+    return LaunchConfig(
+        cluster=name,
+        namespace=obj.metadata.namespace,
+        model=ModelLaunch(
+            name=spec.model.name,
+            path=model_path(spec),
+            revision=spec.model.revision,
+            served_model_name=spec.model.served_model_name,
+            tokenizer=spec.model.tokenizer,
+        ),
+        ec=ECTransferLaunch(
+            connector=ec.connector,
+            protocol=spec.ec_protocol,
+            buffer_size=buffer_size_bytes(spec),
+            port=ec.control_port,
+            encoder_role=ec.encoder_role,
+            control_timeout_s=ec.control_timeout_seconds,
+            push_wait_timeout_s=ec.push_wait_timeout_seconds,
+            shared_storage_path=ec.shared_storage.path if ec.shared_storage else None,
+            extra_config=dict(ec.extra_config or {}),
+        ),
+        kv=kv,
+        encoder_cache=EncoderCacheLaunch(
+            max_num_batched_tokens=cache.max_num_batched_tokens,
+            mm_processor_cache_gb=cache.mm_processor_cache_gb,
+            limit_mm_per_prompt=dict(cache.limit_mm_per_prompt)
+            if cache.limit_mm_per_prompt is not None
+            else None,
+            mm_encoder_tp_mode=cache.mm_encoder_tp_mode,
+        ),
+        media_io_kwargs=dict(spec.media_io_kwargs) if spec.media_io_kwargs is not None else None,
+        mm_processor_kwargs=dict(spec.mm_processor_kwargs)
+        if spec.mm_processor_kwargs is not None
+        else None,
+        roles=Roles(
+            encoder=_role(name, "encoder", spec.roles.encoder),
+            prefill=_role(name, "prefill", spec.roles.prefill) if spec.roles.prefill else None,
+            decode=_role(name, "decode", spec.roles.decode),
+        ),
+    )
+
+
+def _without_replicas(role: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in role.items() if k != "replicas"}
+
+
+def role_checksum(config: LaunchConfig, role: str) -> str:
+    """Checksum of what a pod of `role` reads from the launch config."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    roles = data.pop("roles")
+    data["topology"] = config.topology
+    data["role"] = _without_replicas(roles[role])
+    return stable_hash(data)
+
+
+def router_checksum(config: LaunchConfig) -> str:
+    """The router reads every role's wiring, but not replica counts (it discovers pods)."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    data["roles"] = {name: _without_replicas(r) for name, r in data["roles"].items()}
+    return stable_hash(data)

@@ -1,0 +1,128 @@
+"""The router objects: the `epd-router` Deployment and its Service (the cluster's front door).
+
+The router reads the same launch config as the engines (roles, Services, ports) and finds
+pods through the role Services' DNS, so it needs no Kubernetes API access.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from epd_connector.launch.config import LaunchConfig
+
+from ..api import constants as c
+from ..api.models import EPDCluster
+from ..api.operator_config import OperatorConfig
+from ..api.parse import VOLUME_LAUNCH_CONFIG
+from ..api.quantity import canonical_quantity
+from .launch import router_checksum
+from .names import configmap_name, metadata, router_name, selector_labels, stable_hash
+
+ROUTER_CONTAINER = "router"
+PORT_NAME = "http"
+DEFAULT_ROUTER_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}}
+
+
+def _probe(period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": c.HEALTH_PATH, "port": PORT_NAME, "scheme": "HTTP"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 5,
+        "successThreshold": 1,
+    }
+
+
+def _resources(obj: EPDCluster) -> dict[str, dict[str, str]]:
+    res = obj.spec.router.resources
+    if res is None:
+        return {k: dict(v) for k, v in DEFAULT_ROUTER_RESOURCES.items()}
+    out: dict[str, dict[str, str]] = {}
+    for kind in ("limits", "requests"):
+        amounts = getattr(res, kind) or {}
+        if amounts:
+            out[kind] = {k: canonical_quantity(v) for k, v in sorted(amounts.items())}
+    return out
+
+
+def deployment(obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig) -> dict[str, Any]:
+    cluster = obj.metadata.name
+    name = router_name(cluster)
+    container: dict[str, Any] = {
+        "name": ROUTER_CONTAINER,
+        "image": cfg.router_image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": ["epd-router"],
+        "args": ["--launch-config", c.LAUNCH_CONFIG_PATH, "--port", str(cfg.router_port)],
+        "env": [
+            {"name": c.ENV_LAUNCH_CONFIG, "value": c.LAUNCH_CONFIG_PATH},
+            {
+                "name": c.ENV_POD_NAMESPACE,
+                "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
+            },
+        ],
+        "ports": [{"name": PORT_NAME, "containerPort": cfg.router_port, "protocol": "TCP"}],
+        "resources": _resources(obj),
+        "readinessProbe": _probe(5, 3),
+        "livenessProbe": _probe(10, 3),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": VOLUME_LAUNCH_CONFIG, "mountPath": c.LAUNCH_CONFIG_DIR, "readOnly": True}
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [
+            {
+                "name": VOLUME_LAUNCH_CONFIG,
+                "configMap": {"name": configmap_name(cluster), "defaultMode": 0o644},
+            }
+        ],
+    }
+    if cfg.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in cfg.image_pull_secrets]
+    labels = selector_labels(cluster, c.COMPONENT_ROUTER)
+    template: dict[str, Any] = {
+        "metadata": {
+            "labels": labels,
+            "annotations": {c.ANNOTATION_CONFIG_CHECKSUM: router_checksum(config)},
+        },
+        "spec": pod_spec,
+    }
+    labels[c.LABEL_REVISION] = stable_hash(template, 10)
+    meta = metadata(obj, name, c.COMPONENT_ROUTER)
+    meta["labels"][c.LABEL_REVISION] = labels[c.LABEL_REVISION]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": obj.spec.router.replicas,
+            "selector": {"matchLabels": selector_labels(cluster, c.COMPONENT_ROUTER)},
+            "template": template,
+        },
+    }
+
+
+def service(obj: EPDCluster) -> dict[str, Any]:
+    cluster = obj.metadata.name
+    router = obj.spec.router
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(obj, router_name(cluster), c.COMPONENT_ROUTER),
+        "spec": {
+            "type": router.service_type,
+            "selector": selector_labels(cluster, c.COMPONENT_ROUTER),
+            "ports": [
+                {"name": PORT_NAME, "port": router.port, "targetPort": PORT_NAME, "protocol": "TCP"}
+            ],
+        },
+    }
