@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA_VERSION = "epd.launch/v1"
+SCHEMA_VERSION: Final = "epd.launch/v1"
 CONFIGMAP_KEY = "launch.json"
 
 RoleName = Literal["encoder", "prefill", "decode"]
@@ -37,7 +37,9 @@ class _Strict(BaseModel):
 
 
 class ModelLaunch(_Strict):
-    name: str = Field(min_length=1, description="Hub id or path; the positional model of `vllm serve`.")
+    name: str = Field(
+        min_length=1, description="Hub id or path; the positional model of `vllm serve`."
+    )
     path: str | None = Field(
         default=None,
         description="Local directory holding the weights (mounted PVC/hostPath or baked in); "

@@ -1,0 +1,119 @@
+"""`epd-engine`: the entry point of every engine pod (the engine image and the simulator image).
+
+Reads the launch config (EPD_LAUNCH_CONFIG, default /etc/epd/launch.json) and the pod's own
+environment (EPD_ROLE, POD_IP, POD_NAME, POD_NAMESPACE), builds the exact `vllm serve` argv
+and environment for this pod (`argv.py`), logs them and replaces itself with vLLM, so vLLM is
+the container's main process and receives its signals directly. With EPD_ENGINE=sim it execs
+the engine simulator instead (same environment, same launch config; the simulator reads both).
+
+Exit codes: 2 for a missing or malformed config or environment (the message names the key),
+127 when the engine executable cannot be started. `--dry-run` prints what would be executed,
+as JSON, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .argv import build_argv, build_env
+from .config import LaunchConfigError, load
+from .pod import PodContext, engine_from_env, launch_config_path
+
+log = logging.getLogger("epd_connector.launch")
+
+EXIT_CONFIG = 2
+EXIT_EXEC = 127
+SIM_ARGV: tuple[str, ...] = ("-m", "epd_connector.sim")
+
+
+def plan(env: Mapping[str, str], config_path: str | None = None) -> dict[str, Any]:
+    """What this pod executes: {"engine", "config", "argv", "env"} (env: the added variables).
+
+    The vLLM argv is built in sim mode too, so a config the real engine would refuse fails
+    the same way under the simulator.
+    """
+    path = config_path or launch_config_path(env)
+    config = load(path)
+    pod = PodContext.from_env(env)
+    assert pod.role is not None  # from_env always reads EPD_ROLE
+    engine = engine_from_env(env)
+    argv = build_argv(config, pod.role, pod)
+    added = build_env(config, pod.role, pod)
+    if engine == "sim":
+        argv = [sys.executable, *SIM_ARGV]
+    return {"engine": engine, "config": path, "argv": argv, "env": added}
+
+
+def exec_env(env: Mapping[str, str], added: Mapping[str, str]) -> dict[str, str]:
+    """The full environment handed to the engine."""
+    out = dict(env)
+    # Kubernetes injects <SERVICE>_PORT=tcp://... for every Service in the namespace; one named
+    # `vllm` yields VLLM_PORT, which vLLM reads as its own port setting and refuses to start.
+    if out.get("VLLM_PORT", "").startswith("tcp://"):
+        log.warning(
+            "ignoring VLLM_PORT=%s (a Kubernetes service link, not a port)", out["VLLM_PORT"]
+        )
+        del out["VLLM_PORT"]
+    out.update(added)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="epd-engine",
+        description="Start this pod's EPD engine (vLLM, or the simulator with EPD_ENGINE=sim) "
+        "from the launch config and the pod environment.",
+    )
+    p.add_argument(
+        "--config",
+        help="launch config path (default: $EPD_LAUNCH_CONFIG or /etc/epd/launch.json)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help='print {"engine", "config", "argv", "env"} as JSON and exit instead of exec',
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        what = plan(os.environ, args.config)
+    except LaunchConfigError as exc:
+        print(f"epd-engine: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.dry_run:
+        print(json.dumps(what, indent=2))
+        return 0
+    command: list[str] = what["argv"]
+    log.info(
+        "role %s, engine %s: exec %s",
+        os.environ.get("EPD_ROLE"),
+        what["engine"],
+        shlex.join(command),
+    )
+    log.info("environment added: %s", json.dumps(what["env"], sort_keys=True))
+    env = exec_env(os.environ, what["env"])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(command[0], command, env)
+    except OSError as exc:
+        print(f"epd-engine: cannot exec {command[0]!r}: {exc.strerror}", file=sys.stderr)
+        return EXIT_EXEC
+    return EXIT_EXEC  # not reached: exec replaced the process
+
+
+if __name__ == "__main__":
+    sys.exit(main())
