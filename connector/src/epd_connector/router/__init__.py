@@ -1,1 +1,1 @@
-"""epd_connector.router (see DESIGN.md)."""
+"""`epd-router`: OpenAI-compatible front door driving encoder -> (prefill) -> decode (DESIGN §5)."""

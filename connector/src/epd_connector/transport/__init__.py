@@ -1,1 +1,5 @@
-"""epd_connector.transport (see DESIGN.md)."""
+"""Mooncake transfer-engine helpers: P2PHANDSHAKE init over TCP/RDMA, buffers, preflight."""
+
+from .engine import Engine, HostBuffer, PreflightResult, TransportError, preflight
+
+__all__ = ["Engine", "HostBuffer", "PreflightResult", "TransportError", "preflight"]

@@ -1,0 +1,122 @@
+"""`epd-router`: the EPD cluster's OpenAI-compatible front door (options below, `--help`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import fields
+
+from aiohttp import web
+
+from epd_connector.launch.config import ROLE_NAMES, LaunchConfigError, load
+
+from .app import Router, RouterOptions
+from .discovery import parse_static
+
+DEFAULT_LAUNCH_CONFIG = "/etc/epd/launch.json"
+
+_HELP = {
+    "host": "address to listen on",
+    "port": "port to listen on",
+    "dns_suffix": "pods are the A records of <role service>.<namespace>.<suffix>",
+    "dns_refresh_s": "seconds between DNS refreshes of each role's headless Service",
+    "health_interval_s": "seconds between health checks (GET /health) of every pod",
+    "health_timeout_s": "timeout of one health check",
+    "connect_timeout_s": "timeout to open a connection to an engine",
+    "encoder_timeout_s": "timeout of one encoder call",
+    "prefill_timeout_s": "timeout of one prefill call (E/P/D)",
+    "request_timeout_s": "timeout of a non-streaming final call (PD or decode)",
+    "stream_idle_timeout_s": "longest silence within a streamed answer",
+    "retries": "retries per request across all hops, each on another pod where possible",
+    "max_body_bytes": "largest request body accepted; larger ones get HTTP 413",
+    "affinity_load_factor": "an encoder keeps its content affinity while its load stays under "
+    "this factor x the mean encoder load",
+    "pool_size": "most open connections to engines in total (keep-alive pool)",
+    "pool_per_host": "most open connections per engine pod (0: no per-pod limit)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="epd-router",
+        description="OpenAI-compatible router for an EPD cluster (vLLM 0.33 encoder / prefill / "
+        "decode). Roles, ports and parallelism come from the launch config; pods from each "
+        "role's headless Service (DNS) or --static-pods. Serves /v1/chat/completions, "
+        "/v1/completions, /v1/models, /health and /metrics.",
+    )
+    p.add_argument(
+        "--launch-config",
+        default=os.environ.get("EPD_LAUNCH_CONFIG", DEFAULT_LAUNCH_CONFIG),
+        help="launch config JSON rendered by the operator (env EPD_LAUNCH_CONFIG; "
+        "default %(default)s)",
+    )
+    p.add_argument(
+        "--static-pods",
+        action="append",
+        default=[],
+        metavar="ROLE=HOST[:PORT],...",
+        help="fixed pod list for a role instead of DNS (repeatable; port defaults to the "
+        "role's port in the launch config), e.g. --static-pods decode=10.0.0.5,10.0.0.6",
+    )
+    defaults = RouterOptions()
+    for f in fields(RouterOptions):
+        if f.name == "static_pods":
+            continue
+        default = getattr(defaults, f.name)
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=type(default),
+            default=default,
+            help=f"{_HELP[f.name]} (default %(default)s)",
+        )
+    p.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load(args.launch_config)
+    except LaunchConfigError as exc:
+        parser.error(str(exc))
+    static: dict[str, list[tuple[str, int]]] = {}
+    for spec in args.static_pods:
+        role, sep, pods = spec.partition("=")
+        if not sep or role not in ROLE_NAMES:
+            parser.error(
+                f"--static-pods {spec!r}: expected ROLE=HOST[:PORT],... with ROLE one of "
+                f"{', '.join(ROLE_NAMES)}"
+            )
+        if role not in config.present_roles():
+            parser.error(f"--static-pods {spec!r}: the launch config has no {role} role")
+        try:
+            static[role] = parse_static(pods, config.role(role).port)
+        except ValueError as exc:
+            parser.error(f"--static-pods {spec!r}: {exc}")
+    values = {
+        f.name: getattr(args, f.name) for f in fields(RouterOptions) if f.name != "static_pods"
+    }
+    opts = RouterOptions(static_pods=static, **values)
+    router = Router(config, opts)
+    logging.getLogger(__name__).info(
+        "epd-router (%s) on %s:%d", config.topology, opts.host, opts.port
+    )
+    web.run_app(
+        router.app(),
+        host=opts.host,
+        port=opts.port,
+        print=None,
+        access_log=None,
+        handler_cancellation=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

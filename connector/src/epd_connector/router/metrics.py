@@ -1,0 +1,65 @@
+"""The router's Prometheus metrics (own registry, so several routers can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+)
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter(
+            "epd_router_requests", "Requests by route and outcome", ["route", "outcome"], registry=r
+        )
+        self.stage_seconds = Histogram(
+            "epd_router_stage_seconds",
+            "Latency per stage: encode (all items), prefill (E/P/D), decode (until the last byte), "
+            "ttft (request arrival to the first byte sent to the client)",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "epd_router_request_seconds",
+            "Whole request latency",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "epd_router_retries",
+            "Retried upstream calls by role and reason",
+            ["role", "reason"],
+            registry=r,
+        )
+        self.pods_in_rotation = Gauge(
+            "epd_router_pods_in_rotation", "Healthy pods per role", ["role"], registry=r
+        )
+        self.upstream_requests = Counter(
+            "epd_router_upstream_requests",
+            "Calls sent to engines, by role and pod",
+            ["role", "pod"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "epd_router_inflight_requests", "Client requests in progress", registry=r
+        )

@@ -1,0 +1,202 @@
+"""Pure request rewriting for the EPD flows (vLLM 0.33.0 wire protocol; no I/O here).
+
+Checked against vLLM 0.33.0's source:
+- `ec_transfer_params` is accepted on chat/completions requests (`chat_completion/protocol.py`,
+  passed on via `extra_args`) and returned only in non-streaming bodies
+  (`chat_completion/serving.py`: `ChatCompletionResponse(..., ec_transfer_params=...)`), so the
+  encoder call is `stream: false`;
+- the encoder's answer is keyed by mm_hash, each entry echoing `transfer_id`
+  (`ec_connector/mooncake/scheduler.py::request_finished`);
+- the consumer matches `ec_items[i]` to the i-th item in prompt order when its `mm_hash` is absent
+  or equal, else by `mm_hash` (`scheduler.py::_request_transfer_id`), so the router sends one
+  entry per item, in order, with the mm_hash the encoder reported;
+- Mooncake KV: P gets `{do_remote_decode: true, do_remote_prefill: false, transfer_id}` and
+  `max_tokens=1`; D gets `{do_remote_decode: false, do_remote_prefill: true,
+  remote_bootstrap_addr, remote_engine_id, transfer_id}` (`kv_connector/v1/mooncake/
+  mooncake_connector.py::update_state_after_alloc`); P sends KV only when it finished
+  length-capped (`request_finished`), so a P answer that stopped is final;
+- NIXL: P gets `do_remote_decode: true` and its answer's `kv_transfer_params` go to D unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+MEDIA_TYPES = {
+    "image_url": "image",
+    "input_audio": "audio",
+    "audio_url": "audio",
+    "video_url": "video",
+    "image_embeds": "image",
+    "audio_embeds": "audio",
+    "video_embeds": "video",
+}
+# Request keys that change multimodal identifiers; the encoder must see the same values.
+MM_KWARGS_KEYS = ("mm_processor_kwargs", "media_io_kwargs")
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    index: int  # position among the request's media items (prompt order)
+    part: dict[str, Any]
+    content_key: str  # affinity key: a hash of the item as sent (data: URLs carry the content)
+
+
+def media_refs(body: dict[str, Any]) -> list[MediaRef]:
+    refs: list[MediaRef] = []
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return refs
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if isinstance(part, dict) and part.get("type") in MEDIA_TYPES:
+                key = hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
+                refs.append(MediaRef(len(refs), part, key))
+    return refs
+
+
+def new_transfer_id() -> str:
+    """Fresh for every attempt: vLLM rejects a transfer_id reused within its 300 s tombstone."""
+    return uuid.uuid4().hex
+
+
+def encoder_request(
+    body: dict[str, Any], ref: MediaRef, consumer_zmq: str, transfer_id: str
+) -> dict[str, Any]:
+    """One encoder call per media item: only that item, non-streaming, with the EC target."""
+    req: dict[str, Any] = {
+        "messages": [{"role": "user", "content": [ref.part]}],
+        "stream": False,
+        "ec_transfer_params": {
+            "consumer_zmq": consumer_zmq,
+            "ec_items": [{"transfer_id": transfer_id}],
+        },
+    }
+    if "model" in body:
+        req["model"] = body["model"]
+    for key in MM_KWARGS_KEYS:
+        if key in body:
+            req[key] = body[key]
+    return req
+
+
+def encoded_mm_hash(response: dict[str, Any], transfer_id: str) -> str:
+    """The mm_hash the encoder reported for `transfer_id`; ValueError if it reported none."""
+    params = response.get("ec_transfer_params")
+    if not isinstance(params, dict) or not params:
+        raise ValueError("encoder answer has no ec_transfer_params")
+    for mm_hash, entry in params.items():
+        if isinstance(entry, dict) and entry.get("transfer_id") == transfer_id:
+            return str(mm_hash)
+    if len(params) == 1:
+        return str(next(iter(params)))
+    raise ValueError(f"encoder answer names no item with transfer_id {transfer_id}")
+
+
+def with_ec_items(body: dict[str, Any], items: list[tuple[str, str]]) -> dict[str, Any]:
+    """The consumer request: the original body plus `ec_items` [(mm_hash, transfer_id)] in order."""
+    req = dict(body)
+    params = dict(req.get("ec_transfer_params") or {})
+    params["ec_items"] = [{"mm_hash": h, "transfer_id": t} for h, t in items]
+    req["ec_transfer_params"] = params
+    return req
+
+
+def prefill_request(body: dict[str, Any], kv_params: dict[str, Any]) -> dict[str, Any]:
+    """The P call of E/P/D: one token, non-streaming, with the KV producer parameters."""
+    req = copy.copy(body)
+    req["max_tokens"] = 1
+    if "max_completion_tokens" in req:
+        req["max_completion_tokens"] = 1
+    req["stream"] = False
+    req.pop("stream_options", None)
+    req["kv_transfer_params"] = kv_params
+    return req
+
+
+def mooncake_prefill_params(transfer_id: str) -> dict[str, Any]:
+    return {"do_remote_decode": True, "do_remote_prefill": False, "transfer_id": transfer_id}
+
+
+def mooncake_decode_params(bootstrap_addr: str, engine_id: str, transfer_id: str) -> dict[str, Any]:
+    return {
+        "do_remote_decode": False,
+        "do_remote_prefill": True,
+        "remote_bootstrap_addr": bootstrap_addr,
+        "remote_engine_id": engine_id,
+        "transfer_id": transfer_id,
+    }
+
+
+def nixl_prefill_params() -> dict[str, Any]:
+    return {
+        "do_remote_decode": True,
+        "do_remote_prefill": False,
+        "remote_engine_id": None,
+        "remote_block_ids": None,
+        "remote_host": None,
+        "remote_port": None,
+    }
+
+
+def decode_request(body: dict[str, Any], kv_params: dict[str, Any]) -> dict[str, Any]:
+    req = dict(body)
+    req.pop("ec_transfer_params", None)
+    req["kv_transfer_params"] = kv_params
+    return req
+
+
+def finish_reason(response: dict[str, Any]) -> str | None:
+    choices = response.get("choices") or []
+    return choices[0].get("finish_reason") if choices and isinstance(choices[0], dict) else None
+
+
+def as_sse(response: dict[str, Any]) -> bytes:
+    """A complete non-streaming answer re-emitted as SSE chunks (P's final answer, stream asked)."""
+    chunks: list[dict[str, Any]] = []
+    base = {k: response.get(k) for k in ("id", "created", "model")}
+    for choice in response.get("choices") or []:
+        if "message" in choice:
+            msg = choice.get("message") or {}
+            chunks.append(
+                {
+                    **base,
+                    "object": "chat.completion.chunk",
+                    "choices": [
+                        {
+                            "index": choice.get("index", 0),
+                            "delta": {
+                                "role": msg.get("role", "assistant"),
+                                "content": msg.get("content") or "",
+                            },
+                            "logprobs": None,
+                            "finish_reason": choice.get("finish_reason"),
+                        }
+                    ],
+                }
+            )
+        else:
+            chunks.append(
+                {
+                    **base,
+                    "object": "text_completion",
+                    "choices": [
+                        {
+                            "index": choice.get("index", 0),
+                            "text": choice.get("text") or "",
+                            "logprobs": None,
+                            "finish_reason": choice.get("finish_reason"),
+                        }
+                    ],
+                }
+            )
+    out = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks)
+    return out + b"data: [DONE]\n\n"

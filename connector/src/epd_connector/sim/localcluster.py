@@ -1,0 +1,332 @@
+"""A whole EPD data plane on loopback: simulator pods + `epd-router` as real processes.
+
+Each simulated pod gets its own loopback address (127.a.b.c), so every pod uses the ports the
+launch config names, exactly as pods do in a cluster; the ports themselves are picked free from
+the OS. Used by the data-plane tests and the benchmarks, and by hand:
+`python -m epd_connector.sim.localcluster --encoders 2 --decodes 2` prints the router URL and
+runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+_subnet = 20 + os.getpid() % 200
+_hosts = itertools.count(2)
+
+
+def next_loopback_ip() -> str:
+    n = next(_hosts)
+    return f"127.{_subnet}.{n // 250}.{n % 250 + 1}"
+
+
+def free_port(span: int = 1) -> int:
+    """A port p with p..p+span-1 free on every address right now."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("0.0.0.0", 0))
+            port = int(s.getsockname()[1])
+        if port + span > 65535:
+            continue
+        ok = True
+        for extra in range(1, span):
+            with socket.socket() as s:
+                try:
+                    s.bind(("0.0.0.0", port + extra))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return port
+    raise RuntimeError(f"no run of {span} free ports found")
+
+
+@dataclass
+class Proc:
+    name: str
+    role: str
+    host: str
+    port: int
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass
+class LocalCluster:
+    workdir: Path
+    encoders: int = 2
+    prefills: int = 0
+    decodes: int = 2
+    kv_connector: str = "MooncakeConnector"
+    decode_dp: int = 1
+    push_wait_timeout_s: float = 5.0
+    sim_args: dict[str, list[str]] = field(default_factory=dict)
+    router_args: list[str] = field(default_factory=list)
+    model: str = "Qwen/Qwen3-VL-8B-Instruct"
+    procs: dict[str, Proc] = field(default_factory=dict)
+    router: Proc | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    # ---- setup -------------------------------------------------------------------------------
+
+    def launch_config(self) -> dict[str, Any]:
+        consumer_dp = self.decode_dp if self.prefills == 0 else 1
+        roles: dict[str, Any] = {
+            "encoder": {"service": "sim-encoder", "port": free_port()},
+            "decode": {
+                "service": "sim-decode",
+                "port": free_port(),
+                "parallelism": {"data": self.decode_dp},
+            },
+        }
+        cfg: dict[str, Any] = {
+            "cluster": "sim",
+            "namespace": "default",
+            "model": {"name": self.model},
+            "ec": {
+                "protocol": "tcp",
+                "port": free_port(consumer_dp),
+                "push_wait_timeout_s": self.push_wait_timeout_s,
+            },
+            "roles": roles,
+        }
+        if self.prefills:
+            roles["prefill"] = {"service": "sim-prefill", "port": free_port()}
+            cfg["kv"] = {
+                "connector": self.kv_connector,
+                "protocol": "tcp",
+                "bootstrap_port": free_port(),
+                "side_channel_port": free_port(),
+            }
+        return cfg
+
+    def start(self, timeout_s: float = 30.0) -> LocalCluster:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config = self.launch_config()
+        path = self.workdir / "launch.json"
+        path.write_text(json.dumps(self.config))
+        for role, count in (
+            ("encoder", self.encoders),
+            ("prefill", self.prefills),
+            ("decode", self.decodes),
+        ):
+            for i in range(count):
+                self.start_sim(role, f"{role}-{i}")
+        static = []
+        for role in ("encoder", "prefill", "decode"):
+            hosts = [p.host for p in self.procs.values() if p.role == role]
+            if hosts:
+                static += ["--static-pods", f"{role}={','.join(hosts)}"]
+        port = free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "epd_connector.router",
+            "--launch-config",
+            str(path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--health-interval-s",
+            "0.5",
+            *static,
+            *self.router_args,
+        ]
+        self.router = self._spawn("router", "router", "127.0.0.1", port, cmd=cmd, env={})
+        self.wait_ready(timeout_s)
+        return self
+
+    def start_sim(
+        self, role: str, name: str, host: str | None = None, extra: list[str] | None = None
+    ) -> Proc:
+        host = host or next_loopback_ip()
+        env = {
+            "EPD_LAUNCH_CONFIG": str(self.workdir / "launch.json"),
+            "EPD_ROLE": role,
+            "POD_IP": host,
+            "POD_NAME": name,
+            "POD_NAMESPACE": "default",
+            "EPD_ENGINE": "sim",
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "epd_connector.sim",
+            "--host",
+            host,
+            *self.sim_args.get(role, []),
+            *(extra or []),
+        ]
+        proc = self._spawn(name, role, host, self.config["roles"][role]["port"], cmd=cmd, env=env)
+        self.procs[name] = proc
+        return proc
+
+    def _spawn(
+        self, name: str, role: str, host: str, port: int, *, cmd: list[str], env: dict[str, str]
+    ) -> Proc:
+        log = self.workdir / f"{name}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **env},
+                start_new_session=True,
+            )
+        return Proc(name, role, host, port, popen, log)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        expected = {"encoder": self.encoders, "decode": self.decodes}
+        if self.prefills:
+            expected["prefill"] = self.prefills
+        assert self.router is not None
+        while time.monotonic() < deadline:
+            for p in [*self.procs.values(), self.router]:
+                if p.popen.poll() is not None:
+                    raise RuntimeError(
+                        f"{p.name} exited with {p.popen.returncode}:\n{p.log.read_text()[-3000:]}"
+                    )
+            status, body = http_json("GET", self.router.url + "/health", timeout=2)
+            if status == 200 and body.get("pods") == expected:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"local cluster not ready in {timeout_s}s; logs in {self.workdir}")
+
+    # ---- use ---------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self.router is not None
+        return self.router.url
+
+    def sims(self, role: str) -> list[Proc]:
+        return [p for p in self.procs.values() if p.role == role]
+
+    def metrics(self, proc: Proc) -> dict[str, float]:
+        """Sample name{labels} -> value from a process's /metrics (labels sorted, no quotes)."""
+        with urllib.request.urlopen(proc.url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                labels = ",".join(
+                    f"{k}={v}"
+                    for k, v in sorted(s.labels.items())
+                    if k not in ("model_name", "engine")
+                )
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out
+
+    def kill(self, name: str) -> None:
+        p = self.procs[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.popen.pid, signal.SIGKILL)
+        p.popen.wait(5)
+
+    def stop_sim(self, name: str) -> None:
+        """Stop one simulator and wait for it to exit (its address can then be reused)."""
+        p = self.procs[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.popen.pid, signal.SIGTERM)
+        p.popen.wait(10)
+
+    def terminate(self, name: str) -> None:
+        """SIGTERM, as the kubelet sends a terminating pod: the sim drains, then exits."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.procs[name].popen.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        procs = [*self.procs.values(), *([self.router] if self.router else [])]
+        for p in procs:
+            if p.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for p in procs:
+            try:
+                p.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.popen.pid, signal.SIGKILL)
+                p.popen.wait(5)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def http_json(
+    method: str, url: str, body: Any = None, timeout: float = 30, raw: bytes | None = None
+) -> tuple[int, Any]:
+    """Tiny blocking HTTP client for checks: (status, parsed JSON or text); 0 if unreachable."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, payload = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, payload = exc.code, exc.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, {}
+    try:
+        return status, json.loads(payload)
+    except ValueError:
+        return status, payload.decode(errors="replace")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m epd_connector.sim.localcluster",
+        description="Run simulator pods and epd-router on loopback.",
+    )
+    p.add_argument("--encoders", type=int, default=2)
+    p.add_argument("--prefills", type=int, default=0, help="> 0 gives an E/P/D topology")
+    p.add_argument("--decodes", type=int, default=2)
+    p.add_argument(
+        "--kv-connector",
+        default="MooncakeConnector",
+        choices=["MooncakeConnector", "NixlConnector"],
+    )
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/epd-localcluster"))
+    args = p.parse_args(argv)
+    cluster = LocalCluster(
+        args.workdir, args.encoders, args.prefills, args.decodes, args.kv_connector
+    )
+    with cluster:
+        print(f"router: {cluster.url}  (logs in {args.workdir}; Ctrl-C stops)")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Prometheus metrics of the simulated engine: vLLM's names where vLLM has one, `epd_sim_*` else."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class SimMetrics:
+    def __init__(self, model: str, engine: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["model_name", "engine"]
+        self._labels = {"model_name": model, "engine": engine}
+        r = self.registry
+        self.running = Gauge("vllm:num_requests_running", "Requests running", labels, registry=r)
+        self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting", labels, registry=r)
+        self.waiting_reason = Gauge(
+            "vllm:num_requests_waiting_by_reason",
+            "Waiting requests by reason",
+            [*labels, "reason"],
+            registry=r,
+        )
+        self.success = Counter(
+            "vllm:request_success", "Finished requests", [*labels, "finished_reason"], registry=r
+        )
+        self.ttft = Histogram("vllm:time_to_first_token_seconds", "TTFT", labels, registry=r)
+        self.e2e = Histogram(
+            "vllm:e2e_request_latency_seconds", "End-to-end latency", labels, registry=r
+        )
+        self.requests = Counter(
+            "epd_sim_requests",
+            "HTTP requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.ec_items_verified = Counter(
+            "epd_sim_ec_items_verified",
+            "EC items received, checksum-verified and matched",
+            registry=r,
+        )
+        self.ec_bytes_verified = Counter(
+            "epd_sim_ec_bytes_verified", "Bytes of verified EC items", registry=r
+        )
+        self.ec_failures = Counter(
+            "epd_sim_ec_failures",
+            "EC items that failed (timeout, checksum, mismatch)",
+            ["reason"],
+            registry=r,
+        )
+        self.ec_pushes = Counter(
+            "epd_sim_ec_pushes", "Encoder pushes by outcome", ["outcome"], registry=r
+        )
+        self.ec_push_bytes = Counter(
+            "epd_sim_ec_push_bytes", "Bytes pushed by the encoder", registry=r
+        )
+        self.encoded_items = Counter("epd_sim_encoded_items", "Items encoded", registry=r)
+        self.kv_pulls = Counter("epd_sim_kv_pulls", "KV pulls by outcome", ["outcome"], registry=r)
+        self.kv_bytes = Counter("epd_sim_kv_bytes_verified", "Verified KV bytes pulled", registry=r)
+        self.kv_staged = Counter("epd_sim_kv_staged", "KV blobs staged by prefill", registry=r)
+        for g in (self.running, self.waiting):
+            g.labels(**self._labels).set(0)
+        self.waiting_reason.labels(**self._labels, reason="deferred").set(0)
+
+    def finished(self, reason: str) -> None:
+        self.success.labels(**self._labels, finished_reason=reason).inc()
+
+    def lbl(self) -> dict[str, str]:
+        return self._labels

@@ -1,0 +1,669 @@
+"""The simulated engine's HTTP server: the OpenAI surface vLLM 0.33.0 serves, per EPD role.
+
+What each role does with a request follows vLLM 0.33.0 (shared facts sheet §2-§3):
+- encoder (`ec_producer`): answers a non-streaming chat completion with empty output and a
+  top-level `ec_transfer_params` keyed by mm_hash (`modality`, `item_indices`, `metadata`,
+  `transfer_id`; `mooncake/scheduler.py::request_finished`, `utils.py::collect_ec_item_metadata`),
+  then pushes each item's synthetic output to the consumer named by `consumer_zmq`;
+- EC consumer (PD in E/PD, prefill in E/P/D): defers the request until every item's push has
+  landed and verified, matched to `ec_items` by position or mm_hash
+  (`scheduler.py::_request_transfer_id`); after the push-wait timeout it fails with HTTP 500
+  "Internal server error", which is how vLLM reports it;
+- KV producer (prefill, E/P/D) with `do_remote_decode`: stages KV only if it ended length-capped
+  (an EOS first token sends nothing, as the Mooncake KV connector does); with NixlConnector it
+  answers `kv_transfer_params` for the decode pod;
+- KV consumer (decode, E/P/D) with `do_remote_prefill`: pulls and verifies the KV first.
+Data-parallel rank comes from `X-data-parallel-rank`, as in vLLM's serving layer; EC pushes land
+on the control port of one rank, so header and `consumer_zmq` must agree.
+The text marker `[[sim:eos]]` in a prompt makes the first sampled token EOS (tests use it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from epd_connector.launch import wiring
+from epd_connector.launch.config import LaunchConfig
+from epd_connector.transport import Engine
+
+from . import ec, kv
+from .media import (
+    MediaError,
+    MediaPart,
+    checksum,
+    encoder_output,
+    grid_thw,
+    identifier,
+    load_media,
+    media_parts,
+    prompt_text,
+)
+from .metrics import SimMetrics
+from .settings import PodEnv, SimSettings
+
+log = logging.getLogger(__name__)
+
+EOS_MARKER = "[[sim:eos]]"
+DP_HEADER = "X-data-parallel-rank"
+
+
+def error_response(
+    status: int, message: str, err_type: str, param: str | None = None
+) -> web.Response:
+    """vLLM's error body: {"error": {message, type, param, code}}."""
+    return web.json_response(
+        {"error": {"message": message, "type": err_type, "param": param, "code": status}},
+        status=status,
+    )
+
+
+class RequestFailed(Exception):
+    def __init__(self, status: int, message: str, err_type: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.err_type, self.param = status, message, err_type, param
+
+    def response(self) -> web.Response:
+        return error_response(self.status, self.message, self.err_type, self.param)
+
+
+@dataclass(frozen=True)
+class Output:
+    tokens: list[str]
+    finish_reason: str
+    prompt_tokens: int
+    kv_transfer_params: dict[str, Any] | None = None
+
+
+class SimEngine:
+    """One simulated engine pod: role wiring from the launch config, state, and handlers."""
+
+    def __init__(self, config: LaunchConfig, pod: PodEnv, settings: SimSettings) -> None:
+        self.config, self.pod, self.settings = config, pod, settings
+        self.role = pod.role
+        self.launch = config.role(pod.role)
+        self.model = config.model.served_model_name or config.model.name
+        self.ec_role = wiring.ec_role(config, pod.role)
+        self.kv_role = wiring.kv_role(config, pod.role)
+        self.is_encoder = self.role == "encoder"
+        self.is_ec_consumer = self.ec_role == "ec_consumer"
+        self.dp_size = self.launch.parallelism.data
+        self.push_wait_s = config.ec.push_wait_timeout_s or settings.push_wait_timeout_s
+        self.control_timeout_s = config.ec.control_timeout_s or 30.0
+        self.metrics = SimMetrics(self.model, pod.pod_name)
+        self.engine: Engine | None = None
+        self.receivers: list[ec.ECReceiver] = []
+        self.control_servers: list[ec.ControlServer] = []
+        self.kv_source: kv.KVSource | None = None
+        self.kv_site: web.TCPSite | None = None
+        self._kv_runners: list[web.AppRunner] = []
+        self.http: aiohttp.ClientSession | None = None
+        self.draining = False
+        self.inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._rng = random.Random(pod.pod_name)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def engine_ids(self) -> list[str]:
+        return [f"{self.pod.pod_name}-dp{d}" for d in range(self.dp_size)]
+
+    async def start(self) -> None:
+        self.http = aiohttp.ClientSession()
+        # Always TCP: simulator pods run where RDMA devices are not (kind, kwok, CI).
+        self.engine = await asyncio.to_thread(Engine, self.pod.pod_ip, "tcp")
+        host = self.settings.host
+        if self.is_ec_consumer:
+            for d in range(self.dp_size):
+                rx = ec.ECReceiver(self.engine, d, self.settings.ec_slab_bytes)
+                srv = ec.ControlServer(rx, host, wiring.consumer_control_port(self.config, d))
+                await srv.start()
+                self.receivers.append(rx)
+                self.control_servers.append(srv)
+        if self.kv_role == "kv_producer" and self.config.kv is not None:
+            nixl = self.config.kv.connector == "NixlConnector"
+            ports = (
+                [self.config.kv.side_channel_port + d for d in range(self.dp_size)]
+                if nixl
+                else [self.config.kv.bootstrap_port]
+            )
+            self.kv_source = kv.KVSource(
+                self.engine, self.settings.kv_slab_bytes, self.engine_ids, self.pod.pod_ip, ports[0]
+            )
+            for port in ports:
+                app = web.Application()
+                app.add_routes(self.kv_source.routes())
+                runner = web.AppRunner(app, access_log=None)
+                await runner.setup()
+                await web.TCPSite(runner, host, port).start()
+                self._kv_runners.append(runner)
+        self._spawn(self._reaper())
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for srv in self.control_servers:
+            await srv.close()
+        for runner in self._kv_runners:
+            await runner.cleanup()
+        if self.http is not None:
+            await self.http.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reaper(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            for rx in self.receivers:
+                rx.reap()
+            if self.kv_source is not None:
+                self.kv_source.reap()
+
+    # ---- HTTP ------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 << 20)
+        app.add_routes(
+            [
+                web.get("/health", self.health),
+                web.get("/v1/models", self.models),
+                web.get("/metrics", self.metrics_view),
+                web.post("/v1/chat/completions", self.chat),
+                web.post("/v1/completions", self.completions),
+            ]
+        )
+        return app
+
+    async def health(self, _: web.Request) -> web.Response:
+        if self.draining:
+            return web.Response(status=503, text="draining")
+        return web.Response(status=200)
+
+    async def models(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self.model,
+                        "object": "model",
+                        "created": int(time.time()),
+                        "owned_by": "vllm",
+                        "root": self.config.model.name,
+                        "parent": None,
+                        "max_model_len": self.launch.max_model_len,
+                    }
+                ],
+            }
+        )
+
+    async def metrics_view(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "chat")
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "completion")
+
+    async def _serve(self, request: web.Request, kind: str) -> web.StreamResponse:
+        if self.draining:
+            resp: web.StreamResponse = error_response(
+                503, "engine is shutting down", "ServiceUnavailableError"
+            )
+            self.metrics.requests.labels(kind, "503").inc()
+            return resp
+        self.inflight += 1
+        self.metrics.running.labels(**self.metrics.lbl()).inc()
+        started = time.monotonic()
+        try:
+            resp = await self._generate(request, kind, started)
+        except RequestFailed as exc:
+            if exc.status >= 500:
+                self.metrics.finished("error")
+            resp = exc.response()
+        finally:
+            self.inflight -= 1
+            self.metrics.running.labels(**self.metrics.lbl()).dec()
+        self.metrics.requests.labels(kind, str(resp.status)).inc()
+        return resp
+
+    async def _generate(
+        self, request: web.Request, kind: str, started: float
+    ) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RequestFailed(
+                400, f"request body is not valid JSON: {exc}", "BadRequestError"
+            ) from exc
+        if not isinstance(body, dict):
+            raise RequestFailed(400, "request body must be a JSON object", "BadRequestError")
+        model = body.get("model")
+        if model and model not in (self.model, self.config.model.name):
+            raise RequestFailed(
+                404, f"The model `{model}` does not exist.", "NotFoundError", "model"
+            )
+        dp_rank = self._dp_rank(request)
+        parts = media_parts(body) if kind == "chat" else []
+        text = prompt_text(body)
+        prompt_tokens = len(text.split()) + len(parts) * self.settings.tokens_per_image
+        if self.is_encoder:
+            return await self._encode(body, parts, prompt_tokens)
+        if parts and self.is_ec_consumer:
+            await self._await_encoder_outputs(body, parts, dp_rank)
+        await asyncio.sleep(self.settings.prefill_delay_s)
+        kv_params = body.get("kv_transfer_params") or {}
+        if self.kv_role == "kv_consumer" and kv_params.get("do_remote_prefill"):
+            await self._pull_kv(kv_params)
+        out = self._sample(body, text, prompt_tokens, kv_params, dp_rank)
+        self.metrics.ttft.labels(**self.metrics.lbl()).observe(time.monotonic() - started)
+        if body.get("stream"):
+            resp = await self._stream(request, body, kind, out)
+        else:
+            await asyncio.sleep(
+                self.settings.decode_delay_per_token_s * max(0, len(out.tokens) - 1)
+            )
+            resp = web.json_response(self._full_body(body, kind, out))
+        self.metrics.finished(out.finish_reason)
+        self.metrics.e2e.labels(**self.metrics.lbl()).observe(time.monotonic() - started)
+        return resp
+
+    def _dp_rank(self, request: web.Request) -> int:
+        raw = request.headers.get(DP_HEADER)
+        if raw is None:
+            return 0
+        try:
+            rank = int(raw)
+        except ValueError:
+            return 0  # vLLM ignores an unparsable header
+        if not 0 <= rank < self.dp_size:
+            raise RequestFailed(
+                400,
+                f"{DP_HEADER}: rank {rank} out of range 0..{self.dp_size - 1}",
+                "BadRequestError",
+            )
+        return rank
+
+    # ---- encoder -----------------------------------------------------------------------------
+
+    async def _item_identity(self, part: MediaPart) -> tuple[str, bytes | None]:
+        """(identifier, content or None for embeds items), like vLLM's get_mm_hashes."""
+        uid = part.part.get("uuid")
+        if part.is_embeds:
+            if not isinstance(uid, str) or not uid:
+                raise RequestFailed(
+                    400,
+                    f"{part.part.get('type')} item {part.index} needs a uuid",
+                    "BadRequestError",
+                    "messages",
+                )
+            return uid, None
+        assert self.http is not None
+        try:
+            content = await load_media(part, self.http, self.settings.fetch_timeout_s)
+        except MediaError as exc:
+            raise RequestFailed(400, str(exc), "BadRequestError", "messages") from exc
+        return identifier(
+            self.model, part.modality, content, uid if isinstance(uid, str) else None
+        ), content
+
+    async def _encode(
+        self, body: dict[str, Any], parts: list[MediaPart], prompt_tokens: int
+    ) -> web.Response:
+        ids = [await self._item_identity(p) for p in parts]
+        await asyncio.sleep(self.settings.encode_delay_s)
+        params = body.get("ec_transfer_params") or {}
+        ec_items = params.get("ec_items") or []
+        request_id = uuid.uuid4().hex
+        out: dict[str, dict[str, Any]] = {}
+        pushes: list[ec.PushItem] = []
+        for part, (mm_hash, _) in zip(parts, ids, strict=True):
+            tid = _transfer_id(ec_items, part.index, mm_hash) or f"{request_id}:{part.index}"
+            entry = out.setdefault(mm_hash, {"modality": part.modality, "item_indices": []})
+            entry["item_indices"].append(part.index)
+            entry["metadata"] = (
+                {"image_grid_thw": [grid_thw(self.settings.tokens_per_image)]}
+                if part.modality == "image"
+                else {}
+            )
+            if _transfer_id(ec_items, part.index, mm_hash) is not None:
+                entry["transfer_id"] = tid
+            pushes.append(
+                ec.PushItem(tid, mm_hash, encoder_output(mm_hash, self.settings.bytes_per_image))
+            )
+            self.metrics.encoded_items.inc()
+        consumer = params.get("consumer_zmq")
+        if consumer and pushes:
+            try:
+                ec.parse_consumer_zmq(str(consumer))
+            except ValueError as exc:
+                raise RequestFailed(400, str(exc), "BadRequestError", "ec_transfer_params") from exc
+            # vLLM pushes from the worker after encoding, not inside the HTTP reply.
+            self._spawn(self._push(str(consumer), pushes))
+        self.metrics.finished("stop")
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{request_id}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": 0,
+                    "total_tokens": prompt_tokens,
+                },
+                "kv_transfer_params": None,
+                "ec_transfer_params": out or None,
+            }
+        )
+
+    async def _push(self, consumer: str, items: list[ec.PushItem]) -> None:
+        assert self.engine is not None
+        if self._rng.randrange(100) < self.settings.drop_push_percent:
+            self.metrics.ec_pushes.labels("dropped").inc()
+            return
+        try:
+            await ec.push(
+                self.engine, consumer, items, self.control_timeout_s, self.settings.hidden_size
+            )
+        except ec.ECTransferError as exc:
+            self.metrics.ec_pushes.labels("failed").inc()
+            log.warning("%s", exc)
+            return
+        self.metrics.ec_pushes.labels("ok").inc()
+        self.metrics.ec_push_bytes.inc(sum(len(i.payload) for i in items))
+
+    # ---- EC consumer -------------------------------------------------------------------------
+
+    async def _await_encoder_outputs(
+        self, body: dict[str, Any], parts: list[MediaPart], dp_rank: int
+    ) -> None:
+        rx = self.receivers[dp_rank]
+        ec_items = (body.get("ec_transfer_params") or {}).get("ec_items") or []
+        request_id = uuid.uuid4().hex
+        ids = [await self._item_identity(p) for p in parts]
+        wanted = [
+            (
+                _transfer_id(ec_items, p.index, mm_hash) or f"{request_id}:{p.index}",
+                mm_hash,
+                content,
+            )
+            for p, (mm_hash, content) in zip(parts, ids, strict=True)
+        ]
+        deferred = self.metrics.waiting_reason.labels(**self.metrics.lbl(), reason="deferred")
+        deferred.inc()
+        try:
+            got = await asyncio.gather(
+                *(rx.wait_ready(tid, self.push_wait_s) for tid, _, _ in wanted),
+                return_exceptions=True,
+            )
+        finally:
+            deferred.dec()
+        try:
+            for (tid, mm_hash, content), res in zip(wanted, got, strict=True):
+                if isinstance(res, BaseException):
+                    reason = "timeout" if isinstance(res, TimeoutError) else "failed"
+                    self.metrics.ec_failures.labels(reason).inc()
+                    log.warning(
+                        "EC wait for transfer %s (mm_hash %s…) %s", tid, mm_hash[:12], reason
+                    )
+                    raise RequestFailed(500, "Internal server error", "InternalServerError")
+                if res.mm_hash != mm_hash or (
+                    content is not None
+                    and res.sha256 != checksum(encoder_output(mm_hash, res.nbytes))
+                ):
+                    self.metrics.ec_failures.labels("mismatch").inc()
+                    raise RequestFailed(500, "Internal server error", "InternalServerError")
+                self.metrics.ec_items_verified.inc()
+                self.metrics.ec_bytes_verified.inc(res.nbytes)
+        finally:
+            for tid, _, _ in wanted:
+                rx.cancel(tid)
+
+    # ---- KV ----------------------------------------------------------------------------------
+
+    async def _pull_kv(self, params: dict[str, Any]) -> None:
+        assert self.engine is not None
+        assert self.http is not None
+        assert self.config.kv is not None
+        if self.config.kv.connector == "NixlConnector":
+            missing = [
+                k
+                for k in (
+                    "remote_engine_id",
+                    "remote_request_id",
+                    "remote_host",
+                    "remote_port",
+                    "remote_block_ids",
+                )
+                if k not in params
+            ]
+            base = f"http://{params.get('remote_host')}:{params.get('remote_port')}"
+            key = str(params.get("remote_request_id"))
+        else:
+            missing = [
+                k
+                for k in ("remote_bootstrap_addr", "remote_engine_id", "transfer_id")
+                if k not in params
+            ]
+            base, key = str(params.get("remote_bootstrap_addr")), str(params.get("transfer_id"))
+        if missing:
+            raise RequestFailed(
+                400,
+                f"kv_transfer_params: missing {', '.join(missing)}",
+                "BadRequestError",
+                "kv_transfer_params",
+            )
+        try:
+            if self.config.kv.connector == "MooncakeConnector":
+                async with self.http.get(
+                    f"{base}/query", timeout=aiohttp.ClientTimeout(total=10)
+                ) as resp:
+                    engines = {e["engine_id"] for e in (await resp.json()).values()}
+                if params["remote_engine_id"] not in engines:
+                    raise kv.KVTransferError(f"engine {params['remote_engine_id']} not at {base}")
+            nbytes = await kv.pull(self.engine, self.http, base, key, 30.0)
+        except (kv.KVTransferError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            self.metrics.kv_pulls.labels("failed").inc()
+            log.warning("%s", exc)
+            raise RequestFailed(500, "Internal server error", "InternalServerError") from exc
+        self.metrics.kv_pulls.labels("ok").inc()
+        self.metrics.kv_bytes.inc(nbytes)
+
+    # ---- sampling and output ---------------------------------------------------------------
+
+    def _sample(
+        self,
+        body: dict[str, Any],
+        text: str,
+        prompt_tokens: int,
+        kv_params: dict[str, Any],
+        dp_rank: int,
+    ) -> Output:
+        limit = (
+            body.get("max_completion_tokens")
+            or body.get("max_tokens")
+            or self.settings.default_max_tokens
+        )
+        n = max(1, int(limit))
+        eos = EOS_MARKER in text
+        count = 1 if eos else n
+        tokens = [f" tok{i}" for i in range(count)]
+        finish = "stop" if eos else "length"
+        out_params: dict[str, Any] | None = None
+        if (
+            self.kv_role == "kv_producer"
+            and kv_params.get("do_remote_decode")
+            and self.kv_source is not None
+            and self.config.kv is not None
+        ):
+            nbytes = prompt_tokens * self.settings.kv_bytes_per_token
+            if self.config.kv.connector == "NixlConnector":
+                # NIXL hands the decode side its coordinates whatever the finish reason.
+                key = uuid.uuid4().hex
+                self.kv_source.stage(key, text, nbytes)
+                out_params = {
+                    "do_remote_prefill": True,
+                    "do_remote_decode": False,
+                    "remote_block_ids": [list(range(max(1, prompt_tokens // 16)))],
+                    "remote_engine_id": self.engine_ids[dp_rank],
+                    "remote_request_id": key,
+                    "remote_host": self.pod.pod_ip,
+                    "remote_port": self.config.kv.side_channel_port + dp_rank,
+                    "tp_size": self.launch.parallelism.tensor,
+                    "dcp_size": 1,
+                    "pp_size": self.launch.parallelism.pipeline,
+                    "remote_num_tokens": prompt_tokens,
+                    "transfer_mode": "pull",
+                }
+                self.metrics.kv_staged.inc()
+            elif finish == "length" and kv_params.get("transfer_id"):
+                # Mooncake KV sends only for FINISHED_LENGTH_CAPPED (mooncake_connector.py).
+                self.kv_source.stage(str(kv_params["transfer_id"]), text, nbytes)
+                self.metrics.kv_staged.inc()
+        return Output(tokens, finish, prompt_tokens, out_params)
+
+    def _full_body(self, body: dict[str, Any], kind: str, out: Output) -> dict[str, Any]:
+        text = "".join(out.tokens)
+        usage = {
+            "prompt_tokens": out.prompt_tokens,
+            "completion_tokens": len(out.tokens),
+            "total_tokens": out.prompt_tokens + len(out.tokens),
+        }
+        rid = uuid.uuid4().hex
+        if kind == "chat":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": out.finish_reason,
+            }
+            obj, prefix = "chat.completion", "chatcmpl"
+        else:
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": out.finish_reason,
+            }
+            obj, prefix = "text_completion", "cmpl"
+        return {
+            "id": f"{prefix}-{rid}",
+            "object": obj,
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [choice],
+            "usage": usage,
+            "kv_transfer_params": out.kv_transfer_params,
+        }
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], kind: str, out: Output
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        rid = uuid.uuid4().hex
+        created = int(time.time())
+        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        prefix = "chatcmpl" if kind == "chat" else "cmpl"
+
+        def chunk(piece: str | None, finish: str | None, first: bool = False) -> bytes:
+            if kind == "chat":
+                delta: dict[str, Any] = (
+                    {"role": "assistant", "content": ""}
+                    if first
+                    else ({"content": piece} if piece is not None else {})
+                )
+                choice: dict[str, Any] = {
+                    "index": 0,
+                    "delta": delta,
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            else:
+                choice = {
+                    "index": 0,
+                    "text": piece or "",
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            data: dict[str, Any] = {
+                "id": f"{prefix}-{rid}",
+                "object": obj,
+                "created": created,
+                "model": self.model,
+                "choices": [choice],
+            }
+            if finish is not None:
+                data["kv_transfer_params"] = out.kv_transfer_params
+            return f"data: {json.dumps(data)}\n\n".encode()
+
+        if kind == "chat":
+            await resp.write(chunk(None, None, first=True))
+        for i, tok in enumerate(out.tokens):
+            if i:
+                await asyncio.sleep(self.settings.decode_delay_per_token_s)
+            last = i == len(out.tokens) - 1
+            await resp.write(chunk(tok, out.finish_reason if last else None))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {
+                "prompt_tokens": out.prompt_tokens,
+                "completion_tokens": len(out.tokens),
+                "total_tokens": out.prompt_tokens + len(out.tokens),
+            }
+            usage_chunk: dict[str, Any] = {
+                "id": f"{prefix}-{rid}",
+                "object": obj,
+                "created": created,
+                "model": self.model,
+                "choices": [],
+                "usage": usage,
+            }
+            await resp.write(f"data: {json.dumps(usage_chunk)}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+
+def _transfer_id(ec_items: list[Any], index: int, mm_hash: str) -> str | None:
+    """vLLM's matching rule: position first (if its mm_hash is absent or equal), then by mm_hash."""
+    if index < len(ec_items):
+        item = ec_items[index]
+        if (
+            isinstance(item, dict)
+            and item.get("mm_hash") in (None, mm_hash)
+            and item.get("transfer_id")
+        ):
+            return str(item["transfer_id"])
+    for item in ec_items:
+        if isinstance(item, dict) and item.get("mm_hash") == mm_hash and item.get("transfer_id"):
+            return str(item["transfer_id"])
+    return None
