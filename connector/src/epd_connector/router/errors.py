@@ -4,26 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..openai_errors import OpenAIError, error_response
 
-def error_response(
-    status: int, message: str, err_type: str, param: str | None = None
-) -> web.Response:
-    """`{"error": {message, type, param, code}}`: the shape vLLM and OpenAI clients expect."""
-    return web.json_response(
-        {"error": {"message": message, "type": err_type, "param": param, "code": status}},
-        status=status,
-    )
+__all__ = ["ClientFacingError", "UpstreamRejected", "error_response"]
 
 
-class ClientFacingError(Exception):
+class ClientFacingError(OpenAIError):
     """End the request with this status and message (no retry)."""
-
-    def __init__(self, status: int, message: str, err_type: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.err_type, self.param = status, message, err_type, param
-
-    def response(self) -> web.Response:
-        return error_response(self.status, self.message, self.err_type, self.param)
 
 
 class UpstreamRejected(Exception):

@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from epd_connector.launch import wiring
 from epd_connector.launch.config import LaunchConfig
+from epd_connector.openai_errors import OpenAIError, error_response
 from epd_connector.transport import Engine
 
 from . import ec, kv
@@ -58,23 +59,8 @@ EOS_MARKER = "[[sim:eos]]"
 DP_HEADER = "X-data-parallel-rank"
 
 
-def error_response(
-    status: int, message: str, err_type: str, param: str | None = None
-) -> web.Response:
-    """vLLM's error body: {"error": {message, type, param, code}}."""
-    return web.json_response(
-        {"error": {"message": message, "type": err_type, "param": param, "code": status}},
-        status=status,
-    )
-
-
-class RequestFailed(Exception):
-    def __init__(self, status: int, message: str, err_type: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.err_type, self.param = status, message, err_type, param
-
-    def response(self) -> web.Response:
-        return error_response(self.status, self.message, self.err_type, self.param)
+class RequestFailed(OpenAIError):
+    """Answer the request with this error, as vLLM's server would."""
 
 
 @dataclass(frozen=True)

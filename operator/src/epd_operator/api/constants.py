@@ -9,6 +9,15 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
+# The pod environment names are the launch contract's own (explicit re-exports).
+from epd_connector.launch.pod import DEFAULT_LAUNCH_CONFIG
+from epd_connector.launch.pod import ENV_ENGINE as ENV_ENGINE
+from epd_connector.launch.pod import ENV_LAUNCH_CONFIG as ENV_LAUNCH_CONFIG
+from epd_connector.launch.pod import ENV_POD_IP as ENV_POD_IP
+from epd_connector.launch.pod import ENV_POD_NAME as ENV_POD_NAME
+from epd_connector.launch.pod import ENV_POD_NAMESPACE as ENV_POD_NAMESPACE
+from epd_connector.launch.pod import ENV_ROLE as ENV_ROLE
+
 GROUP: Final = "epd-operator.io"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
@@ -48,15 +57,10 @@ RESERVED_LABELS: Final = frozenset(
     {LABEL_NAME, LABEL_INSTANCE, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_REVISION}
 )
 
-# Pod environment contract (common.md): rendered by the operator, read by epd-engine.
-ENV_LAUNCH_CONFIG: Final = "EPD_LAUNCH_CONFIG"
-ENV_ROLE: Final = "EPD_ROLE"
-ENV_ENGINE: Final = "EPD_ENGINE"
-ENV_POD_IP: Final = "POD_IP"
-ENV_POD_NAME: Final = "POD_NAME"
-ENV_POD_NAMESPACE: Final = "POD_NAMESPACE"
-LAUNCH_CONFIG_DIR: Final = "/etc/epd"
-LAUNCH_CONFIG_PATH: Final = f"{LAUNCH_CONFIG_DIR}/launch.json"
+# Pod environment contract: rendered by the operator, read by epd-engine. One definition, the
+# launch contract's own (epd_connector.launch.pod).
+LAUNCH_CONFIG_PATH: Final = DEFAULT_LAUNCH_CONFIG
+LAUNCH_CONFIG_DIR: Final = LAUNCH_CONFIG_PATH.rsplit("/", 1)[0]
 
 # vLLM's OpenAI server port inside every engine pod, and its health endpoint.
 ENGINE_HTTP_PORT: Final = 8000
