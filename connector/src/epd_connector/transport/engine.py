@@ -14,13 +14,24 @@ import logging
 import mmap
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 
 class TransportError(RuntimeError):
     """A Mooncake engine call failed; the message names the call and the peer."""
+
+
+class Region(Protocol):
+    """Memory the engine can register: host memory (HostBuffer) or device memory such as a
+    CUDA tensor's storage (the CUDA build of the engine registers GPU addresses directly)."""
+
+    @property
+    def address(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
 
 
 class HostBuffer:
@@ -91,14 +102,14 @@ class Engine:
         """The name peers write to: `<hostname>:<rpc port>` (vLLM's `dst_session`)."""
         return f"{self.hostname}:{self._engine.get_rpc_port()}"
 
-    def register(self, buf: HostBuffer) -> None:
+    def register(self, buf: Region) -> None:
         with self._lock:
             ret = self._engine.register_memory(buf.address, buf.size)
             if ret != 0:
                 raise TransportError(f"register_memory({buf.size} bytes) returned {ret}")
             self._registered[buf.address] = buf.size
 
-    def unregister(self, buf: HostBuffer) -> None:
+    def unregister(self, buf: Region) -> None:
         with self._lock:
             if self._registered.pop(buf.address, None) is not None:
                 self._engine.unregister_memory(buf.address)
