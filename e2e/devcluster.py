@@ -39,6 +39,7 @@ RELEASE = "epd"
 OPERATOR_NS = "epd-system"
 SAMPLE = REPO / "crds" / "samples" / "minimal-epd.yaml"
 SAMPLE_NS = "default"
+PIDFILE = WORKDIR / "operator.pid"
 
 log = logging.getLogger("devcluster")
 
@@ -49,7 +50,8 @@ def _provider() -> Provider:
 
 def up(wait: bool) -> int:
     provider = _provider()
-    # A cluster of the same name left by an earlier run would make `create` fail.
+    # A cluster (and operator) of the same name left by an earlier run would get in the way.
+    stop_recorded_operator()
     provider.down()
     stop = threading.Event()
 
@@ -99,10 +101,28 @@ def start_operator(cluster: Cluster) -> OperatorProcess:
         extra_env={"EPD_OPERATOR_ENGINE_MODE": "sim"},
     )
     operator.start()
+    assert operator.proc is not None
+    # `down` from another shell stops an operator that `up --no-wait` left running.
+    PIDFILE.write_text(str(operator.proc.pid))
     operator.wait_healthy()
     print(f"operator: running as serviceaccount {OPERATOR_NS}/{sa} "
           f"(log: {operator.log_path}, metrics: 127.0.0.1:{operator.metrics_port})", flush=True)
     return operator
+
+
+def stop_recorded_operator() -> None:
+    try:
+        pid = int(PIDFILE.read_text())
+    except (OSError, ValueError):
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        cmdline = b""
+    if b"epd_operator" in cmdline:  # never signal a recycled pid
+        os.kill(pid, signal.SIGTERM)
+        print(f"operator (pid {pid}) stopped")
+    PIDFILE.unlink(missing_ok=True)
 
 
 def apply_sample(cluster: Cluster) -> None:
@@ -117,6 +137,7 @@ def apply_sample(cluster: Cluster) -> None:
 
 
 def down() -> int:
+    stop_recorded_operator()
     _provider().down()
     print(f"cluster {NAME} deleted")
     return 0
