@@ -1,1 +1,112 @@
-"""epd_operator.handlers (see DESIGN.md)."""
+"""kopf glue only: every trigger runs the same `reconcile()` through `Runtime.run`.
+
+- create / update / resume of an EPDCluster;
+- a resync loop (started at operator startup) over every EPDCluster seen, which restores
+  hand edits of children nobody watches (Services, ConfigMaps);
+- events of the StatefulSets and router Deployments we own, so status follows pod readiness
+  (and a deleted or hand-edited workload is restored) without waiting for the resync;
+- every EPDCluster watch event, to keep the newest body for the two triggers above.
+
+Handlers return nothing (kopf would store it in status) and keep no state of their own.
+kopf's bookkeeping (finalizer, progress and diff-base annotations) lives under our prefix
+`epd-operator.io`; see `configure()`. No handler needs a finalizer (children go with their
+owner through the garbage collector; the resync is a loop, not a kopf timer, which would add
+one), so an EPDCluster stays deletable while the operator is down or uninstalled.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from epd_operator.api import constants as c
+
+from .runtime import Options, Runtime
+
+__all__ = ["Options", "Runtime", "configure", "register"]
+
+log = logging.getLogger(__name__)
+
+CHILD_SELECTOR = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
+CHILD_WORKLOADS = (("apps", "v1", "statefulsets"), ("apps", "v1", "deployments"))
+
+
+def configure(settings: kopf.OperatorSettings, options: Options) -> None:
+    """kopf settings of this operator (also used by the tests that run it)."""
+    prefix = c.KOPF_PREFIX
+    settings.persistence.finalizer = f"{prefix}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=prefix, key="last-handled-configuration"
+    )
+    # kopf would post an Event per handler run (every resync): we post our own, on flips.
+    settings.posting.enabled = False
+    # One replica (Deployment strategy Recreate): no peering objects, no extra RBAC.
+    settings.peering.standalone = True
+    settings.peering.mandatory = False
+    # No cluster-wide CRD/namespace scanning: least privilege; the namespaces are explicit.
+    settings.scanning.disabled = True
+    for group, version, plural in CHILD_WORKLOADS:
+        settings.watching.label_selectors[group, version, plural] = CHILD_SELECTOR
+    settings.execution.max_workers = options.workers
+    settings.networking.request_timeout = 60
+    settings.watching.server_timeout = 300
+
+
+def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
+    """Register every handler of the operator on `registry`, bound to `runtime`."""
+    res = (c.GROUP, c.VERSION, c.PLURAL)
+    delay = runtime.options.retry_delay_seconds
+
+    # The same credentials reconcile.kube uses: in-cluster ServiceAccount, else KUBECONFIG.
+    kopf.on.login(registry=registry, id="login")(kopf.login_via_client)
+
+    async def changed(*, reason: kopf.Reason | str, body: kopf.Body, uid: str, **_: Any) -> None:
+        # After waiting for the lock, the newest body wins over the one this event carried.
+        outcome = await runtime.run(str(reason), uid,
+                                    lambda: runtime.newest(uid) or _snapshot(body))
+        if outcome is not None and outcome.retry:
+            raise kopf.TemporaryError("reconcile hit an API error; retrying", delay=delay)
+
+    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        on(*res, registry=registry, id="reconcile")(changed)
+
+    async def start(**_: Any) -> None:
+        runtime.start_resync()
+
+    async def stop(**_: Any) -> None:
+        await runtime.stop_resync()
+
+    kopf.on.startup(registry=registry, id="start-resync")(start)
+    kopf.on.cleanup(registry=registry, id="stop-resync")(stop)
+
+    def seen(*, type: str, uid: str, body: kopf.Body, **_: Any) -> None:
+        # Runs before the change handlers of the same event: they find this body.
+        if type == "DELETED":
+            runtime.forget(uid)
+        else:
+            runtime.remember(uid, _snapshot(body))
+
+    kopf.on.event(*res, registry=registry, id="remember")(seen)
+
+    async def child_changed(
+        *, namespace: str | None, labels: Mapping[str, str], **_: Any
+    ) -> None:
+        owner = labels.get(c.LABEL_INSTANCE)
+        uid = runtime.uid_by_name.get((str(namespace), str(owner))) if owner else None
+        if uid:
+            await runtime.run("child", uid, functools.partial(runtime.newest, uid),
+                              coalesce=True)
+
+    for group, version, plural in CHILD_WORKLOADS:
+        kopf.on.event(group, version, plural, registry=registry, id=f"owner-of-{plural}",
+                      labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})(child_changed)
+
+
+def _snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
+    # A plain dict for the worker thread: kopf's Body is a live view owned by the event loop.
+    return dict(body.items())

@@ -1,0 +1,35 @@
+# The CONTROL-PLANE image: the operator (epd-operator, epdctl), the router (epd-router) and the
+# engine simulator (epd-engine with EPD_ENGINE=sim), so a GPU-free cluster (kind) runs the same
+# pod specs as a GPU one. The engine image that runs vLLM is connector/Dockerfile.
+#
+# Install lines mirror what the tests install (requirements/dev.txt, hack/bootstrap.sh), minus
+# the editable flag and the dev tools; operator/tests/test_chart_image.py keeps them in step.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# libibverbs1: the Mooncake transfer engine (CPU build, the simulator's data plane) links it.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libibverbs1=44.0-2 \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+COPY connector/pyproject.toml connector/pyproject.toml
+COPY connector/src connector/src
+COPY operator/pyproject.toml operator/pyproject.toml
+COPY operator/src operator/src
+RUN pip install --no-cache-dir "./connector[transport]" ./operator \
+    && rm -rf /src
+
+RUN groupadd --gid 10001 epd \
+    && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin epd
+USER 10001:10001
+WORKDIR /
+
+# epd-engine runs the simulator in this image; the engine image sets EPD_ENGINE=vllm.
+ENV EPD_ENGINE=sim
+EXPOSE 8080 8081
+CMD ["epd-operator"]

@@ -1,0 +1,242 @@
+"""Run the operator as a local process against a cluster, as a given ServiceAccount.
+
+On the kwok provider no container runtime exists (pods are simulated), so the chart is
+installed with `replicas=0` and the operator runs here instead, authenticated with a token of
+the chart's ServiceAccount: whatever that RBAC does not allow fails, exactly as in a pod.
+
+    kc = serviceaccount_kubeconfig(cluster, "epd-system", "epd-epd-operator", path)
+    op = OperatorProcess(kc, namespaces=["team-a"], resync_seconds=3, log_path=...)
+    op.start(); op.wait_healthy(); ...; op.kill(); op.start(); ...; op.stop()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from e2e.providers import Cluster
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def serviceaccount_kubeconfig(
+    cluster: Cluster, namespace: str, name: str, path: Path, duration: str = "2h"
+) -> Path:
+    """A kubeconfig for the cluster's API server that authenticates as ServiceAccount
+    `namespace/name` with a bound token (`kubectl create token`)."""
+    token = cluster.kubectl("-n", namespace, "create", "token", name,
+                            f"--duration={duration}").stdout.strip()
+    view = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "--flatten",
+                                      "-o", "json").stdout)
+    server = view["clusters"][0]["cluster"]
+    entry = {k: v for k, v in server.items()
+             if k in ("server", "certificate-authority-data", "insecure-skip-tls-verify",
+                      "tls-server-name")}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": entry}],
+        "users": [{"name": f"system:serviceaccount:{namespace}:{name}",
+                   "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {
+            "cluster": "c", "user": f"system:serviceaccount:{namespace}:{name}",
+            "namespace": namespace}}],
+        "current-context": "sa",
+    }
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text format -> {'name{labels}': value} (labels as printed)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if m:
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+class OperatorProcess:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespaces: list[str],
+        resync_seconds: float,
+        log_path: Path,
+        *,
+        extra_env: dict[str, str] | None = None,
+        workers: int = 8,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespaces = namespaces
+        self.resync_seconds = resync_seconds
+        self.log_path = log_path
+        self.extra_env = extra_env or {}
+        self.workers = workers
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "epd_operator",
+               f"--resync-seconds={self.resync_seconds}", f"--workers={self.workers}",
+               f"--metrics-port={self.metrics_port}", f"--health-port={self.health_port}",
+               "--bind-address=127.0.0.1"]
+        cmd += [f"--namespace={ns}" for ns in self.namespaces]
+        return cmd
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("operator already running")
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        # Out of a pod: make sure the in-cluster loader does not trigger.
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(self.command(), env=env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited; see {self.log_path}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"operator not healthy after {timeout}s:\n{self.log_tail()}")
+
+    def metrics(self) -> dict[str, float]:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return parse_metrics(resp.read().decode())
+
+    def writes(self) -> float:
+        return sum(v for k, v in self.metrics().items()
+                   if k.startswith("epd_operator_api_writes_total{"))
+
+    def reconciles(self, trigger: str) -> float:
+        return self.metrics().get(
+            f'epd_operator_reconcile_duration_seconds_count{{trigger="{trigger}"}}', 0.0)
+
+    def rss_bytes(self) -> int:
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        return int(m.group(1)) * 1024 if m else 0
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind, like a node dying."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class InClusterOperator:
+    """The operator as the chart's Deployment (providers with a container runtime: kind).
+
+    Same surface as OperatorProcess for the tests: kill() force-deletes the pod (what SIGKILL
+    of the process is to a pod), start() waits for its replacement, metrics come through the
+    apiserver's service proxy, so no port-forward is needed.
+    """
+
+    def __init__(self, cluster: Cluster, namespace: str, release_fullname: str,
+                 metrics_port: int = 8080) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.name = release_fullname
+        self.metrics_port = metrics_port
+        self.log_path = Path("/dev/null")
+
+    def start(self) -> None:
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        self.cluster.kubectl("-n", self.namespace, "rollout", "status", f"deploy/{self.name}",
+                             f"--timeout={int(timeout)}s", timeout=timeout + 10)
+        self.cluster.kubectl("-n", self.namespace, "wait", "--for=condition=Ready", "pod",
+                             "-l", "app.kubernetes.io/component=operator",
+                             f"--timeout={int(timeout)}s", timeout=timeout + 10)
+
+    def kill(self) -> None:
+        self.cluster.kubectl("-n", self.namespace, "delete", "pod", "-l",
+                             "app.kubernetes.io/component=operator", "--grace-period=0",
+                             "--force", "--wait=false")
+
+    def stop(self) -> None:
+        return None  # helm uninstall removes it
+
+    def metrics(self) -> dict[str, float]:
+        path = (f"/api/v1/namespaces/{self.namespace}/services/"
+                f"{self.name}-metrics:{self.metrics_port}/proxy/metrics")
+        return parse_metrics(self.cluster.kubectl("get", "--raw", path).stdout)
+
+    def writes(self) -> float:
+        return sum(v for k, v in self.metrics().items()
+                   if k.startswith("epd_operator_api_writes_total{"))
+
+    def reconciles(self, trigger: str) -> float:
+        return self.metrics().get(
+            f'epd_operator_reconcile_duration_seconds_count{{trigger="{trigger}"}}', 0.0)
+
+    def log_tail(self, lines: int = 40) -> str:
+        proc = self.cluster.kubectl("-n", self.namespace, "logs", f"deploy/{self.name}",
+                                    f"--tail={lines}", check=False)
+        return proc.stdout + proc.stderr
+
+
+def build_and_load_images(cluster: Cluster, tag: str) -> str:
+    """kind only: build the control-plane image from the repo's Dockerfile and load it into
+    the cluster's nodes. Returns the image reference."""
+    image = f"epd-operator/epd-operator:{tag}"
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(["docker", "build", "-t", image, "-f", str(repo / "Dockerfile"), str(repo)],
+                   check=True, timeout=1800)
+    cluster.run("kind", "load", "docker-image", image, "--name", cluster.name, timeout=600)
+    return image

@@ -1,0 +1,159 @@
+"""What the kopf handlers share in one operator process: the API client, the operator config,
+the per-object serialisation, the reconcile thread pool and the metrics.
+
+Resync: one asyncio task re-reconciles every known EPDCluster each `resync_seconds`.
+
+Serialisation: kopf runs change handlers of one object one after another, but our resync loop
+and child-object watchers run beside them. Every trigger therefore goes through `run()`, which
+holds one asyncio lock per EPDCluster uid around the (blocking, thread-pooled) `reconcile()`.
+Triggers that only say "look again" (the resync timer, a child changed) coalesce: while one
+such pass is already waiting for the lock, another adds nothing, since the waiting pass will
+read the newest body anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from epd_operator.api.operator_config import OperatorConfig
+from epd_operator.metrics import Metrics
+from epd_operator.reconcile.core import Outcome, StatusMemory, reconcile
+from epd_operator.reconcile.kube import Kube
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Options:
+    """Process options (from the command line; see __main__)."""
+
+    namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
+    resync_seconds: float = 60.0
+    workers: int = 8
+    retry_delay_seconds: float = 5.0
+
+
+class Runtime:
+    def __init__(self, kube: Kube, cfg: OperatorConfig, options: Options,
+                 metrics: Metrics | None = None) -> None:
+        self.kube = kube
+        self.cfg = cfg
+        self.options = options
+        self.metrics = metrics or Metrics()
+        self.memory = StatusMemory()
+        self.executor = ThreadPoolExecutor(max_workers=options.workers,
+                                           thread_name_prefix="reconcile")
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiting: set[str] = set()
+        # The newest body of every EPDCluster we serve, from the watch stream: what resync
+        # passes and child events reconcile.
+        self.bodies: dict[str, Mapping[str, Any]] = {}
+        self.uid_by_name: dict[tuple[str, str], str] = {}
+        self._resync_task: asyncio.Task[None] | None = None
+        kube.writes.listeners.append(self.metrics.count_write)
+
+    def remember(self, uid: str, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        self.bodies[uid] = body
+        self.uid_by_name[(str(meta.get("namespace")), str(meta.get("name")))] = uid
+
+    def newest(self, uid: str) -> Mapping[str, Any] | None:
+        return self.bodies.get(uid)
+
+    def start_resync(self) -> None:
+        if self._resync_task is None:
+            self._resync_task = asyncio.get_running_loop().create_task(
+                self._resync_forever(), name="epd-resync")
+
+    async def stop_resync(self) -> None:
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resync_task
+            self._resync_task = None
+
+    async def _resync_forever(self) -> None:
+        # One loop for all objects (rather than a kopf timer per object): no kopf finalizer
+        # is needed, so EPDClusters stay deletable while the operator is down.
+        while True:
+            await asyncio.sleep(self.options.resync_seconds)
+            uids = list(self.bodies)
+            results = await asyncio.gather(
+                *(self.run("resync", uid, functools.partial(self.newest, uid), coalesce=True)
+                  for uid in uids),
+                return_exceptions=True,
+            )
+            failed = sum(1 for r in results if isinstance(r, BaseException))
+            if failed:
+                log.warning("resync: %d of %d passes crashed (logged above)", failed, len(uids))
+
+    async def run(
+        self,
+        trigger: str,
+        uid: str,
+        body: Callable[[], Mapping[str, Any] | None],
+        coalesce: bool = False,
+    ) -> Outcome | None:
+        """One serialised reconcile of the EPDCluster `uid`. `body` is read after the lock is
+        taken, so a pass that waited sees the newest object. None: coalesced or gone."""
+        if coalesce and uid in self._waiting:
+            return None
+        lock = self._locks.setdefault(uid, asyncio.Lock())
+        self._waiting.add(uid)
+        try:
+            async with lock:
+                self._waiting.discard(uid)
+                obj = body()
+                if obj is None:
+                    return None
+                loop = asyncio.get_running_loop()
+                try:
+                    outcome = await loop.run_in_executor(
+                        self.executor, reconcile, self.kube, obj, self.cfg, self.memory
+                    )
+                except Exception:
+                    self.metrics.reconcile_errors.labels(reason="Exception").inc()
+                    log.exception("reconcile of %s crashed (trigger %s)", uid, trigger)
+                    raise
+        finally:
+            self._waiting.discard(uid)
+        self._record(trigger, uid, obj, outcome)
+        return outcome
+
+    def _record(self, trigger: str, uid: str, obj: Mapping[str, Any], out: Outcome) -> None:
+        self.metrics.reconcile_duration.labels(trigger=trigger).observe(out.duration_s)
+        for reason in sorted({p.reason for p in out.problems}):
+            self.metrics.reconcile_errors.labels(reason=reason).inc()
+        if out.conditions:
+            self.metrics.clusters.set(uid, out.conditions)
+        meta = obj.get("metadata") or {}
+        if out.writes or out.problems:
+            log.info(
+                "%s/%s [%s] %.3fs applied=%d pruned=%d status=%s events=%d problems=%d%s",
+                meta.get("namespace"), meta.get("name"), trigger, out.duration_s,
+                len(out.applied), len(out.pruned), out.status_written, out.events,
+                len(out.problems),
+                f" first: {out.problems[0].reason}: {out.problems[0].message}"
+                if out.problems else "",
+            )
+
+    def forget(self, uid: str) -> None:
+        body = self.bodies.pop(uid, None)
+        if body is not None:
+            meta = body.get("metadata") or {}
+            self.uid_by_name.pop((str(meta.get("namespace")), str(meta.get("name"))), None)
+        self.memory.forget(uid)
+        self.metrics.clusters.forget(uid)
+        lock = self._locks.get(uid)
+        if lock is not None and not lock.locked():
+            del self._locks[uid]
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,180 @@
+"""`reconcile()`: one idempotent pass for one EPDCluster.
+
+parse -> render -> observe -> plan -> apply / prune -> resource check -> status (+ Events).
+
+Every trigger (create, update, resume, the resync timer, a change to a child) runs this same
+function, serialised per object by the handlers. It never raises for a problem the user can
+fix: a spec that fails `api.parse` becomes Degraded/SpecInvalid with the field path, nothing
+applied; an API failure becomes Degraded/ReconcileError and `Outcome.retry`. The status is
+written even when the pass failed, and only when it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from epd_operator.api import constants as c
+from epd_operator.api.operator_config import OperatorConfig
+from epd_operator.api.parse import SpecError, parse
+from epd_operator.render import render_cluster
+
+from . import resources
+from .kube import Kube, KubeError
+from .plan import key_of, make_plan
+from .status import DEGRADED, Problem, compute_status, events_for, status_changed
+
+log = logging.getLogger(__name__)
+
+REASON_SPEC_INVALID = c.REASON_SPEC_INVALID
+REASON_APPLY_FAILED = c.REASON_RECONCILE_ERROR
+
+
+@dataclass
+class Outcome:
+    """What one pass did; the handlers turn it into metrics, logs and retries."""
+
+    applied: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    status_written: bool = False
+    events: int = 0
+    retry: bool = False  # a transient API failure: try again soon
+    conditions: dict[str, str] = field(default_factory=dict)  # type -> "True"/"False"
+    duration_s: float = 0.0
+
+    @property
+    def writes(self) -> int:
+        return len(self.applied) + len(self.pruned) + int(self.status_written) + self.events
+
+
+class StatusMemory:
+    """The last status this process wrote per EPDCluster uid.
+
+    Only the operator writes EPDCluster status, so what it last wrote is the newest truth even
+    when the body a trigger carries is a watch event older than our own write. Using it as the
+    "previous" status keeps lastTransitionTime and Events from firing twice for one flip.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_uid: dict[str, dict[str, Any]] = {}
+
+    def get(self, uid: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._by_uid.get(uid)
+
+    def put(self, uid: str, status: dict[str, Any]) -> None:
+        with self._lock:
+            self._by_uid[uid] = status
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._by_uid.pop(uid, None)
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reconcile(
+    kube: Kube,
+    obj: Mapping[str, Any],
+    cfg: OperatorConfig,
+    memory: StatusMemory | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Outcome:
+    started = time.monotonic()
+    out = Outcome()
+    meta = obj.get("metadata") or {}
+    ns, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
+    generation = int(meta.get("generation") or 0)
+    if meta.get("deletionTimestamp"):
+        # Children go with the owner through the garbage collector; nothing to do.
+        return out
+
+    desired: list[dict[str, Any]] | None = None
+    try:
+        cluster = parse(dict(obj))
+    except SpecError as exc:
+        msg = str(exc)
+        path = str(getattr(exc, "path", "") or "")
+        if path and path not in msg:
+            msg = f"{path}: {msg}"
+        out.problems.append(Problem(REASON_SPEC_INVALID, msg))
+    else:
+        desired = render_cluster(cluster, cfg)
+
+    children: list[dict[str, Any]] = []
+    try:
+        observed = kube.list_children(ns, name)
+    except KubeError as exc:
+        out.problems.append(Problem(REASON_APPLY_FAILED, f"cannot list children: {exc}"))
+        out.retry = True
+        observed = None
+
+    if desired is not None and observed is not None:
+        plan = make_plan(desired, observed, owner_uid=uid)
+        children.extend(plan.unchanged)
+        for want in plan.apply:
+            k = key_of(want)
+            try:
+                children.append(kube.apply(want))
+            except KubeError as exc:
+                out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
+                out.retry = True
+                continue
+            out.applied.append(f"{k[1]}/{k[2]}")
+            log.info("%s/%s: applied %s/%s (%s)", ns, name, k[1], k[2],
+                     plan.reasons.get(k) or "missing")
+        for gone in plan.prune:
+            k = key_of(gone)
+            try:
+                kube.delete(gone)
+            except KubeError as exc:
+                out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
+                out.retry = True
+                continue
+            out.pruned.append(f"{k[1]}/{k[2]}")
+            log.info("%s/%s: pruned %s/%s", ns, name, k[1], k[2])
+        try:
+            out.problems.extend(resources.check(desired, kube.list_nodes()))
+        except KubeError as exc:
+            # Without node visibility we cannot judge; the scheduler still will.
+            log.warning("%s/%s: resource check skipped: %s", ns, name, exc)
+    elif observed is not None:
+        children = observed
+
+    previous = (memory.get(uid) if memory else None) or obj.get("status") or None
+    status = compute_status(
+        generation=generation, children=children, problems=out.problems,
+        previous=previous, now=_rfc3339(clock()),
+    )
+    out.conditions = {cond["type"]: cond["status"] for cond in status["conditions"]}
+    if status_changed(previous, status):
+        try:
+            kube.apply_status(ns, name, status)
+            out.status_written = True
+            if memory is not None:
+                memory.put(uid, status)
+        except KubeError as exc:
+            log.warning("%s/%s: status write failed: %s", ns, name, exc)
+            out.retry = True
+        else:
+            for cond in events_for(previous, status):
+                etype = "Warning" if cond["type"] == DEGRADED else "Normal"
+                reason = cond["reason"] if cond["type"] == DEGRADED else cond["type"]
+                try:
+                    kube.create_event(obj, etype, reason, cond["message"])
+                    out.events += 1
+                except KubeError as exc:
+                    log.warning("%s/%s: event not recorded: %s", ns, name, exc)
+    elif memory is not None and memory.get(uid) is None:
+        memory.put(uid, status)
+    out.duration_s = time.monotonic() - started
+    return out

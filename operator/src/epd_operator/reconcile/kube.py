@@ -1,0 +1,310 @@
+"""The ONLY module that talks to the Kubernetes API (kopf's own watch streams aside).
+
+Plain JSON over the official client's authenticated HTTP layer (kubeconfig or in-cluster
+ServiceAccount), with no generated models in between: render produces dicts, plan compares
+dicts, and the apiserver answers dicts. Every call here maps to one RBAC rule in the Helm
+chart (charts/epd-operator/templates/rbac.yaml); keep the two in step.
+
+Writes (server-side apply, delete, status apply, event create) are counted per
+(kind, verb) so the metrics endpoint and the tests can prove that a resync with nothing to do
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from epd_operator.api import constants as c
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "epd-operator"
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    def base(self, namespace: str | None) -> str:
+        root = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        if self.namespaced:
+            if not namespace:
+                raise ValueError(f"{self.kind} is namespaced: a namespace is required")
+            return f"{root}/namespaces/{quote(namespace)}/{self.plural}"
+        return f"{root}/{self.plural}"
+
+
+# Every kind render may produce. observe() lists exactly these, so prune can only ever see
+# (and delete) objects of these kinds; a test checks render emits nothing else.
+CHILD_KINDS: tuple[Kind, ...] = (
+    Kind("v1", "ConfigMap", "configmaps"),
+    Kind("v1", "Service", "services"),
+    Kind("apps/v1", "StatefulSet", "statefulsets"),
+    Kind("apps/v1", "Deployment", "deployments"),
+)
+EPDCLUSTER = Kind(f"{c.GROUP}/{c.VERSION}", c.KIND, c.PLURAL)
+NODE = Kind("v1", "Node", "nodes", namespaced=False)
+EVENT = Kind("v1", "Event", "events")
+_BY_KIND = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, EPDCLUSTER, NODE, EVENT)}
+
+
+def kind_of(obj: Mapping[str, Any]) -> Kind:
+    try:
+        return _BY_KIND[(str(obj.get("apiVersion")), str(obj.get("kind")))]
+    except KeyError:
+        raise ValueError(
+            f"unsupported kind {obj.get('apiVersion')}/{obj.get('kind')}: "
+            "add it to reconcile.kube.CHILD_KINDS and to the chart's RBAC"
+        ) from None
+
+
+class KubeError(Exception):
+    """An API call failed; `status` is the HTTP code (0 when no answer came back)."""
+
+    def __init__(self, verb: str, what: str, status: int, message: str) -> None:
+        super().__init__(f"{verb} {what}: HTTP {status}: {message}")
+        self.verb = verb
+        self.what = what
+        self.status = status
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+class WriteCounter:
+    """Thread-safe count of API writes by (kind, verb), with an optional listener (metrics)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self.listeners: list[Callable[[str, str], None]] = []
+
+    def add(self, kind: str, verb: str) -> None:
+        with self._lock:
+            self._counts[(kind, verb)] += 1
+        for fn in self.listeners:
+            fn(kind, verb)
+
+    def snapshot(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+
+# (method, path with query, headers, JSON-able body or None) -> (HTTP status, raw body)
+Transport = Callable[[str, str, Mapping[str, str], Any], tuple[int, bytes]]
+
+
+class Kube:
+    """Synchronous API access for one operator process (thread-safe; reconcile runs in a
+    thread pool)."""
+
+    def __init__(self, transport: Transport, field_manager: str = FIELD_MANAGER) -> None:
+        self._transport = transport
+        self.field_manager = field_manager
+        self.writes = WriteCounter()
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        """In-cluster ServiceAccount when running in a pod, else the kubeconfig (KUBECONFIG)."""
+        cfg = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, client_configuration=cfg
+            )
+        # One connection per worker thread of the reconcile pool, plus the resync burst.
+        cfg.connection_pool_maxsize = 32
+        api = k8s_client.ApiClient(cfg)
+
+        def transport(
+            method: str, path: str, headers: Mapping[str, str], body: Any
+        ) -> tuple[int, bytes]:
+            req = api.param_serialize(
+                method, path, header_params=dict(headers), auth_settings=["BearerToken"]
+            )
+            _, url, hdrs, _, _ = req
+            try:
+                resp = api.call_api(method, url, header_params=hdrs, body=body,
+                                    _request_timeout=30)
+            except k8s_client.exceptions.ApiException as exc:
+                return int(exc.status or 0), (exc.body or "").encode()
+            data: bytes = resp.read() or b""  # type: ignore[no-untyped-call]
+            return int(resp.status), data
+
+        return cls(transport)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _call(
+        self,
+        verb: str,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            status, raw = self._transport(method, path, headers, body)
+        except Exception as exc:  # connection refused, TLS, timeouts: one error type upward
+            raise KubeError(verb, what, 0, str(exc)) from exc
+        if not 200 <= status < 300:
+            raise KubeError(verb, what, status, _api_message(raw))
+        out: dict[str, Any] = json.loads(raw) if raw else {}
+        return out
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def list_children(self, namespace: str, instance: str) -> list[dict[str, Any]]:
+        """Every object of CHILD_KINDS carrying our labels for `instance` in `namespace`."""
+        selector = (
+            f"{c.LABEL_INSTANCE}={instance},{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
+        )
+        out: list[dict[str, Any]] = []
+        for kind in CHILD_KINDS:
+            body = self._call(
+                "list", f"{kind.plural} in {namespace}", "GET", kind.base(namespace),
+                query={"labelSelector": selector},
+            )
+            for item in body.get("items") or []:
+                # List items omit apiVersion/kind; plan keys objects by them.
+                item.setdefault("apiVersion", kind.api_version)
+                item.setdefault("kind", kind.kind)
+                out.append(item)
+        return out
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        body = self._call("list", "nodes", "GET", NODE.base(None))
+        return list(body.get("items") or [])
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply of one whole object (we own every field we send; force takes
+        fields back from hand edits)."""
+        kind = kind_of(obj)
+        meta = obj.get("metadata") or {}
+        name, ns = str(meta.get("name")), meta.get("namespace")
+        what = f"{kind.kind} {ns}/{name}"
+        self.writes.add(kind.kind, "apply")
+        return self._call(
+            "apply", what, "PATCH", f"{kind.base(ns)}/{quote(name)}",
+            query={"fieldManager": self.field_manager, "force": "true"}, body=obj,
+            content_type="application/apply-patch+yaml",  # JSON is YAML
+        )
+
+    def delete(self, obj: Mapping[str, Any]) -> None:
+        kind = kind_of(obj)
+        meta = obj.get("metadata") or {}
+        name, ns = str(meta.get("name")), meta.get("namespace")
+        self.writes.add(kind.kind, "delete")
+        # Background: the garbage collector removes the pods; we do not wait for them.
+        body = {"propagationPolicy": "Background"}
+        uid = meta.get("uid")
+        if uid:
+            # Only the object we planned to delete, never a same-named successor.
+            body["preconditions"] = {"uid": uid}  # type: ignore[assignment]
+        try:
+            self._call("delete", f"{kind.kind} {ns}/{name}", "DELETE",
+                       f"{kind.base(ns)}/{quote(name)}", body=body)
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+
+    def apply_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Server-side apply of the EPDCluster status subresource. Fields we set before and
+        no longer set (e.g. a removed role) are dropped by the apiserver."""
+        self.writes.add(c.KIND, "apply-status")
+        body = {
+            "apiVersion": EPDCLUSTER.api_version,
+            "kind": EPDCLUSTER.kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": dict(status),
+        }
+        return self._call(
+            "apply status", f"{c.KIND} {namespace}/{name}", "PATCH",
+            f"{EPDCLUSTER.base(namespace)}/{quote(name)}/status",
+            query={"fieldManager": self.field_manager, "force": "true"}, body=body,
+            content_type="application/apply-patch+yaml",
+        )
+
+    def create_event(
+        self,
+        involved: Mapping[str, Any],
+        event_type: str,
+        reason: str,
+        message: str,
+        now: datetime | None = None,
+    ) -> None:
+        """One core/v1 Event about `involved` (shown by `kubectl describe epdc`)."""
+        meta = involved.get("metadata") or {}
+        ns = str(meta.get("namespace"))
+        ts = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}",
+                "namespace": ns,
+            },
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": meta.get("name"),
+                "namespace": ns,
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": FIELD_MANAGER,
+            "firstTimestamp": ts,
+            "lastTimestamp": ts,
+            "count": 1,
+        }
+        self.writes.add("Event", "create")
+        self._call("create event", f"Event in {ns}", "POST", EVENT.base(ns), body=event)
+
+
+def _api_message(raw: bytes) -> str:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return raw.decode(errors="replace")[:500]
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(body)[:500]

@@ -1,0 +1,111 @@
+"""handlers: which kopf handlers exist, kopf's settings, and the serialisation of passes.
+
+The handlers' behaviour on a real apiserver is e2e/test_operator.py; here: the registry holds
+exactly the triggers the design names, no handler makes kopf add a finalizer, kopf's
+bookkeeping uses our prefix, and `Runtime.run` serialises and coalesces per object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import kopf
+import pytest
+
+from epd_operator.api import constants as c
+from epd_operator.api.operator_config import OperatorConfig
+from epd_operator.handlers import Options, Runtime, configure, register
+from epd_operator.reconcile import core
+from epd_operator.reconcile.kube import Kube
+
+
+@pytest.fixture
+def runtime() -> Runtime:
+    return Runtime(Kube(lambda *a: (200, b"{}")), OperatorConfig.from_env({}),
+                   Options(resync_seconds=5))
+
+
+def test_registered_triggers(runtime: Runtime) -> None:
+    registry = kopf.OperatorRegistry()
+    register(registry, runtime)
+    changing = registry._changing.get_all_handlers()
+    # resume is kopf's reason-less handler for objects that exist when the operator starts.
+    kinds = sorted("resume" if h.initial and h.reason is None else str(h.reason)
+                   for h in changing)
+    assert kinds == ["create", "resume", "update"]
+    assert {h.selector.any_name for h in changing if h.selector} == {c.PLURAL}
+    watching = {(h.selector.group, h.selector.any_name): h
+                for h in registry._watching.get_all_handlers() if h.selector}
+    assert set(watching) == {(c.GROUP, c.PLURAL), ("apps", "statefulsets"),
+                             ("apps", "deployments")}
+    for key in (("apps", "statefulsets"), ("apps", "deployments")):
+        assert watching[key].labels == {c.LABEL_MANAGED_BY: c.MANAGED_BY}
+    activities = sorted(str(h.activity) for h in registry._activities.get_all_handlers())
+    assert activities == ["authentication", "cleanup", "startup"]
+
+
+def test_no_handler_makes_kopf_add_a_finalizer(runtime: Runtime) -> None:
+    # Timers/daemons (spawning handlers) and deletion handlers would: then an EPDCluster could
+    # not be deleted while the operator is down.
+    registry = kopf.OperatorRegistry()
+    register(registry, runtime)
+    assert list(registry._spawning.get_all_handlers()) == []
+    assert not any(h.requires_finalizer for h in registry._changing.get_all_handlers())
+
+
+def test_settings_use_our_prefix_and_post_no_kopf_events() -> None:
+    settings = kopf.OperatorSettings()
+    configure(settings, Options(workers=3))
+    assert settings.persistence.finalizer == f"{c.KOPF_PREFIX}/finalizer"
+    assert settings.persistence.progress_storage.prefix == c.KOPF_PREFIX
+    assert settings.persistence.diffbase_storage.prefix == c.KOPF_PREFIX
+    assert settings.posting.enabled is False
+    assert settings.peering.standalone is True
+    assert settings.scanning.disabled is True
+    assert settings.execution.max_workers == 3
+    selectors = {(s.group, s.any_name): v for s, v in settings.watching.label_selectors.items()}
+    assert selectors == {("apps", "statefulsets"): f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}",
+                         ("apps", "deployments"): f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"}
+
+
+def test_passes_of_one_object_never_overlap_and_extra_pokes_coalesce(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def slow_reconcile(kube: Any, obj: Any, cfg: Any, memory: Any) -> core.Outcome:
+        uid = obj["metadata"]["uid"]
+        with lock:
+            running[uid] = running.get(uid, 0) + 1
+            peak[uid] = max(peak.get(uid, 0), running[uid])
+            calls.append(uid)
+        time.sleep(0.05)
+        with lock:
+            running[uid] -= 1
+        return core.Outcome()
+
+    monkeypatch.setattr("epd_operator.handlers.runtime.reconcile", slow_reconcile)
+
+    def body(uid: str) -> Any:
+        return lambda: {"metadata": {"uid": uid, "name": uid, "namespace": "ns"}}
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(
+            runtime.run("create", "a", body("a")),
+            runtime.run("child", "a", body("a"), coalesce=True),
+            runtime.run("child", "a", body("a"), coalesce=True),  # adds nothing
+            runtime.run("resync", "a", body("a"), coalesce=True),  # adds nothing
+            runtime.run("create", "b", body("b")),
+        )
+
+    results = asyncio.run(scenario())
+    assert peak == {"a": 1, "b": 1}
+    assert sorted(calls) == ["a", "a", "b"]  # the create + one coalesced follow-up
+    assert sum(r is None for r in results) == 2
+    runtime.close()

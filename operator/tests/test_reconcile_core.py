@@ -1,0 +1,154 @@
+"""reconcile.core.reconcile(): the whole pass against a small in-memory API server.
+
+The in-memory server keeps objects as applied (no defaulting) and answers list / apply /
+delete / status / event calls; e2e/test_operator.py runs the same passes against a real
+apiserver. Here the point is the decisions: what is applied, pruned, written, announced.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+from epd_operator.api.operator_config import OperatorConfig
+from epd_operator.reconcile.core import StatusMemory, reconcile
+from epd_operator.reconcile.kube import Kube
+
+REPO = Path(__file__).resolve().parents[2]
+CFG = OperatorConfig.from_env({})
+NODE = {"metadata": {"name": "n0", "labels": {}}, "spec": {},
+        "status": {"allocatable": {"nvidia.com/gpu": "8", "rdma/hca_shared_devices_a": "1000"}}}
+
+
+class FakeApiserver:
+    def __init__(self, nodes: list[dict[str, Any]] | None = None) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}  # path -> object
+        self.nodes = [NODE] if nodes is None else nodes
+        self.events: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.fail_apply_of: str | None = None
+
+    def __call__(self, method: str, path: str, headers: Any, body: Any) -> tuple[int, bytes]:
+        url = urlsplit(path)
+        p = url.path
+        if method == "GET" and p == "/api/v1/nodes":
+            return self._ok({"items": self.nodes})
+        if method == "GET":
+            sel = dict(kv.split("=") for kv in parse_qs(url.query)["labelSelector"][0].split(","))
+            items = [o for k, o in self.objects.items() if k.rsplit("/", 1)[0] == p
+                     and all(o["metadata"].get("labels", {}).get(a) == b for a, b in sel.items())]
+            return self._ok({"items": copy.deepcopy(items)})
+        if method == "PATCH" and p.endswith("/status"):
+            self.statuses.append(body["status"])
+            return self._ok(body)
+        if method == "PATCH":
+            if self.fail_apply_of and p.endswith(self.fail_apply_of):
+                return 500, json.dumps({"message": "etcdserver: timeout"}).encode()
+            obj = copy.deepcopy(body)
+            obj["metadata"]["uid"] = f"uid-{p}"
+            self.objects[p] = obj
+            return self._ok(obj)
+        if method == "DELETE":
+            self.objects.pop(p, None)
+            return self._ok({})
+        if method == "POST":
+            self.events.append(body)
+            return self._ok(body)
+        raise AssertionError(f"unexpected call {method} {path}")
+
+    @staticmethod
+    def _ok(body: Any) -> tuple[int, bytes]:
+        return 200, json.dumps(body).encode()
+
+    def kinds(self) -> list[tuple[str, str]]:
+        return sorted((o["kind"], o["metadata"]["name"]) for o in self.objects.values())
+
+
+def sample(name: str = "minimal-epd") -> dict[str, Any]:
+    obj: dict[str, Any] = yaml.safe_load((REPO / "crds" / "samples" / f"{name}.yaml").read_text())
+    obj["metadata"].update(namespace="ns", uid="cluster-uid", generation=1)
+    return obj
+
+
+def test_first_pass_applies_everything_and_a_second_writes_nothing() -> None:
+    api = FakeApiserver()
+    kube = Kube(api)
+    memory = StatusMemory()
+    obj = sample()
+    first = reconcile(kube, obj, CFG, memory)
+    assert first.problems == []
+    assert len(first.applied) == len(api.objects) > 0
+    assert first.status_written
+    assert first.conditions["Progressing"] == "True"  # nothing has a controller status yet
+    writes = kube.writes.total()
+    again = reconcile(kube, dict(obj, status=api.statuses[-1]), CFG, memory)
+    assert again.writes == 0
+    assert kube.writes.total() == writes
+
+
+def test_invalid_spec_applies_nothing_and_says_where() -> None:
+    api = FakeApiserver()
+    kube = Kube(api)
+    obj = sample()
+    obj["spec"]["roles"]["encoder"] = {"parallelism": {"tensor": 2}}
+    out = reconcile(kube, obj, CFG, StatusMemory())
+    assert api.objects == {}
+    assert [p.reason for p in out.problems] == ["SpecInvalid"]
+    assert "spec.roles.encoder" in out.problems[0].message
+    degraded = next(c for c in api.statuses[-1]["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True"
+    assert [(e["type"], e["reason"]) for e in api.events] == [("Warning", "SpecInvalid")]
+    assert "spec.roles.encoder" in api.events[0]["message"]
+
+
+def test_a_removed_role_is_pruned() -> None:
+    api = FakeApiserver()
+    kube = Kube(api)
+    obj = sample("tcp-only")
+    assert "prefill" in obj["spec"]["roles"]
+    reconcile(kube, obj, CFG, StatusMemory())
+    before = api.kinds()
+    assert any("prefill" in name for _, name in before)
+    smaller = copy.deepcopy(obj)
+    del smaller["spec"]["roles"]["prefill"]
+    smaller["spec"].pop("kvTransfer", None)
+    smaller["metadata"]["generation"] = 2
+    out = reconcile(kube, smaller, CFG, StatusMemory())
+    assert out.problems == []
+    assert sorted(out.pruned) == sorted(f"{k}/{n}" for k, n in before if "prefill" in n)
+    assert not any("prefill" in name for _, name in api.kinds())
+
+
+def test_an_api_failure_is_degraded_retried_and_still_reported() -> None:
+    api = FakeApiserver()
+    api.fail_apply_of = "-decode"
+    out = reconcile(Kube(api), sample(), CFG, StatusMemory())
+    assert out.retry
+    assert {p.reason for p in out.problems} == {"ReconcileError"}
+    assert "etcdserver: timeout" in out.problems[0].message
+    assert out.status_written  # failures stay visible
+    assert any(n.endswith("-encoder") for _, n in api.kinds())  # the rest still applied
+
+
+def test_missing_rdma_everywhere_is_insufficient_resources() -> None:
+    h100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}  # the sample's nodeSelector
+    api = FakeApiserver(nodes=[{"metadata": {"name": "n0", "labels": h100}, "spec": {},
+                                "status": {"allocatable": {"nvidia.com/gpu": "8"}}}])
+    out = reconcile(Kube(api), sample("full-epd-rdma"), CFG, StatusMemory())
+    assert {p.reason for p in out.problems} == {"InsufficientResources"}
+    assert all("rdma/hca_shared_devices_a" in p.message for p in out.problems)
+    assert api.objects  # still applied: the pods schedule once such nodes appear
+
+
+def test_a_deleting_cluster_is_left_to_the_garbage_collector() -> None:
+    api = FakeApiserver()
+    obj = sample()
+    obj["metadata"]["deletionTimestamp"] = "2026-11-23T10:00:00Z"
+    out = reconcile(Kube(api), obj, CFG, StatusMemory())
+    assert out.writes == 0
+    assert api.objects == {}
