@@ -107,12 +107,19 @@ gi() { # gi NAME PACKAGE VERSION
 cd "$work"
 gi kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
 gi kwokctl sigs.k8s.io/kwok/cmd/kwokctl "$KWOK_VERSION"
-gi helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+# As helm's own release build does: the default Kubernetes version `helm template` and
+# `helm lint` assume is the client-go minor helm is built with (else it says 1.20).
+helm_k8s_minor=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' |
+  xargs grep -E '^\s*k8s\.io/client-go v0\.' | sed -E 's/.*v0\.([0-9]+)\..*/\1/')
+helm_pkg=helm.sh/helm/v3/pkg
+gi helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+  -X $helm_pkg/chartutil.k8sVersionMajor=1 -X $helm_pkg/chartutil.k8sVersionMinor=$helm_k8s_minor \
+  -X $helm_pkg/lint/rules.k8sVersionMajor=1 -X $helm_pkg/lint/rules.k8sVersionMinor=$helm_k8s_minor"
 gi kind sigs.k8s.io/kind "$KIND_VERSION"
 
 rm -rf "$work"
 for b in "${want[@]}"; do
   [[ -x "$bin/$b" ]] || { log "expected $bin/$b after the build, it is missing"; exit 1; }
 done
-log "built ${want[*]} in $(( $(date +%s) - start ))s"
+log "built ${missing[*]} in $(( $(date +%s) - start ))s"
 echo "$bin"
