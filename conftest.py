@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from e2e.providers import REPO, Cluster, make_provider
+# Before any test module imports it: operator/tests and connector/tests both use the vLLM
+# contract harness, and its assertions should read like pytest's.
+pytest.register_assert_rewrite("connector.tests.vllm_contract.vllm_harness")
+
+from e2e.providers import REPO, Cluster, make_provider  # noqa: E402
+
+# The Mooncake transfer engine logs every segment open/close at INFO through glog (read from
+# the environment when the library loads); keep warnings and errors, drop the chatter.
+os.environ.setdefault("GLOG_minloglevel", "1")
 
 _failed: list[str] = []
 _notes: list[str] = []

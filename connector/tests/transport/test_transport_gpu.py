@@ -2,10 +2,9 @@
 GPU-resident encoder outputs between two engines, the way vLLM's EC Mooncake connector moves a
 producer's staging slab into a consumer's receive slab.
 
-Marked `gpu`: CI never runs it (`make test` deselects it); it runs on a machine with an NVIDIA
-GPU, torch with CUDA and `mooncake-transfer-engine-cuda13` (see connector/engine-requirements.txt).
-Nothing here is skipped on a CPU host by accident: without the marker selected it is not
-collected into the run at all, and with it selected a missing GPU is a failure.
+Marked `gpu`: deselected by default (pyproject addopts), so CI never runs it. `pytest -m gpu`
+runs it on a machine with an NVIDIA GPU, torch with CUDA and `mooncake-transfer-engine-cuda13`
+(see connector/engine-requirements.txt); there a missing GPU is a failure, never a skip.
 """
 
 from __future__ import annotations
