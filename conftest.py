@@ -22,9 +22,9 @@ pytest.register_assert_rewrite("connector.tests.vllm_contract.vllm_harness")
 
 from e2e.providers import REPO, Cluster, make_provider  # noqa: E402
 
-# The Mooncake transfer engine logs every segment open/close at INFO through glog (read from
-# the environment when the library loads); keep warnings and errors, drop the chatter.
-os.environ.setdefault("GLOG_minloglevel", "1")
+# The Mooncake transfer engine logs every segment open/close at INFO (its level comes from
+# MC_LOG_LEVEL when the library loads); keep warnings and errors, drop the chatter.
+os.environ.setdefault("MC_LOG_LEVEL", "WARNING")
 
 _failed: list[str] = []
 _notes: list[str] = []

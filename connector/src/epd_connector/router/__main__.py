@@ -6,10 +6,10 @@ import argparse
 import logging
 import os
 import sys
-from dataclasses import fields
 
 from aiohttp import web
 
+from epd_connector.cliutil import add_dataclass_flags, dataclass_values
 from epd_connector.launch.config import ROLE_NAMES, LaunchConfigError, load
 
 from .app import Router, RouterOptions
@@ -60,17 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fixed pod list for a role instead of DNS (repeatable; port defaults to the "
         "role's port in the launch config), e.g. --static-pods decode=10.0.0.5,10.0.0.6",
     )
-    defaults = RouterOptions()
-    for f in fields(RouterOptions):
-        if f.name == "static_pods":
-            continue
-        default = getattr(defaults, f.name)
-        p.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=type(default),
-            default=default,
-            help=f"{_HELP[f.name]} (default %(default)s)",
-        )
+    add_dataclass_flags(p, RouterOptions, _HELP, skip={"static_pods"})
     p.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
     return p
 
@@ -99,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             static[role] = parse_static(pods, config.role(role).port)
         except ValueError as exc:
             parser.error(f"--static-pods {spec!r}: {exc}")
-    values = {
-        f.name: getattr(args, f.name) for f in fields(RouterOptions) if f.name != "static_pods"
-    }
+    values = dataclass_values(args, RouterOptions, skip={"static_pods"})
     opts = RouterOptions(static_pods=static, **values)
     router = Router(config, opts)
     logging.getLogger(__name__).info(

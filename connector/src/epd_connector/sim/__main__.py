@@ -14,10 +14,10 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import fields
 
 from aiohttp import web
 
+from epd_connector.cliutil import add_dataclass_flags, dataclass_values
 from epd_connector.launch.config import LaunchConfigError, load
 
 from .server import SimEngine
@@ -50,23 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         "role, moving real bytes over the Mooncake transfer engine. Role and topology come from "
         "$EPD_LAUNCH_CONFIG and $EPD_ROLE; the advertised address from $POD_IP.",
     )
-    defaults = SimSettings()
-    for f in fields(SimSettings):
-        env = "EPD_SIM_" + f.name.upper()
-        default = getattr(defaults, f.name)
-        kind = type(default)
-        p.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=kind,
-            default=kind(os.environ.get(env, default)),
-            help=f"{_HELP[f.name]} (env {env}; default %(default)s)",
-        )
+    add_dataclass_flags(p, SimSettings, _HELP, env_prefix="EPD_SIM_")
     p.add_argument("--log-level", default=os.environ.get("EPD_SIM_LOG_LEVEL", "INFO"))
     return p
 
 
 async def _run(args: argparse.Namespace) -> int:
-    settings = SimSettings(**{f.name: getattr(args, f.name) for f in fields(SimSettings)})
+    settings = SimSettings(**dataclass_values(args, SimSettings))
     pod = pod_env()
     config = load(pod.launch_config)
     sim = SimEngine(config, pod, settings)
