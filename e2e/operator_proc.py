@@ -11,6 +11,7 @@ the chart's ServiceAccount: whatever that RBAC does not allow fails, exactly as 
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -76,7 +77,23 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-class OperatorProcess:
+class _OperatorMetrics(abc.ABC):
+    """What the tests read from the operator's Prometheus endpoint, wherever it runs."""
+
+    @abc.abstractmethod
+    def metrics(self) -> dict[str, float]:
+        """Each way of running the operator reaches its endpoint differently."""
+
+    def writes(self) -> float:
+        return sum(v for k, v in self.metrics().items()
+                   if k.startswith("epd_operator_api_writes_total{"))
+
+    def reconciles(self, trigger: str) -> float:
+        return self.metrics().get(
+            f'epd_operator_reconcile_duration_seconds_count{{trigger="{trigger}"}}', 0.0)
+
+
+class OperatorProcess(_OperatorMetrics):
     def __init__(
         self,
         kubeconfig: Path,
@@ -142,14 +159,6 @@ class OperatorProcess:
         with urllib.request.urlopen(url, timeout=5) as resp:
             return parse_metrics(resp.read().decode())
 
-    def writes(self) -> float:
-        return sum(v for k, v in self.metrics().items()
-                   if k.startswith("epd_operator_api_writes_total{"))
-
-    def reconciles(self, trigger: str) -> float:
-        return self.metrics().get(
-            f'epd_operator_reconcile_duration_seconds_count{{trigger="{trigger}"}}', 0.0)
-
     def rss_bytes(self) -> int:
         assert self.proc is not None
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -178,7 +187,7 @@ class OperatorProcess:
             return "(no log)"
 
 
-class InClusterOperator:
+class InClusterOperator(_OperatorMetrics):
     """The operator as the chart's Deployment (providers with a container runtime: kind).
 
     Same surface as OperatorProcess for the tests: kill() force-deletes the pod (what SIGKILL
@@ -216,14 +225,6 @@ class InClusterOperator:
         path = (f"/api/v1/namespaces/{self.namespace}/services/"
                 f"{self.name}-metrics:{self.metrics_port}/proxy/metrics")
         return parse_metrics(self.cluster.kubectl("get", "--raw", path).stdout)
-
-    def writes(self) -> float:
-        return sum(v for k, v in self.metrics().items()
-                   if k.startswith("epd_operator_api_writes_total{"))
-
-    def reconciles(self, trigger: str) -> float:
-        return self.metrics().get(
-            f'epd_operator_reconcile_duration_seconds_count{{trigger="{trigger}"}}', 0.0)
 
     def log_tail(self, lines: int = 40) -> str:
         proc = self.cluster.kubectl("-n", self.namespace, "logs", f"deploy/{self.name}",
