@@ -49,6 +49,16 @@ def bin_dir(build: bool = True) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
+def tool_env(kubeconfig: Path, bins: Path, **extra: str) -> dict[str, str]:
+    """This process's environment with KUBECONFIG set and the pinned binaries first on PATH."""
+    env = dict(os.environ)
+    env.update(
+        {"KUBECONFIG": str(kubeconfig), "PATH": f"{bins}{os.pathsep}{env.get('PATH', '')}"},
+        **extra,
+    )
+    return env
+
+
 @dataclass
 class Cluster:
     """A reachable cluster: what tests and scripts need to talk to it."""
@@ -152,15 +162,12 @@ class KwokProvider:
         self.nodes = nodes
         self.bins = bin_dir()
         self.kubeconfig = workdir / "kubeconfig"
-        self.env = dict(os.environ)
-        self.env.update(
-            {
-                "KUBECONFIG": str(self.kubeconfig),
-                "PATH": f"{self.bins}{os.pathsep}{os.environ.get('PATH', '')}",
-                # kwokctl keeps its cluster state here instead of ~/.kwok.
-                "KWOK_WORKDIR": str(workdir / "kwok"),
-                "KWOK_KUBECTL_BINARY": str(self.bins / "kubectl"),
-            }
+        self.env = tool_env(
+            self.kubeconfig,
+            self.bins,
+            # kwokctl keeps its cluster state here instead of ~/.kwok.
+            KWOK_WORKDIR=str(workdir / "kwok"),
+            KWOK_KUBECTL_BINARY=str(self.bins / "kubectl"),
         )
 
     def _kwokctl(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -248,13 +255,7 @@ class KindProvider:
         self.workdir = workdir
         self.bins = bin_dir()
         self.kubeconfig = workdir / "kubeconfig"
-        self.env = dict(os.environ)
-        self.env.update(
-            {
-                "KUBECONFIG": str(self.kubeconfig),
-                "PATH": f"{self.bins}{os.pathsep}{os.environ.get('PATH', '')}",
-            }
-        )
+        self.env = tool_env(self.kubeconfig, self.bins)
 
     @staticmethod
     def available() -> str | None:
@@ -331,8 +332,7 @@ class ExistingProvider:
         self.bins = bin_dir()
 
     def up(self) -> Cluster:
-        env = dict(os.environ)
-        env["PATH"] = f"{self.bins}{os.pathsep}{env.get('PATH', '')}"
+        env = tool_env(self.kubeconfig, self.bins)
         cluster = Cluster(self.name, "existing", self.kubeconfig, self.bins, env)
         cluster.kubectl("version")
         return cluster
