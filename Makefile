@@ -5,7 +5,8 @@
 bootstrap:
 	hack/bootstrap.sh
 
-up: bootstrap
+up:
+	hack/bootstrap.sh --no-vllm
 	.venv/bin/python -m e2e.devcluster up
 
 down:

@@ -3,7 +3,12 @@
 # Debian packages, the project's virtualenv (.venv, both distributions editable + dev tools),
 # the pinned cluster binaries (hack/install-cluster-bins.sh) and the cached vLLM 0.33.0
 # environment for the contract tests (hack/install-vllm-env.sh). Re-runs take seconds.
+#
+#   hack/bootstrap.sh              everything `make test` needs
+#   hack/bootstrap.sh --no-vllm    everything but the vLLM env (`make up` does not use it)
 set -euo pipefail
+with_vllm=1
+[[ "${1:-}" == "--no-vllm" ]] && with_vllm=0
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 log() { echo "bootstrap: $*" >&2; }
@@ -37,7 +42,7 @@ fi
 hack/install-cluster-bins.sh >/dev/null
 
 # vLLM 0.33.0 for the launch-contract tests (cached outside the repo, once per machine).
-if [[ -x hack/install-vllm-env.sh ]]; then
+if [[ $with_vllm -eq 1 ]]; then
   hack/install-vllm-env.sh >/dev/null
 fi
 log "ready"
