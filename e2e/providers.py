@@ -305,6 +305,11 @@ class KindProvider:
             log.warning("kind delete cluster failed: %s", exc)
 
 
+# kind has two schedulable workers where kwok has many fake servers: each kind worker stands
+# in for several 8-GPU servers, so the e2e suite's clusters fit on kind as they do on kwok.
+KIND_GPUS_PER_NODE = 8 * GPUS_PER_NODE
+
+
 def advertise_extended_resources(cluster: Cluster) -> None:
     """On kind there is no GPU or RDMA device plugin: advertise the resources by patching node
     status (the documented way to advertise extended resources), so the same pods schedule."""
@@ -312,7 +317,7 @@ def advertise_extended_resources(cluster: Cluster) -> None:
     patch = json.dumps(
         [
             {"op": "add", "path": f"/status/capacity/{r.replace('/', '~1')}", "value": str(n)}
-            for r, n in ((GPU_RESOURCE, GPUS_PER_NODE), (RDMA_RESOURCE, RDMA_PER_NODE))
+            for r, n in ((GPU_RESOURCE, KIND_GPUS_PER_NODE), (RDMA_RESOURCE, RDMA_PER_NODE))
         ]
     )
     for node in nodes:
@@ -320,7 +325,9 @@ def advertise_extended_resources(cluster: Cluster) -> None:
 
 
 class ExistingProvider:
-    """Use the cluster KUBECONFIG points at; never create or delete anything cluster-wide."""
+    """Use the cluster KUBECONFIG points at. The provider creates and deletes no cluster; the
+    tests still install what they test (the CRD, the chart, test namespaces and volumes), so
+    point it at a cluster meant for testing."""
 
     name = "existing"
 

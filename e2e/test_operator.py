@@ -169,9 +169,12 @@ def keys(children: list[dict[str, Any]]) -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("operator")
-    nodes = [fake_gpu_node(f"gpu-node-e2e-{i}", "zone-a") for i in range(EXTRA_NODES)]
-    cluster.kubectl("apply", "-f", "-",
-                    input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+    if cluster.provider == "kwok":
+        # Fake servers only where kwok runs them; kind advertises more per worker instead
+        # (providers.KIND_GPUS_PER_NODE), and an existing cluster is never given fake nodes.
+        nodes = [fake_gpu_node(f"gpu-node-e2e-{i}", "zone-a") for i in range(EXTRA_NODES)]
+        cluster.kubectl("apply", "-f", "-",
+                        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
     cluster.kubectl("create", "namespace", NS)
     claims = sorted(set().union(*(claim_names(load(p)) for p in SAMPLES)))
     volumes = [o for claim in claims for o in volume_for(claim)]
