@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from e2e.operator_proc import OperatorProcess  # noqa: E402
-from e2e.providers import Cluster, KwokProvider, fake_gpu_node  # noqa: E402
+from e2e.providers import Cluster, KwokProvider, fake_gpu_node, json_objects  # noqa: E402
 
 NS = "bench"
 KINDS = ("configmaps", "services", "statefulsets", "deployments", "epdclusters")
@@ -56,15 +56,7 @@ class Watch:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        decoder = json.JSONDecoder()
-        buf = ""
-        for line in self.proc.stdout:
-            buf += line
-            try:
-                ev, end = decoder.raw_decode(buf.strip())
-            except json.JSONDecodeError:
-                continue
-            buf = buf.strip()[end:]
+        for ev in json_objects(self.proc.stdout):
             self.events.append((time.monotonic(), ev))
 
     def stop(self) -> None:

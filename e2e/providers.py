@@ -20,9 +20,10 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_SCRIPT = REPO / "hack" / "install-cluster-bins.sh"
@@ -47,6 +48,21 @@ def bin_dir(build: bool = True) -> Path:
     if proc.returncode != 0:
         raise ProviderError(f"hack/install-cluster-bins.sh failed:\n{proc.stderr.strip()}")
     return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def json_objects(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The objects of a `kubectl get -w -o json` stream: pretty-printed JSON documents one
+    after another, each spread over many lines."""
+    decoder = json.JSONDecoder()
+    buf = ""
+    for line in lines:
+        buf += line
+        try:
+            obj, end = decoder.raw_decode(buf.strip())
+        except json.JSONDecodeError:
+            continue
+        buf = buf.strip()[end:]
+        yield obj
 
 
 def tool_env(kubeconfig: Path, bins: Path, **extra: str) -> dict[str, str]:

@@ -34,7 +34,7 @@ from e2e.operator_proc import (
     build_and_load_images,
     serviceaccount_kubeconfig,
 )
-from e2e.providers import REPO, Cluster, fake_gpu_node
+from e2e.providers import REPO, Cluster, fake_gpu_node, json_objects
 from epd_operator.api import constants as c
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
@@ -329,20 +329,18 @@ def collect(proc: subprocess.Popen[str], until: Callable[[dict[str, Any]], bool]
     """Objects from a `kubectl get -w -o json` stream until `until(obj)` (then stop it)."""
     assert proc.stdout is not None
     seen: list[dict[str, Any]] = []
-    buf = ""
-    decoder = json.JSONDecoder()
     deadline = time.monotonic() + timeout
-    try:
+
+    def lines() -> Iterator[str]:
+        assert proc.stdout is not None
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
-                break
-            buf += line
-            try:
-                obj, end = decoder.raw_decode(buf.strip())
-            except json.JSONDecodeError:
-                continue
-            buf = buf.strip()[end:]
+                return
+            yield line
+
+    try:
+        for obj in json_objects(lines()):
             seen.append(obj)
             if until(obj):
                 return seen
