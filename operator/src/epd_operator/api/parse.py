@@ -41,7 +41,7 @@ class SpecError(ValueError):
 OWNED_FLAGS: Mapping[str, str] = {
     "--model": "model.name",
     "--host": "the operator (0.0.0.0)",
-    "--port": f"the operator (engine HTTP port {c.ENGINE_HTTP_PORT})",
+    "--port": "roles.<role>.port",
     "--served-model-name": "model.servedModelName",
     "--revision": "model.revision",
     "--tokenizer": "model.tokenizer",
