@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from e2e.conftest import REQUESTS, Answer, Baseline, answer_of, start_cluster
-from e2e.engines import MODEL_NAME, EngineCluster, chat, http_json
+from e2e.engines import MODEL_NAME, EngineCluster, chat, http_json, image_part, png
 
 pytestmark = pytest.mark.engine
 
@@ -143,6 +143,16 @@ def test_models_lists_the_served_model(epd: EngineCluster) -> None:
     status, body = http_json("GET", epd.url + "/v1/models")
     assert status == 200
     assert [m["id"] for m in body["data"]] == [MODEL_NAME]
+
+
+def test_control_the_probe_sees_the_pd_encode_pixels_sent_to_it(epd: EngineCluster) -> None:
+    """Without the router no encoder output exists for a new image, so the PD's connector finds
+    no file and vLLM encodes on the PD: the probe, silent on the PD above, records that."""
+    pd = epd.engine("decode")
+    before = epd.probe_calls(pd)
+    status, body = chat(pd.url, [image_part(png(80, 56, (10, 20, 200), seed=9))])
+    assert status == 200, body
+    assert epd.probe_calls(pd) > before
 
 
 def _router_upstream(cluster: EngineCluster, role: str) -> float:

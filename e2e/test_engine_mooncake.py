@@ -48,11 +48,6 @@ def mooncake(
     )
 
 
-def router_metric(cluster: EngineCluster, prefix: str) -> float:
-    assert cluster.router is not None
-    return sum(v for k, v in cluster.metrics(cluster.router).items() if k.startswith(prefix))
-
-
 def test_rendered_cpu_wiring(mooncake: EngineCluster) -> None:
     ec = mooncake.engine("decode").log.read_text()
     assert '"ec_buffer_device":"cpu"' in ec
@@ -60,9 +55,7 @@ def test_rendered_cpu_wiring(mooncake: EngineCluster) -> None:
 
 
 def test_lone_request_hits_the_v1_runner_gap(mooncake: EngineCluster) -> None:
-    retries = mooncake.router  # the router retries a consumer 500 with fresh transfer ids
-    assert retries is not None
-    encoder_ok_before = router_metric(mooncake, "epd_router_upstream_requests_total{pod=")
+    encoder, pd = mooncake.engine("encoder"), mooncake.engine("decode")
     started = time.monotonic()
 
     status, body = chat(mooncake.url, REQUESTS["image"])
@@ -72,16 +65,19 @@ def test_lone_request_hits_the_v1_runner_gap(mooncake: EngineCluster) -> None:
         "vLLM now serves a lone ECMooncakeConnector request on CPU engines: the V1 runner gap "
         "this test documents is fixed; assert equal answers here instead"
     )
+    # The router retried the consumer's 500s with fresh transfer ids, then gave up cleanly.
     assert status == 502, body
     assert "decode" in body["error"]["message"]
     assert "HTTP 500" in body["error"]["message"]
-    assert took >= PUSH_WAIT_S
-    pd_log = mooncake.engine("decode").log.read_text()
-    assert "that never arrived" in pd_log
-    # The encoder side worked: every encoder call answered 200 with the pushed item's mm_hash.
-    encoder_log = mooncake.engine("encoder").log.read_text()
-    assert '"POST /v1/chat/completions HTTP/1.1" 200' in encoder_log
-    assert router_metric(mooncake, "epd_router_upstream_requests_total{pod=") > encoder_ok_before
+    pd_log, encoder_log = pd.log.read_text(), encoder.log.read_text()
+    failures = pd_log.count("failed with an internal error during generation")
+    assert failures >= 2  # the first attempt and at least one retry
+    assert took >= failures * PUSH_WAIT_S
+    # Every attempt's encoder call succeeded (the encoder pushed and answered), and the PD
+    # never logged that a push "never arrived": the readiness event of each push did arrive.
+    # What fails is the load the V1 runner never performs on a zero-token step.
+    assert encoder_log.count('"POST /v1/chat/completions HTTP/1.1" 200') == failures
+    assert "that never arrived" not in pd_log
 
 
 def test_text_only_still_served(mooncake: EngineCluster, baseline: Baseline) -> None:

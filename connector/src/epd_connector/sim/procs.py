@@ -131,13 +131,16 @@ class ProcGroup:
         return proc
 
     def stop_one(self, proc: Proc, sig: int = signal.SIGTERM, grace_s: float = 10.0) -> None:
-        """Signal one child's group and wait for it; SIGKILL after `grace_s`."""
+        """Signal one child's group and wait for it (SIGKILL after `grace_s`); a child stopped
+        on purpose leaves the group, so `check_alive` does not report it."""
         proc.signal(sig)
         try:
             proc.popen.wait(grace_s)
         except subprocess.TimeoutExpired:
             proc.signal(signal.SIGKILL)
             proc.popen.wait(10)
+        if proc in self.procs:
+            self.procs.remove(proc)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM every group, wait up to `grace_s` in total, SIGKILL the rest."""
