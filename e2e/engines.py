@@ -218,6 +218,7 @@ class EngineCluster:
         self.group = ProcGroup(workdir)
         self.engines: dict[str, Proc] = {}
         self.router: Proc | None = None
+        self.ready_s: dict[str, float] = {}  # pod -> seconds from spawn to /health 200
         self.model = parse(self.obj)  # the operator's own validation: a bad spec stops here
         self.config = launch_config(self.model)
         self.launch_path = workdir / "launch.json"
@@ -251,7 +252,8 @@ class EngineCluster:
         return self
 
     def _wait_engines(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        started = time.monotonic()
+        deadline = started + START_TIMEOUT_S
         waiting = dict(self.engines)
         while waiting:
             if time.monotonic() > deadline:
@@ -259,6 +261,7 @@ class EngineCluster:
             self.group.check_alive()
             for name, proc in list(waiting.items()):
                 if http_json("GET", proc.url + "/health", timeout=2)[0] == 200:
+                    self.ready_s[name] = time.monotonic() - started
                     del waiting[name]
             time.sleep(1)
 
@@ -337,6 +340,7 @@ class SingleEngine:
         self.workdir, self.env_dir, self.model_dir = workdir, env_dir, model_dir
         self.group = ProcGroup(workdir)
         self.proc: Proc | None = None
+        self.ready_s = 0.0
 
     def __enter__(self) -> SingleEngine:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -362,13 +366,14 @@ class SingleEngine:
             PROBE_ENV: str(self.workdir / "single.probe"),
         }
         self.proc = self.group.spawn("single", "single", "127.0.0.1", port, cmd=cmd, env=env)
-        deadline = time.monotonic() + START_TIMEOUT_S
+        started = time.monotonic()
         try:
             while http_json("GET", self.proc.url + "/health", timeout=2)[0] != 200:
                 self.group.check_alive()
-                if time.monotonic() > deadline:
+                if time.monotonic() > started + START_TIMEOUT_S:
                     raise TimeoutError(f"single engine not ready; log {self.proc.log}")
                 time.sleep(1)
+            self.ready_s = time.monotonic() - started
         except BaseException:
             self.group.stop()
             raise
