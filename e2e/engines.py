@@ -208,6 +208,23 @@ def _pod_env(rendered: dict[str, Any], host: str, pod: str, launch_path: Path) -
     return env
 
 
+def wait_healthy(group: ProcGroup, engines: dict[str, Proc]) -> dict[str, float]:
+    """Wait until every engine's /health answers 200; seconds each took. Raises with the log
+    tail of an engine that exits first, or after START_TIMEOUT_S."""
+    started = time.monotonic()
+    waiting, ready = dict(engines), {}
+    while waiting:
+        if time.monotonic() > started + START_TIMEOUT_S:
+            raise TimeoutError(f"engines not ready in {START_TIMEOUT_S}s: {sorted(waiting)}")
+        group.check_alive()
+        for name, proc in list(waiting.items()):
+            if http_json("GET", proc.url + "/health", timeout=2)[0] == 200:
+                ready[name] = time.monotonic() - started
+                del waiting[name]
+        time.sleep(1)
+    return ready
+
+
 class EngineCluster:
     """The engines and the router of one EPDCluster, as local processes."""
 
@@ -247,23 +264,9 @@ class EngineCluster:
                 }
                 port = self.config.role(role).port
                 self.engines[pod] = self.group.spawn(pod, role, host, port, cmd=[launcher], env=env)
-        self._wait_engines()
+        self.ready_s = wait_healthy(self.group, self.engines)
         self._start_router()
         return self
-
-    def _wait_engines(self) -> None:
-        started = time.monotonic()
-        deadline = started + START_TIMEOUT_S
-        waiting = dict(self.engines)
-        while waiting:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"engines not ready in {START_TIMEOUT_S}s: {sorted(waiting)}")
-            self.group.check_alive()
-            for name, proc in list(waiting.items()):
-                if http_json("GET", proc.url + "/health", timeout=2)[0] == 200:
-                    self.ready_s[name] = time.monotonic() - started
-                    del waiting[name]
-            time.sleep(1)
 
     def _start_router(self) -> None:
         static: list[str] = []
@@ -366,14 +369,8 @@ class SingleEngine:
             PROBE_ENV: str(self.workdir / "single.probe"),
         }
         self.proc = self.group.spawn("single", "single", "127.0.0.1", port, cmd=cmd, env=env)
-        started = time.monotonic()
         try:
-            while http_json("GET", self.proc.url + "/health", timeout=2)[0] != 200:
-                self.group.check_alive()
-                if time.monotonic() > started + START_TIMEOUT_S:
-                    raise TimeoutError(f"single engine not ready; log {self.proc.log}")
-                time.sleep(1)
-            self.ready_s = time.monotonic() - started
+            self.ready_s = wait_healthy(self.group, {"single": self.proc})["single"]
         except BaseException:
             self.group.stop()
             raise

@@ -114,15 +114,15 @@ class ProcGroup:
         *,
         cmd: list[str],
         env: dict[str, str],
-        inherit_env: bool = True,
     ) -> Proc:
+        """Start `cmd` with this process's environment plus `env`, output to <name>.log."""
         log = self.workdir / f"{name}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
                 cmd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **env} if inherit_env else env,
+                env={**os.environ, **env},
                 start_new_session=True,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
             )
