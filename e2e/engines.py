@@ -37,7 +37,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from epd_connector.launch.config import ROLE_NAMES
 from epd_connector.sim.procs import (
     Proc,
     ProcGroup,
@@ -47,6 +46,7 @@ from epd_connector.sim.procs import (
     next_loopback_ip,
     scrape,
     signals_raise,
+    start_router,
 )
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
@@ -265,44 +265,13 @@ class EngineCluster:
                 port = self.config.role(role).port
                 self.engines[pod] = self.group.spawn(pod, role, host, port, cmd=[launcher], env=env)
         self.ready_s = wait_healthy(self.group, self.engines)
-        self._start_router()
+        self.router = start_router(
+            self.group,
+            self.launch_path,
+            list(self.engines.values()),
+            ["--health-interval-s", "1", "--health-timeout-s", "5"],
+        )
         return self
-
-    def _start_router(self) -> None:
-        static: list[str] = []
-        for role in ROLE_NAMES:
-            hosts = [p.host for p in self.engines.values() if p.role == role]
-            if hosts:
-                static += ["--static-pods", f"{role}={','.join(hosts)}"]
-        port = free_port()
-        cmd = [
-            str(Path(sys.executable).with_name("epd-router")),
-            "--launch-config",
-            str(self.launch_path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--health-interval-s",
-            "1",
-            "--health-timeout-s",
-            "5",
-            *static,
-        ]
-        self.router = self.group.spawn("router", "router", "127.0.0.1", port, cmd=cmd, env={})
-        expected = {r: sum(p.role == r for p in self.engines.values()) for r in self.roles}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            self.group.check_alive()
-            status, body = http_json("GET", self.router.url + "/health", timeout=2)
-            if status == 200 and body.get("pods") == expected:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"router not ready; logs in {self.workdir}")
-
-    @property
-    def roles(self) -> list[str]:
-        return list(self.config.present_roles())
 
     @property
     def url(self) -> str:

@@ -162,6 +162,54 @@ class ProcGroup:
                 raise RuntimeError(f"{p.name} exited with {p.popen.returncode}:\n{p.tail()}")
 
 
+def start_router(
+    group: ProcGroup,
+    launch_config: Path,
+    pods: list[Proc],
+    args: list[str],
+    timeout_s: float = 60.0,
+) -> Proc:
+    """`epd-router` on 127.0.0.1 with `pods` as its static endpoints; returns once its /health
+    counts every pod of every role in rotation (raises with a log tail if a child exits)."""
+    roles = ("encoder", "prefill", "decode")
+    static: list[str] = []
+    expected: dict[str, int] = {}
+    for role in roles:
+        hosts = [p.host for p in pods if p.role == role]
+        if hosts:
+            static += ["--static-pods", f"{role}={','.join(hosts)}"]
+            expected[role] = len(hosts)
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "epd_connector.router",
+        "--launch-config",
+        str(launch_config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *static,
+        *args,
+    ]
+    router = group.spawn("router", "router", "127.0.0.1", port, cmd=cmd, env={})
+    wait_router(group, router, expected, timeout_s)
+    return router
+
+
+def wait_router(group: ProcGroup, router: Proc, expected: dict[str, int], timeout_s: float) -> None:
+    """Until the router's /health reports `expected` pods in rotation per role."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        group.check_alive()
+        status, body = http_json("GET", router.url + "/health", timeout=2)
+        if status == 200 and body.get("pods") == expected:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"router not ready in {timeout_s}s; logs in {group.workdir}")
+
+
 class Stopped(Exception):
     """Raised in the main thread by SIGTERM or SIGINT while `signals_raise` is active."""
 
