@@ -47,6 +47,7 @@ from epd_connector.sim.procs import (
     scrape,
     signals_raise,
     start_router,
+    watch,
 )
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
@@ -425,9 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print("Ctrl-C stops every engine and the router.", flush=True)
-        while True:
-            time.sleep(1)
-            cluster.group.check_alive()
+        watch(cluster.group)
     return 0
 
 

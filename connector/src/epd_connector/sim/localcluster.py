@@ -14,7 +14,6 @@ import contextlib
 import json
 import signal
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +30,7 @@ from .procs import (
     signals_raise,
     start_router,
     wait_router,
+    watch,
 )
 
 __all__ = ["LocalCluster", "Proc", "free_port", "http_json", "next_loopback_ip"]
@@ -212,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     # Every child is stopped on the way out: normal exit, SIGTERM, SIGINT or an exception.
     with signals_raise(), contextlib.suppress(Stopped), cluster:
         print(f"router: {cluster.url}  (logs in {args.workdir}; Ctrl-C stops)", flush=True)
-        while True:
-            time.sleep(1)
-            cluster.group.check_alive()
+        watch(cluster.group)
     return 0
 
 

@@ -210,6 +210,14 @@ def wait_router(group: ProcGroup, router: Proc, expected: dict[str, int], timeou
     raise TimeoutError(f"router not ready in {timeout_s}s; logs in {group.workdir}")
 
 
+def watch(group: ProcGroup, interval_s: float = 1.0) -> None:
+    """Block while every child lives: raises when one exits (or `Stopped` on a signal, inside
+    `signals_raise`), so the caller's `with` blocks stop the rest."""
+    while True:
+        time.sleep(interval_s)
+        group.check_alive()
+
+
 class Stopped(Exception):
     """Raised in the main thread by SIGTERM or SIGINT while `signals_raise` is active."""
 
