@@ -11,7 +11,7 @@ import pytest
 
 from e2e.conftest import REQUESTS, Baseline, answer_of, start_cluster
 from e2e.engines import EngineCluster, chat
-from e2e.test_engine_epd import assert_same_answer
+from e2e.test_engine_epd import assert_same_answer, saved_outputs
 
 pytestmark = pytest.mark.engine
 
@@ -38,6 +38,7 @@ def test_image_chat_equals_aggregated_with_kv_pulled_by_decode(
     encoder, prefill, decode = (e_p_d.engine(r) for r in ("encoder", "prefill", "decode"))
     calls = {p.name: e_p_d.probe_calls(p) for p in (encoder, prefill, decode)}
     kv_before = nixl_transfers(e_p_d)
+    files_before = saved_outputs(e_p_d)
 
     got = answer_of(*chat(e_p_d.url, REQUESTS["image"]))
 
@@ -46,6 +47,7 @@ def test_image_chat_equals_aggregated_with_kv_pulled_by_decode(
     assert e_p_d.probe_calls(prefill) == calls[prefill.name], "prefill ran its vision tower"
     assert e_p_d.probe_calls(decode) == calls[decode.name], "decode ran its vision tower"
     assert nixl_transfers(e_p_d) > kv_before
+    assert len(saved_outputs(e_p_d) - files_before) == 1  # the prefill loaded it from here
 
 
 def test_two_images_and_text(e_p_d: EngineCluster, baseline: Baseline) -> None:
