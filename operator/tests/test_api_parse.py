@@ -134,7 +134,7 @@ def test_format_path(loc: tuple[int | str, ...], text: str) -> None:
     [
         ["--max-num-seqs", "64"],
         ["--enable-chunked-prefill"],
-        ["--served-model-name-suffix=x"],  # only exact flags are owned, not prefixes
+        ["--tokenizer-mode=auto"],  # extends an owned flag, but is its own option
         ["64"],
     ],
 )
