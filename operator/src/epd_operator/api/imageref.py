@@ -36,6 +36,10 @@ REFERENCE_PATTERN: Final = rf"^{NAME_PATTERN_BODY}(?::{_TAG})?(?:@{_DIGEST})?$"
 """A full reference: repository, optional tag, optional digest."""
 TAG_PATTERN: Final = rf"^{_TAG}$"
 
+IMAGE_REF_PROBLEM: Final = (
+    "not a valid image reference ([registry/]repository[:tag][@digest]; lower-case path, no "
+    "whitespace)"
+)
 _REFERENCE = re.compile(REFERENCE_PATTERN)
 MAX_NAME = 255
 
@@ -45,7 +49,7 @@ def check_reference(ref: str) -> str | None:
     if ref != ref.strip():
         return "must not have leading or trailing whitespace"
     if _REFERENCE.match(ref) is None:
-        return "is not a valid image reference ([registry/]repository[:tag][@digest])"
+        return f"is {IMAGE_REF_PROBLEM}"
     name = ref.split("@", 1)[0]
     slash = name.rfind("/")
     if name.rfind(":") > slash:

@@ -70,7 +70,7 @@ _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Absolute, and (like every string that reaches an argv or an environment) no control
 # characters: exec refuses NUL, the rest corrupt flags and logs.
-_ABS_PATH = r"^/[^\x00-\x1f\x7f]*$"
+ABS_PATH = r"^/[^\x00-\x1f\x7f]*$"
 # Strings handed to `vllm serve` or the environment (launch contract rule, one definition).
 ArgText = Annotated[str, Field(pattern=NO_CONTROL_PATTERN)]
 _EXTENDED_RESOURCE = (
@@ -186,7 +186,7 @@ class VolumeMount(_Model):
 
     name: str = Field(min_length=1, max_length=63, description="Name of a volume in `volumes`.")
     mount_path: str = Field(
-        min_length=1, max_length=4096, pattern=_ABS_PATH, description="Absolute mount path."
+        min_length=1, max_length=4096, pattern=ABS_PATH, description="Absolute mount path."
     )
     sub_path: str | None = Field(default=None, description="Sub-path of the volume to mount.")
     read_only: bool | None = Field(default=None, description="Mount read-only.")
@@ -212,7 +212,7 @@ class HostPathSource(_Model):
     """Weights in a directory on every node (pre-loaded), mounted read-only."""
 
     path: str = Field(
-        min_length=1, max_length=4096, pattern=_ABS_PATH, description="Absolute node path."
+        min_length=1, max_length=4096, pattern=ABS_PATH, description="Absolute node path."
     )
 
 
@@ -222,7 +222,7 @@ class ImageSource(_Model):
     path: str = Field(
         min_length=1,
         max_length=4096,
-        pattern=_ABS_PATH,
+        pattern=ABS_PATH,
         description="Absolute directory inside the engine image that holds the weights.",
     )
 
@@ -409,7 +409,7 @@ class SharedStorage(_Model):
         default="/ec-cache",
         min_length=2,
         max_length=4096,
-        pattern=_ABS_PATH,
+        pattern=ABS_PATH,
         description="Mount path in the encoder and EC consumer pods (shared_storage_path).",
     )
 

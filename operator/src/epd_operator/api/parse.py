@@ -21,14 +21,17 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from epd_connector.launch.rules import (
+    ENV_VALUE_PATTERN,
     KV_DERIVED_KEYS,
     KV_EXTRA_KEYS,
     MOONCAKE_EC_EXTRA_KEYS,
+    NO_CONTROL_PATTERN,
     check_extra_args,
 )
 
 from . import constants as c
-from .models import ROOT_RULES, EPDCluster, EPDClusterSpec, ResourceRequirements, RoleSpec
+from .imageref import IMAGE_REF_PROBLEM, REFERENCE_PATTERN, REPOSITORY_PATTERN
+from .models import ABS_PATH, ROOT_RULES, EPDCluster, EPDClusterSpec, ResourceRequirements, RoleSpec
 from .quantity import QuantityError, quantity_value
 
 
@@ -148,6 +151,18 @@ def format_path(loc: tuple[int | str, ...]) -> str:
     return out or "<root>"
 
 
+# Say what is wrong rather than print a long regular expression.
+_PATTERN_MESSAGES: Mapping[str, str] = {
+    NO_CONTROL_PATTERN: "must not contain a control character (NUL, line breaks, escapes): "
+    "it reaches the engine's command line",
+    ENV_VALUE_PATTERN: "must not contain a control character other than tab and line breaks "
+    "(NUL cannot reach a process environment)",
+    REFERENCE_PATTERN: f"is {IMAGE_REF_PROBLEM}",
+    REPOSITORY_PATTERN: "is not a valid image repository ([registry/]path, lower-case path)",
+    ABS_PATH: "must be an absolute path without control characters",
+}
+
+
 def _from_pydantic(exc: ValidationError, prefix: tuple[str, ...] = ()) -> SpecError:
     errors = exc.errors()
     first = errors[0]
@@ -157,6 +172,8 @@ def _from_pydantic(exc: ValidationError, prefix: tuple[str, ...] = ()) -> SpecEr
         msg = "unknown field"
     elif first["type"] == "missing":
         msg = "required field is missing"
+    elif first["type"] == "string_pattern_mismatch":
+        msg = _PATTERN_MESSAGES.get(str((first.get("ctx") or {}).get("pattern")), msg)
     msg = msg.removeprefix("Value error, ")
     if len(errors) > 1:
         msg += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
