@@ -68,6 +68,11 @@ VOLUME_EC_SHARED = "ec-shared"
 OWNED_VOLUMES = frozenset(
     {VOLUME_LAUNCH_CONFIG, VOLUME_SHM, VOLUME_MODEL, VOLUME_MODEL_CACHE, VOLUME_EC_SHARED}
 )
+# Volume kinds roles.*.volumes may use: what the chart's ValidatingAdmissionPolicy lets the
+# operator's ServiceAccount mount (no Secrets, no host paths: a stolen operator token must not
+# reach them through a pod; model.source.hostPath is the one read-only host path).
+USER_VOLUME_SOURCES = ("configMap", "emptyDir", "persistentVolumeClaim", "ephemeral",
+                       "downwardAPI")
 MODEL_MOUNT = "/models"
 MODEL_CACHE_MOUNT = "/var/cache/epd"
 SHM_MOUNT = "/dev/shm"
@@ -241,6 +246,14 @@ def _check_role(spec: EPDClusterSpec, role: RoleSpec, path: str) -> None:
             )
         if vol.name in volume_names:
             raise SpecError(f"{path}.volumes[{i}].name", f"duplicate volume {vol.name!r}")
+        sources = sorted((vol.model_extra or {}).keys())
+        if len(sources) != 1 or sources[0] not in USER_VOLUME_SOURCES:
+            raise SpecError(
+                f"{path}.volumes[{i}]",
+                f"needs exactly one source of {', '.join(USER_VOLUME_SOURCES)} (got "
+                f"{', '.join(sources) or 'none'}); Secrets and host paths are not mounted by "
+                "the operator",
+            )
         volume_names.add(vol.name)
     owned_mounts = list(OWNED_MOUNTS)
     if spec.ec_transfer.shared_storage is not None:
