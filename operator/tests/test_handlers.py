@@ -44,7 +44,7 @@ def test_registered_triggers(runtime: Runtime) -> None:
     for key in (("apps", "statefulsets"), ("apps", "deployments")):
         assert watching[key].labels == {c.LABEL_MANAGED_BY: c.MANAGED_BY}
     activities = sorted(str(h.activity) for h in registry._activities.get_all_handlers())
-    assert activities == ["authentication", "cleanup", "startup"]
+    assert activities == ["authentication", "cleanup", "probe", "startup"]
 
 
 def test_no_handler_makes_kopf_add_a_finalizer(runtime: Runtime) -> None:

@@ -6,7 +6,9 @@ Every trigger (create, update, resume, the resync timer, a change to a child) ru
 function, serialised per object by the handlers. It never raises for a problem the user can
 fix: a spec that fails `api.parse` becomes Degraded/SpecInvalid with the field path, nothing
 applied; an API failure becomes Degraded/ReconcileError and `Outcome.retry`. The status is
-written even when the pass failed, and only when it changed.
+written even when the pass failed, and only when it differs from the live status (what the
+object holds now, or what we wrote if the body predates our own write): a status edited by
+anyone else is corrected by the next pass.
 """
 
 from __future__ import annotations
@@ -54,28 +56,56 @@ class Outcome:
 
 
 class StatusMemory:
-    """The last status this process wrote per EPDCluster uid.
+    """The last status this process wrote per EPDCluster uid, with the resourceVersion the
+    write produced.
 
-    Only the operator writes EPDCluster status, so what it last wrote is the newest truth even
-    when the body a trigger carries is a watch event older than our own write. Using it as the
-    "previous" status keeps lastTransitionTime and Events from firing twice for one flip.
+    A trigger may carry a watch event older than our own write; comparing with that stale
+    status would write twice and fire Events twice for one flip. So `previous()` uses what we
+    wrote while the body predates our write, and the body's own (live) status once the body is
+    as new as our write: a status somebody else wrote since is then seen, and healed.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_uid: dict[str, dict[str, Any]] = {}
+        self._by_uid: dict[str, tuple[dict[str, Any], str | None]] = {}
 
     def get(self, uid: str) -> dict[str, Any] | None:
         with self._lock:
-            return self._by_uid.get(uid)
+            got = self._by_uid.get(uid)
+        return got[0] if got else None
 
-    def put(self, uid: str, status: dict[str, Any]) -> None:
+    def put(self, uid: str, status: dict[str, Any], resource_version: str | None = None) -> None:
         with self._lock:
-            self._by_uid[uid] = status
+            self._by_uid[uid] = (status, resource_version)
+
+    def previous(self, uid: str, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The status to compare a new one with: the live one unless the body is stale."""
+        live: Mapping[str, Any] | None = body.get("status") or None
+        with self._lock:
+            got = self._by_uid.get(uid)
+        if got is None:
+            return live
+        mine, written_rv = got
+        body_rv = (body.get("metadata") or {}).get("resourceVersion")
+        return live if _not_older(body_rv, written_rv) else mine
 
     def forget(self, uid: str) -> None:
         with self._lock:
             self._by_uid.pop(uid, None)
+
+
+def _not_older(body_rv: Any, written_rv: str | None) -> bool:
+    """Whether a body with `body_rv` already includes our write that produced `written_rv`.
+    resourceVersions are etcd revisions (integers) on every apiserver we run against; where
+    one is missing or opaque, only equality counts."""
+    if written_rv is None:
+        return True
+    if body_rv is None:
+        return False
+    try:
+        return int(body_rv) >= int(written_rv)
+    except (TypeError, ValueError):
+        return str(body_rv) == written_rv
 
 
 def _rfc3339(t: datetime) -> str:
@@ -150,7 +180,7 @@ def reconcile(
     elif observed is not None:
         children = observed
 
-    previous = (memory.get(uid) if memory else None) or obj.get("status") or None
+    previous = memory.previous(uid, obj) if memory else obj.get("status") or None
     status = compute_status(
         generation=generation, children=children, problems=out.problems,
         previous=previous, now=_rfc3339(clock()),
@@ -158,10 +188,11 @@ def reconcile(
     out.conditions = {cond["type"]: cond["status"] for cond in status["conditions"]}
     if status_changed(previous, status):
         try:
-            kube.apply_status(ns, name, status)
+            written = kube.apply_status(ns, name, status)
             out.status_written = True
             if memory is not None:
-                memory.put(uid, status)
+                rv = (written.get("metadata") or {}).get("resourceVersion")
+                memory.put(uid, status, str(rv) if rv is not None else None)
         except KubeError as exc:
             log.warning("%s/%s: status write failed: %s", ns, name, exc)
             out.retry = True
@@ -174,7 +205,5 @@ def reconcile(
                     out.events += 1
                 except KubeError as exc:
                     log.warning("%s/%s: event not recorded: %s", ns, name, exc)
-    elif memory is not None and memory.get(uid) is None:
-        memory.put(uid, status)
     out.duration_s = time.monotonic() - started
     return out
