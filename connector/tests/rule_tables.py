@@ -43,6 +43,9 @@ OWNED_FLAG_ROWS: list[tuple[str, list[str], int, str]] = [
     ("dp-short", ["-dp", "2"], 0, "-dp is set by the operator"),
     ("unknown-flag", ["--no-such-flag", "1"], 0, "is not a `vllm serve` option in vLLM 0.33"),
     ("double-dash", ["--", "--port", "1"], 0, "'--' would turn every later argument"),
+    ("stray-value", ["64"], 0, "is not the value of any option"),
+    ("stray-after-switch", ["--enforce-eager", "1"], 1, "is not the value of any option"),
+    ("missing-value", ["--max-num-seqs"], 0, "expects a value"),
 ]  # fmt: skip
 
 # extraArgs vLLM 0.33 reads as options the operator does not own: kept as given.
@@ -53,7 +56,7 @@ ACCEPTED_FLAG_ROWS: list[tuple[str, list[str]]] = [
     ("equals", ["--max-num-seqs=8"]),
     ("extends-owned", ["--tokenizer-mode=auto"]),
     ("negative-value", ["--max-num-seqs", "-1"]),
-    ("bare-value", ["64"]),
+    ("switch-then-option", ["--enforce-eager", "--max-num-seqs", "4"]),
 ]
 
 # Strings that reach an argv or an environment: no NUL, no control characters.

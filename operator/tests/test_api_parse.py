@@ -135,7 +135,6 @@ def test_format_path(loc: tuple[int | str, ...], text: str) -> None:
         ["--max-num-seqs", "64"],
         ["--enable-chunked-prefill"],
         ["--tokenizer-mode=auto"],  # extends an owned flag, but is its own option
-        ["64"],
     ],
 )
 def test_extra_args_not_owned_are_kept(args: list[str]) -> None:

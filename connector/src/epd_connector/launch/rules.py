@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .vllm_flags import VLLM_SERVE_OPTIONS
+from .vllm_flags import VLLM_SERVE_NARGS, VLLM_SERVE_OPTIONS
 
 RoleName = Literal["encoder", "prefill", "decode"]
 
@@ -238,13 +238,21 @@ def resolve_flag(arg: str, options: Mapping[str, str] = VLLM_SERVE_OPTIONS) -> R
     return Resolved(arg, "")
 
 
+def _embedded_value(arg: str) -> bool:
+    """`--flag=value`, `-tp=2`, `-O3`: the option's value is inside the argument."""
+    return "=" in arg or (arg.startswith("-O") and len(arg) > 2 and not arg.startswith("--"))
+
+
 def check_extra_args(
     args: Sequence[str],
     options: Mapping[str, str] = VLLM_SERVE_OPTIONS,
     owned: Mapping[str, str] = OWNED_FLAGS,
+    nargs: Mapping[str, str] = VLLM_SERVE_NARGS,
 ) -> FlagProblem | None:
     """The first extra `vllm serve` argument vLLM 0.33 would read as an owned option, or
-    could not read at all; None when every argument is acceptable."""
+    could not read at all (unknown or ambiguous option, a value no option takes: `vllm serve`
+    has exactly one positional, the model); None when every argument is acceptable."""
+    takes = "0"  # how many values the option before this argument still takes
     for i, arg in enumerate(args):
         bad = control_char(arg)
         if bad is not None:
@@ -253,6 +261,12 @@ def check_extra_args(
             return FlagProblem(i, "'--' would turn every later argument into a positional one")
         got = resolve_flag(arg, options)
         if got.option is None:
+            if takes == "0":
+                return FlagProblem(
+                    i, f"{arg!r} is not the value of any option (vLLM 0.33 would refuse a "
+                    "second positional argument)",
+                )
+            takes = "*" if takes in ("*", "+") else "0"
             continue
         if got.candidates:
             return FlagProblem(
@@ -269,6 +283,14 @@ def check_extra_args(
                 i, f"{name} is set by the operator from {owned[got.option]}{means}; use that "
                 "instead",
             )
+        if _embedded_value(arg):
+            takes = "0"
+        elif "." in arg.split("=", 1)[0]:
+            takes = "1"  # a dotted JSON key (--x.key value) takes one value
+        else:
+            takes = nargs.get(got.option, "1")
+    if takes in ("1", "+"):
+        return FlagProblem(len(args) - 1, f"{args[-1]!r} expects a value")
     return None
 
 

@@ -59,3 +59,11 @@ VLLM_SERVE_OPTIONS: Final[Mapping[str, str]] = {
         '-pp': '--pipeline-parallel-size',
         '-tp': '--tensor-parallel-size',
 }
+# How many values each option takes (argparse nargs: "0" for a switch, "1", "?", "*", "+").
+VLLM_SERVE_NARGS: Final[Mapping[str, str]] = {
+    "--enable-chunked-prefill": "0",
+    "--enforce-eager": "0",
+    "--headless": "0",
+    "--help": "0",
+    "--mm-encoder-only": "0",
+}
