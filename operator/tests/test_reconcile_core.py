@@ -200,3 +200,19 @@ def test_previous_status_is_live_unless_the_body_predates_our_write(
     meta = {"resourceVersion": body_rv} if body_rv else {}
     got = memory.previous("u", {"metadata": meta, "status": {"phase": "live"}})
     assert got == {"phase": uses}
+
+
+def test_an_odd_spec_is_served_with_a_warning_event_and_a_ready_note_once() -> None:
+    api = FakeApiserver()
+    kube, memory = Kube(api), StatusMemory()
+    obj = sample()
+    obj["spec"]["encoderCache"] = {"limitMmPerPrompt": {"image": 0}}
+    reconcile(kube, obj, CFG, memory)
+    warnings = [e for e in api.events if e["reason"] == "SpecWarning"]
+    assert len(warnings) == 1
+    assert warnings[0]["type"] == "Warning"
+    assert "spec.encoderCache.limitMmPerPrompt" in warnings[0]["message"]
+    ready = next(x for x in api.statuses[-1]["conditions"] if x["type"] == "Ready")
+    assert "warnings: spec.encoderCache.limitMmPerPrompt" in ready["message"]
+    reconcile(kube, dict(obj, status=api.statuses[-1]), CFG, memory)
+    assert len([e for e in api.events if e["reason"] == "SpecWarning"]) == 1

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from epd_operator.api import constants as c
+from epd_operator.api.admission import oddities
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import SpecError, parse
 from epd_operator.render import render_cluster
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 REASON_SPEC_INVALID = c.REASON_SPEC_INVALID
 REASON_APPLY_FAILED = c.REASON_RECONCILE_ERROR
+REASON_SPEC_WARNING = "SpecWarning"
 
 
 @dataclass
@@ -108,6 +110,13 @@ def _not_older(body_rv: Any, written_rv: str | None) -> bool:
         return str(body_rv) == written_rv
 
 
+def _announced(previous: Mapping[str, Any] | None, notes: list[str]) -> bool:
+    for cond in (previous or {}).get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == c.CONDITION_READY:
+            return all(n in str(cond.get("message", "")) for n in notes)
+    return False
+
+
 def _rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -129,6 +138,7 @@ def reconcile(
         return out
 
     desired: list[dict[str, Any]] | None = None
+    notes: list[str] = []
     try:
         cluster = parse(dict(obj))
     except SpecError as exc:
@@ -139,6 +149,7 @@ def reconcile(
         out.problems.append(Problem(REASON_SPEC_INVALID, msg))
     else:
         desired = render_cluster(cluster, cfg)
+        notes = [f"{path}: {why}" for path, why in oddities(cluster.spec)]
 
     children: list[dict[str, Any]] = []
     try:
@@ -183,7 +194,7 @@ def reconcile(
     previous = memory.previous(uid, obj) if memory else obj.get("status") or None
     status = compute_status(
         generation=generation, children=children, problems=out.problems,
-        previous=previous, now=_rfc3339(clock()),
+        previous=previous, now=_rfc3339(clock()), notes=notes,
     )
     out.conditions = {cond["type"]: cond["status"] for cond in status["conditions"]}
     if status_changed(previous, status):
@@ -197,6 +208,13 @@ def reconcile(
             log.warning("%s/%s: status write failed: %s", ns, name, exc)
             out.retry = True
         else:
+            if notes and not _announced(previous, notes):
+                # Valid but odd: say so once, as a Warning Event (and in the Ready message).
+                try:
+                    kube.create_event(obj, "Warning", REASON_SPEC_WARNING, "; ".join(notes))
+                    out.events += 1
+                except KubeError as exc:
+                    log.warning("%s/%s: event not recorded: %s", ns, name, exc)
             for cond in events_for(previous, status):
                 etype = "Warning" if cond["type"] == DEGRADED else "Normal"
                 reason = cond["reason"] if cond["type"] == DEGRADED else cond["type"]
