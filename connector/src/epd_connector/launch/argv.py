@@ -18,6 +18,9 @@ config validation. Facts relied on (vLLM 0.33.0 source paths):
   `VLLM_MOONCAKE_BOOTSTRAP_PORT`. NixlConnector: `VLLM_NIXL_SIDE_CHANNEL_HOST` is bound and
   advertised (default `localhost`), port `VLLM_NIXL_SIDE_CHANNEL_PORT + dp_index`.
 - vLLM appends `_dp<rank>` to a configured KV `engine_id` per DP rank itself.
+- CPU engines (`device: cpu`): `ec_buffer_device` defaults to "cuda" (the Mooncake EC slabs) and
+  NIXL's `kv_buffer_device` follows the platform, so both are set to "cpu" explicitly; the KV
+  cache size is `VLLM_CPU_KVCACHE_SPACE` (GiB), read by the CPU worker.
 - ECMooncakeConnector ignores unknown extra-config keys silently, so unknown keys are rejected
   here (a typo would otherwise be a silent no-op); the same for the KV connectors.
 
@@ -47,6 +50,7 @@ from .rules import MOONCAKE_EC_EXTRA_KEYS as MOONCAKE_EC_EXTRA_KEYS
 from .wiring import ec_consumer_role, ec_role, kv_role
 
 BIND_HOST: Final = "0.0.0.0"
+ENV_CPU_KVCACHE_SPACE: Final = "VLLM_CPU_KVCACHE_SPACE"
 
 
 def compact_json(value: Any) -> str:
@@ -103,6 +107,8 @@ def ec_transfer_config(
         )
         return out
     out["ec_buffer_size"] = ec.buffer_size
+    if config.device == "cpu":
+        out["ec_buffer_device"] = config.device
     if ec_role_ in ("ec_consumer", "ec_both"):
         out["ec_ip"] = pod.ip
         out["ec_port"] = ec.port
@@ -138,6 +144,8 @@ def kv_transfer_config(
         "kv_role": kv_role_,
         "engine_id": engine_id(config, role, pod),
     }
+    if config.device == "cpu":
+        out["kv_buffer_device"] = config.device
     extra = _merge_extra(
         "kv.extra_config",
         derived,
@@ -160,6 +168,8 @@ def build_env(config: LaunchConfig, role: RoleName, pod: PodContext) -> dict[str
     _check_pod_role(role, pod)
     check(config, role)
     env = {"VLLM_HOST_IP": pod.ip}
+    if config.cpu_kv_cache_space_gib is not None:
+        env[ENV_CPU_KVCACHE_SPACE] = str(config.cpu_kv_cache_space_gib)
     role_kv = kv_role(config, role)
     if role_kv is not None:
         kv = effective_kv(config)
@@ -260,6 +270,8 @@ def check(config: LaunchConfig, role: RoleName) -> None:
     bad argv would otherwise fail only after the engine spent minutes loading weights.
     """
     config.role(role)
+    if config.cpu_kv_cache_space_gib is not None and config.device != "cpu":
+        raise LaunchConfigError("cpu_kv_cache_space_gib: only CPU engines (device cpu) read it")
     _check_ec(config)
     _check_kv(config)
     _check_ports(config, role)

@@ -36,6 +36,9 @@ ECConnectorName = Literal["ECMooncakeConnector", "ECExampleConnector"]
 KVConnectorName = Literal["MooncakeConnector", "NixlConnector"]
 Protocol = Literal["rdma", "tcp"]
 EncoderECRole = Literal["ec_producer", "ec_both"]
+# Where engines compute. `cpu` is vLLM's CPU backend (a CPU build of vLLM): no GPU, and the EC /
+# KV transfer buffers must then live in host memory (`ec_buffer_device` / `kv_buffer_device`).
+Device = Literal["cuda", "cpu"]
 
 
 class _Strict(BaseModel):
@@ -136,6 +139,12 @@ class LaunchConfig(_Strict):
     cluster: str = Field(min_length=1)
     namespace: str = Field(min_length=1)
     model: ModelLaunch
+    # None means cuda. Absent rather than "cuda" so that launch configs rendered before this key
+    # existed keep their bytes, and their checksums: an operator upgrade restarts no engine.
+    device: Device | None = None
+    cpu_kv_cache_space_gib: int | None = Field(
+        default=None, ge=1, description="device cpu: VLLM_CPU_KVCACHE_SPACE (GiB of KV cache)."
+    )
     ec: ECTransferLaunch = Field(default_factory=ECTransferLaunch)
     kv: KVTransferLaunch | None = None
     encoder_cache: EncoderCacheLaunch = Field(default_factory=EncoderCacheLaunch)

@@ -21,7 +21,7 @@ launcher (`argv.py`, the second line of defence at pod start), the router and th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -49,13 +49,16 @@ def ec_consumer_of(has_prefill: bool) -> RoleName:
     return "prefill" if has_prefill else "decode"
 
 
+def ec_consumer_field_cel(root: str, expr: str) -> str:
+    """`ec_consumer_of` as CEL: `expr` (written over `R`, the role) for the EC consumer role of
+    the spec object `root`, e.g. `ec_consumer_field_cel("self", "R.port")`."""
+    p, d = f"{root}.roles.prefill", f"{root}.roles.decode"
+    return f"(has({p}) ? {expr.replace('R.', p + '.')} : {expr.replace('R.', d + '.')})"
+
+
 def ec_consumer_cel(root: str = "self") -> str:
     """CEL for `data * tensor` of the EC consumer role, over the spec object `root`."""
-    p, d = f"{root}.roles.prefill", f"{root}.roles.decode"
-    return (
-        f"(has({p}) ? {p}.parallelism.data * {p}.parallelism.tensor : "
-        f"{d}.parallelism.data * {d}.parallelism.tensor)"
-    )
+    return ec_consumer_field_cel(root, "R.parallelism.data * R.parallelism.tensor")
 
 
 # ------------------------------------------------------------------------------- port blocks
@@ -152,8 +155,8 @@ OWNED_FLAGS: Final[Mapping[str, str]] = {
     "--model": "model.name",
     "--config": "the operator (a config file could set any owned flag)",
     "--host": "the operator (0.0.0.0)",
-    "--port": f"the operator (engine HTTP port {ENGINE_HTTP_PORT})",
-    "--uds": f"the operator (engine HTTP port {ENGINE_HTTP_PORT})",
+    "--port": "roles.<role>.port",
+    "--uds": "roles.<role>.port (the engine serves HTTP on a TCP port)",
     "--served-model-name": "model.servedModelName",
     "--revision": "model.revision",
     "--tokenizer": "model.tokenizer",
@@ -299,6 +302,3 @@ def check_extra_args(
         return FlagProblem(len(args) - 1, f"{args[-1]!r} expects a value")
     return None
 
-
-def known_options(options: Mapping[str, str] = VLLM_SERVE_OPTIONS) -> Iterable[str]:
-    return sorted(set(options.values()))

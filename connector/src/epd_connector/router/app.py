@@ -93,6 +93,9 @@ class Router:
         self.topology = config.topology
         self.consumer_role: RoleName = wiring.ec_consumer_role(config)
         self.kv_connector = config.kv.connector if config.kv is not None else "MooncakeConnector"
+        # ECMooncakeConnector pushes to the consumer named per request; ECExampleConnector
+        # shares a volume keyed by mm_hash and needs no target (protocol.py).
+        self.ec_push = config.ec.connector == "ECMooncakeConnector"
         self.served = {config.model.served_model_name or config.model.name}
         self.metrics = RouterMetrics()
         self.pools: dict[str, Pool] = {}
@@ -387,7 +390,9 @@ class Router:
     # ---- encoders ----------------------------------------------------------------------------
 
     async def _encode_all(self, req: _Req, consumer: Pod, rank: int) -> dict[str, Any]:
-        consumer_zmq = wiring.consumer_zmq(self.config, consumer.host, rank)
+        consumer_zmq = (
+            wiring.consumer_zmq(self.config, consumer.host, rank) if self.ec_push else None
+        )
         t0 = time.monotonic()
         results: list[tuple[str, str]] = [("", "")] * len(req.refs)
 
@@ -401,10 +406,12 @@ class Router:
         except BaseExceptionGroup as eg:
             raise eg.exceptions[0] from None
         self.metrics.stage_seconds.labels("encode").observe(time.monotonic() - t0)
+        if not self.ec_push:
+            return req.body
         return protocol.with_ec_items(req.body, results)
 
     async def _encode_one(
-        self, req: _Req, ref: protocol.MediaRef, consumer_zmq: str
+        self, req: _Req, ref: protocol.MediaRef, consumer_zmq: str | None
     ) -> tuple[str, str]:
         pool = self.pools["encoder"]
         while True:

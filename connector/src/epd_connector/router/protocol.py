@@ -15,7 +15,12 @@ Checked against vLLM 0.33.0's source:
   remote_bootstrap_addr, remote_engine_id, transfer_id}` (`kv_connector/v1/mooncake/
   mooncake_connector.py::update_state_after_alloc`); P sends KV only when it finished
   length-capped (`request_finished`), so a P answer that stopped is final;
-- NIXL: P gets `do_remote_decode: true` and its answer's `kv_transfer_params` go to D unchanged.
+- NIXL: P gets `do_remote_decode: true` and its answer's `kv_transfer_params` go to D unchanged;
+- ECExampleConnector has no push: the encoder writes each output to the shared volume under its
+  mm_hash (`ec_connector/example_connector.py::save_caches`) and answers with
+  `ec_transfer_params` {mm_hash: {item_indices, metadata}} (`request_finished`); the consumer
+  loads a file that exists when it schedules the request, and encodes by itself otherwise. So
+  the consumer is called only after every encoder call has answered, with the original body.
 """
 
 from __future__ import annotations
@@ -69,17 +74,19 @@ def new_transfer_id() -> str:
 
 
 def encoder_request(
-    body: dict[str, Any], ref: MediaRef, consumer_zmq: str, transfer_id: str
+    body: dict[str, Any], ref: MediaRef, consumer_zmq: str | None, transfer_id: str
 ) -> dict[str, Any]:
-    """One encoder call per media item: only that item, non-streaming, with the EC target."""
+    """One encoder call per media item: only that item, non-streaming, with the EC target
+    (`consumer_zmq` None: a connector without push, such as ECExampleConnector)."""
     req: dict[str, Any] = {
         "messages": [{"role": "user", "content": [ref.part]}],
         "stream": False,
-        "ec_transfer_params": {
+    }
+    if consumer_zmq is not None:
+        req["ec_transfer_params"] = {
             "consumer_zmq": consumer_zmq,
             "ec_items": [{"transfer_id": transfer_id}],
-        },
-    }
+        }
     if "model" in body:
         req["model"] = body["model"]
     for key in MM_KWARGS_KEYS:

@@ -11,65 +11,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
+from .procs import (
+    Proc,
+    ProcGroup,
+    Stopped,
+    free_port,
+    http_json,
+    next_loopback_ip,
+    scrape,
+    signals_raise,
+)
 
-_subnet = 20 + os.getpid() % 200
-_hosts = itertools.count(2)
-
-
-def next_loopback_ip() -> str:
-    n = next(_hosts)
-    return f"127.{_subnet}.{n // 250}.{n % 250 + 1}"
-
-
-def free_port(span: int = 1) -> int:
-    """A port p with p..p+span-1 free on every address right now."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("0.0.0.0", 0))
-            port = int(s.getsockname()[1])
-        if port + span > 65535:
-            continue
-        ok = True
-        for extra in range(1, span):
-            with socket.socket() as s:
-                try:
-                    s.bind(("0.0.0.0", port + extra))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return port
-    raise RuntimeError(f"no run of {span} free ports found")
-
-
-@dataclass
-class Proc:
-    name: str
-    role: str
-    host: str
-    port: int
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+__all__ = ["LocalCluster", "Proc", "free_port", "http_json", "next_loopback_ip"]
 
 
 @dataclass
@@ -79,6 +41,7 @@ class LocalCluster:
     prefills: int = 0
     decodes: int = 2
     kv_connector: str = "MooncakeConnector"
+    ec_connector: str = "ECMooncakeConnector"
     decode_dp: int = 1
     push_wait_timeout_s: float = 5.0
     sim_args: dict[str, list[str]] = field(default_factory=dict)
@@ -87,6 +50,10 @@ class LocalCluster:
     procs: dict[str, Proc] = field(default_factory=dict)
     router: Proc | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    group: ProcGroup = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.group = ProcGroup(self.workdir)
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -100,15 +67,22 @@ class LocalCluster:
                 "parallelism": {"data": self.decode_dp},
             },
         }
+        ec: dict[str, Any] = {
+            "protocol": "tcp",
+            "port": free_port(consumer_dp),
+            "push_wait_timeout_s": self.push_wait_timeout_s,
+        }
+        if self.ec_connector == "ECExampleConnector":
+            # One shared directory stands in for the ReadWriteMany volume.
+            ec = {
+                "connector": self.ec_connector,
+                "shared_storage_path": str(self.workdir / "ec-cache"),
+            }
         cfg: dict[str, Any] = {
             "cluster": "sim",
             "namespace": "default",
             "model": {"name": self.model},
-            "ec": {
-                "protocol": "tcp",
-                "port": free_port(consumer_dp),
-                "push_wait_timeout_s": self.push_wait_timeout_s,
-            },
+            "ec": ec,
             "roles": roles,
         }
         if self.prefills:
@@ -154,7 +128,7 @@ class LocalCluster:
             *static,
             *self.router_args,
         ]
-        self.router = self._spawn("router", "router", "127.0.0.1", port, cmd=cmd, env={})
+        self.router = self.group.spawn("router", "router", "127.0.0.1", port, cmd=cmd, env={})
         self.wait_ready(timeout_s)
         return self
 
@@ -179,23 +153,11 @@ class LocalCluster:
             *self.sim_args.get(role, []),
             *(extra or []),
         ]
-        proc = self._spawn(name, role, host, self.config["roles"][role]["port"], cmd=cmd, env=env)
+        proc = self.group.spawn(
+            name, role, host, self.config["roles"][role]["port"], cmd=cmd, env=env
+        )
         self.procs[name] = proc
         return proc
-
-    def _spawn(
-        self, name: str, role: str, host: str, port: int, *, cmd: list[str], env: dict[str, str]
-    ) -> Proc:
-        log = self.workdir / f"{name}.log"
-        with log.open("ab") as out:
-            popen = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **env},
-                start_new_session=True,
-            )
-        return Proc(name, role, host, port, popen, log)
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -204,11 +166,7 @@ class LocalCluster:
             expected["prefill"] = self.prefills
         assert self.router is not None
         while time.monotonic() < deadline:
-            for p in [*self.procs.values(), self.router]:
-                if p.popen.poll() is not None:
-                    raise RuntimeError(
-                        f"{p.name} exited with {p.popen.returncode}:\n{p.log.read_text()[-3000:]}"
-                    )
+            self.group.check_alive()
             status, body = http_json("GET", self.router.url + "/health", timeout=2)
             if status == 200 and body.get("pods") == expected:
                 return
@@ -227,51 +185,23 @@ class LocalCluster:
 
     def metrics(self, proc: Proc) -> dict[str, float]:
         """Sample name{labels} -> value from a process's /metrics (labels sorted, no quotes)."""
-        with urllib.request.urlopen(proc.url + "/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                labels = ",".join(
-                    f"{k}={v}"
-                    for k, v in sorted(s.labels.items())
-                    if k not in ("model_name", "engine")
-                )
-                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-        return out
+        return scrape(proc.url + "/metrics")
 
     def kill(self, name: str) -> None:
         p = self.procs[name]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.popen.pid, signal.SIGKILL)
+        p.signal(signal.SIGKILL)
         p.popen.wait(5)
 
     def stop_sim(self, name: str) -> None:
         """Stop one simulator and wait for it to exit (its address can then be reused)."""
-        p = self.procs[name]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.popen.pid, signal.SIGTERM)
-        p.popen.wait(10)
+        self.group.stop_one(self.procs[name])
 
     def terminate(self, name: str) -> None:
         """SIGTERM, as the kubelet sends a terminating pod: the sim drains, then exits."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.procs[name].popen.pid, signal.SIGTERM)
+        self.procs[name].signal(signal.SIGTERM)
 
     def stop(self) -> None:
-        procs = [*self.procs.values(), *([self.router] if self.router else [])]
-        for p in procs:
-            if p.popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.popen.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for p in procs:
-            try:
-                p.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.popen.pid, signal.SIGKILL)
-                p.popen.wait(5)
+        self.group.stop()
 
     def __enter__(self) -> LocalCluster:
         return self.start()
@@ -280,27 +210,6 @@ class LocalCluster:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-def http_json(
-    method: str, url: str, body: Any = None, timeout: float = 30, raw: bytes | None = None
-) -> tuple[int, Any]:
-    """Tiny blocking HTTP client for checks: (status, parsed JSON or text); 0 if unreachable."""
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, payload = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, payload = exc.code, exc.read()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return 0, {}
-    try:
-        return status, json.loads(payload)
-    except ValueError:
-        return status, payload.decode(errors="replace")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,10 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     cluster = LocalCluster(
         args.workdir, args.encoders, args.prefills, args.decodes, args.kv_connector
     )
-    with cluster:
-        print(f"router: {cluster.url}  (logs in {args.workdir}; Ctrl-C stops)")
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+    # Every child is stopped on the way out: normal exit, SIGTERM, SIGINT or an exception.
+    with signals_raise(), contextlib.suppress(Stopped), cluster:
+        print(f"router: {cluster.url}  (logs in {args.workdir}; Ctrl-C stops)", flush=True)
+        while True:
+            time.sleep(1)
+            cluster.group.check_alive()
     return 0
 
 

@@ -53,6 +53,11 @@ class SimMetrics:
             "epd_sim_ec_push_bytes", "Bytes pushed by the encoder", registry=r
         )
         self.encoded_items = Counter("epd_sim_encoded_items", "Items encoded", registry=r)
+        self.consumer_encoded_items = Counter(
+            "epd_sim_consumer_encoded_items",
+            "Items an EC consumer encoded itself (no encoder output found)",
+            registry=r,
+        )
         self.kv_pulls = Counter("epd_sim_kv_pulls", "KV pulls by outcome", ["outcome"], registry=r)
         self.kv_bytes = Counter("epd_sim_kv_bytes_verified", "Verified KV bytes pulled", registry=r)
         self.kv_staged = Counter("epd_sim_kv_staged", "KV blobs staged by prefill", registry=r)

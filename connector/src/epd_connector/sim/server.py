@@ -9,6 +9,11 @@ What each role does with a request follows vLLM 0.33.0 (shared facts sheet ยง2-ย
   landed and verified, matched to `ec_items` by position or mm_hash
   (`scheduler.py::_request_transfer_id`); after the push-wait timeout it fails with HTTP 500
   "Internal server error", which is how vLLM reports it;
+- with ECExampleConnector there is no push: the encoder writes each output to the shared volume
+  as `<shared_storage_path>/<mm_hash>/encoder_cache.safetensors` and answers `ec_transfer_params`
+  without `transfer_id`; the consumer loads a file that exists when the request arrives and
+  otherwise encodes the item itself (`ec_connector/example_connector.py`), counted in
+  `epd_sim_consumer_encoded_items` (what the engine tier's vision probe shows on real vLLM);
 - KV producer (prefill, E/P/D) with `do_remote_decode`: stages KV only if it ended length-capped
   (an EOS first token sends nothing, as the Mooncake KV connector does); with NixlConnector it
   answers `kv_transfer_params` for the decode pod;
@@ -27,6 +32,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -83,6 +89,11 @@ class SimEngine:
         self.kv_role = wiring.kv_role(config, pod.role)
         self.is_encoder = self.role == "encoder"
         self.is_ec_consumer = self.ec_role == "ec_consumer"
+        self.shared_storage = (
+            Path(config.ec.shared_storage_path)
+            if config.ec.connector == "ECExampleConnector" and config.ec.shared_storage_path
+            else None
+        )
         self.dp_size = self.launch.parallelism.data
         self.push_wait_s = config.ec.push_wait_timeout_s or settings.push_wait_timeout_s
         self.control_timeout_s = config.ec.control_timeout_s or 30.0
@@ -110,7 +121,7 @@ class SimEngine:
         # Always TCP: simulator pods run where RDMA devices are not (kind, kwok, CI).
         self.engine = await asyncio.to_thread(Engine, self.pod.pod_ip, "tcp")
         host = self.settings.host
-        if self.is_ec_consumer:
+        if self.is_ec_consumer and self.shared_storage is None:
             for d in range(self.dp_size):
                 rx = ec.ECReceiver(self.engine, d, self.settings.ec_slab_bytes)
                 srv = ec.ControlServer(rx, host, wiring.consumer_control_port(self.config, d))
@@ -254,7 +265,10 @@ class SimEngine:
         if self.is_encoder:
             return await self._encode(body, parts, prompt_tokens)
         if parts and self.is_ec_consumer:
-            await self._await_encoder_outputs(body, parts, dp_rank)
+            if self.shared_storage is not None:
+                await self._load_shared_outputs(parts)
+            else:
+                await self._await_encoder_outputs(body, parts, dp_rank)
         await asyncio.sleep(self.settings.prefill_delay_s)
         kv_params = body.get("kv_transfer_params") or {}
         if self.kv_role == "kv_consumer" and kv_params.get("do_remote_prefill"):
@@ -330,6 +344,12 @@ class SimEngine:
                 if part.modality == "image"
                 else {}
             )
+            if self.shared_storage is not None:
+                await asyncio.to_thread(
+                    _save_shared, self.shared_storage, mm_hash, self.settings.bytes_per_image
+                )
+                self.metrics.encoded_items.inc()
+                continue
             if _transfer_id(ec_items, part.index, mm_hash) is not None:
                 entry["transfer_id"] = tid
             pushes.append(
@@ -386,6 +406,19 @@ class SimEngine:
         self.metrics.ec_push_bytes.inc(sum(len(i.payload) for i in items))
 
     # ---- EC consumer -------------------------------------------------------------------------
+
+    async def _load_shared_outputs(self, parts: list[MediaPart]) -> None:
+        """ECExampleConnector: load what the encoder saved; encode what it did not."""
+        assert self.shared_storage is not None
+        for part in parts:
+            mm_hash, _ = await self._item_identity(part)
+            data = await asyncio.to_thread(_read_shared, self.shared_storage, mm_hash)
+            if data is None or data != encoder_output(mm_hash, len(data)):
+                self.metrics.consumer_encoded_items.inc()
+                await asyncio.sleep(self.settings.encode_delay_s)
+                continue
+            self.metrics.ec_items_verified.inc()
+            self.metrics.ec_bytes_verified.inc(len(data))
 
     async def _await_encoder_outputs(
         self, body: dict[str, Any], parts: list[MediaPart], dp_rank: int
@@ -637,6 +670,26 @@ class SimEngine:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+def _shared_file(root: Path, mm_hash: str) -> Path:
+    # ECExampleConnector's layout (`_generate_filename_debug`).
+    return root / mm_hash / "encoder_cache.safetensors"
+
+
+def _save_shared(root: Path, mm_hash: str, nbytes: int) -> None:
+    path = _shared_file(root, mm_hash)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(encoder_output(mm_hash, nbytes))
+    tmp.replace(path)  # a consumer never sees half a file
+
+
+def _read_shared(root: Path, mm_hash: str) -> bytes | None:
+    try:
+        return _shared_file(root, mm_hash).read_bytes()
+    except OSError:
+        return None
 
 
 def _transfer_id(ec_items: list[Any], index: int, mm_hash: str) -> str | None:

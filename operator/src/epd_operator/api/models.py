@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from epd_connector.launch.config import Device
 from epd_connector.launch.rules import (
     DEFAULT_EC_PORT,
     DEFAULT_KV_BOOTSTRAP_PORT,
@@ -33,6 +34,7 @@ from epd_connector.launch.rules import (
     ENV_VALUE_PATTERN,
     NO_CONTROL_PATTERN,
     ec_consumer_cel,
+    ec_consumer_field_cel,
     ec_consumer_of,
     ec_port_block,
     ec_port_block_cel,
@@ -345,10 +347,16 @@ class RoleSpec(_Model):
         json_schema_extra=_default_of(Parallelism),
         description="Tensor / pipeline / data parallelism per pod.",
     )
+    port: Port = Field(
+        default=ENGINE_HTTP_PORT,
+        description="vLLM's HTTP port in this role's pods (`--port`; container port, Service "
+        "port and probes). Roles may differ, e.g. when engines share a host network.",
+    )
     resources: ResourceRequirements | None = Field(
         default=None,
         description="CPU / memory of the engine container. GPUs (nvidia.com/gpu = tensor x "
-        "pipeline x data) and the RDMA resource are added by the operator; do not set them.",
+        "pipeline x data, with device cuda) and the RDMA resource are added by the operator; "
+        "do not set them.",
     )
     max_model_len: int | None = Field(default=None, gt=0, description="--max-model-len.")
     gpu_memory_utilization: float | None = Field(
@@ -663,6 +671,10 @@ _NIXL_DATA = (
 )
 _NIXL_LO = "self.kvTransfer.sideChannelPort"
 _NIXL_HI = f"({_NIXL_LO} + {_NIXL_DATA} - 1)"
+# HTTP ports of the roles that bind the EC control ports, the KV bootstrap / side channel.
+_CONSUMER_PORT = ec_consumer_field_cel("self", "R.port")
+_ENCODER_PORT = "self.roles.encoder.port"
+_DECODE_PORT = "self.roles.decode.port"
 
 
 def _consumer(spec: EPDClusterSpec) -> RoleSpec:
@@ -685,6 +697,19 @@ def nixl_port_range(spec: EPDClusterSpec) -> tuple[int, int]:
     return nixl_port_block(spec.kv_transfer.side_channel_port, data)
 
 
+def ec_http_ports(spec: EPDClusterSpec) -> list[int]:
+    """HTTP ports of the pods that bind the EC control ports (ec_both encoders do too)."""
+    ports = [_consumer(spec).port]
+    if spec.ec_transfer.encoder_role == "ec_both":
+        ports.append(spec.roles.encoder.port)
+    return ports
+
+
+def kv_http_ports(spec: EPDClusterSpec) -> list[int]:
+    """HTTP ports of the pods that bind KV side channels: prefill and decode."""
+    return [_consumer(spec).port, spec.roles.decode.port]
+
+
 def _mooncake_ec(spec: EPDClusterSpec) -> bool:
     return spec.ec_transfer.connector == "ECMooncakeConnector"
 
@@ -699,8 +724,6 @@ def _in(port: int, rng: tuple[int, int]) -> bool:
 
 _overlap = overlaps
 
-
-_HTTP = str(ENGINE_HTTP_PORT)
 
 SPEC_RULES: tuple[CelRule, ...] = (
     CelRule(
@@ -726,18 +749,25 @@ SPEC_RULES: tuple[CelRule, ...] = (
         field_path=".ecTransfer.controlPort",
     ),
     CelRule(
-        rule=f"!({_MOONCAKE_EC}) || {_EC_LO} > {_HTTP} || {_EC_HI} < {_HTTP}",
-        message=f"ecTransfer.controlPort: the EC control port range controlPort .. "
-        f"controlPort + data*tensor - 1 must not include the engine HTTP port {_HTTP}",
-        check=lambda s: not _mooncake_ec(s) or not _in(ENGINE_HTTP_PORT, ec_port_range(s)),
+        rule=f"!({_MOONCAKE_EC}) || (({_EC_LO} > {_CONSUMER_PORT} || {_EC_HI} < "
+        f"{_CONSUMER_PORT}) && (self.ecTransfer.encoderRole != 'ec_both' || {_EC_LO} > "
+        f"{_ENCODER_PORT} || {_EC_HI} < {_ENCODER_PORT}))",
+        message="ecTransfer.controlPort: the EC control port range controlPort .. "
+        "controlPort + data*tensor - 1 must not include the HTTP port (roles.<role>.port) of "
+        "a role that binds it (the EC consumer; the encoder with ec_both)",
+        check=lambda s: (
+            not _mooncake_ec(s) or not any(_in(p, ec_port_range(s)) for p in ec_http_ports(s))
+        ),
         field_path=".ecTransfer.controlPort",
     ),
     CelRule(
         rule=f"!{_KV} || self.kvTransfer.connector != 'MooncakeConnector' || "
-        f"self.kvTransfer.bootstrapPort != {_HTTP}",
-        message=f"kvTransfer.bootstrapPort must differ from the engine HTTP port {_HTTP}",
+        f"self.kvTransfer.bootstrapPort != {_CONSUMER_PORT}",
+        message="kvTransfer.bootstrapPort must differ from the prefill role's HTTP port "
+        "(roles.prefill.port)",
         check=lambda s: (
-            not _kv(s, "MooncakeConnector") or s.kv_transfer.bootstrap_port != ENGINE_HTTP_PORT
+            not _kv(s, "MooncakeConnector")
+            or s.kv_transfer.bootstrap_port != _consumer(s).port
         ),
         field_path=".kvTransfer.bootstrapPort",
     ),
@@ -763,13 +793,37 @@ SPEC_RULES: tuple[CelRule, ...] = (
     ),
     CelRule(
         rule=f"!{_KV} || self.kvTransfer.connector != 'NixlConnector' || "
-        f"{_NIXL_LO} > {_HTTP} || {_NIXL_HI} < {_HTTP}",
-        message=f"kvTransfer.sideChannelPort: the NIXL side-channel ports sideChannelPort .. "
-        f"sideChannelPort + data - 1 must not include the engine HTTP port {_HTTP}",
+        f"(({_NIXL_LO} > {_CONSUMER_PORT} || {_NIXL_HI} < {_CONSUMER_PORT}) && "
+        f"({_NIXL_LO} > {_DECODE_PORT} || {_NIXL_HI} < {_DECODE_PORT}))",
+        message="kvTransfer.sideChannelPort: the NIXL side-channel ports sideChannelPort .. "
+        "sideChannelPort + data - 1 must not include the HTTP port of the prefill or decode "
+        "role (roles.<role>.port)",
         check=lambda s: (
-            not _kv(s, "NixlConnector") or not _in(ENGINE_HTTP_PORT, nixl_port_range(s))
+            not _kv(s, "NixlConnector")
+            or not any(_in(p, nixl_port_range(s)) for p in kv_http_ports(s))
         ),
         field_path=".kvTransfer.sideChannelPort",
+    ),
+    CelRule(
+        rule="!has(self.cpu) || self.device == 'cpu'",
+        message="cpu: CPU engine settings need device: cpu",
+        check=lambda s: s.cpu is None or s.device == "cpu",
+        field_path=".cpu",
+    ),
+    CelRule(
+        rule="self.device != 'cpu' || ((!has(self.roles.encoder.gpuMemoryUtilization)) && "
+        "(!has(self.roles.prefill) || !has(self.roles.prefill.gpuMemoryUtilization)) && "
+        "(!has(self.roles.decode.gpuMemoryUtilization)))",
+        message="roles.<role>.gpuMemoryUtilization: CPU engines (device: cpu) have no GPU "
+        "memory to size; use cpu.kvCacheSpaceGiB",
+        check=lambda s: (
+            s.device != "cpu"
+            or all(
+                getattr(s.roles, r) is None or getattr(s.roles, r).gpu_memory_utilization is None
+                for r in ("encoder", "prefill", "decode")
+            )
+        ),
+        field_path=".device",
     ),
     CelRule(
         rule=f"!{_KV} || self.kvTransfer.connector != 'NixlConnector' || !({_MOONCAKE_EC}) || "
@@ -802,11 +856,32 @@ SPEC_RULES: tuple[CelRule, ...] = (
 )
 
 
+class CPUSpec(_Model):
+    """Settings of vLLM's CPU backend (device: cpu)."""
+
+    kv_cache_space_gib: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        alias="kvCacheSpaceGiB",
+        description="Host memory for the KV cache per engine, in GiB "
+        "(VLLM_CPU_KVCACHE_SPACE); default: vLLM's.",
+    )
+
+
 class EPDClusterSpec(_Model):
     """Desired state of an EPD (encoder / prefill / decode) disaggregated vLLM cluster."""
 
     __cel__ = SPEC_RULES
     model: ModelSpec = Field(description="The model every role serves.")
+    device: Device = Field(
+        default="cuda",
+        description="Where the engines compute: cuda (NVIDIA GPUs, the default; pods request "
+        "nvidia.com/gpu) or cpu (vLLM's CPU backend and a CPU build of the engine image: no "
+        "GPU is requested and EC/KV transfer buffers live in host memory; for small models, "
+        "demos and tests).",
+    )
+    cpu: CPUSpec | None = Field(default=None, description="CPU backend settings (device: cpu).")
     image: ImageSpec | None = Field(
         default=None, description="Engine image; default: the operator's engine image."
     )

@@ -160,7 +160,9 @@ def pod_template(
     volumes += _dump(rs.volumes)
     mounts += _dump(rs.volume_mounts)
 
-    extra: dict[str, int] = {c.GPU_RESOURCE: rs.parallelism.gpus}
+    extra: dict[str, int] = {}
+    if spec.device == "cuda":
+        extra[c.GPU_RESOURCE] = rs.parallelism.gpus
     if spec.rdma.enabled:
         extra[spec.rdma.resource_name] = spec.rdma.count
     container: dict[str, Any] = {
@@ -170,7 +172,7 @@ def pod_template(
         or cfg.image_pull_policy,
         "command": ["epd-engine"],
         "env": env,
-        "ports": [{"name": PORT_NAME, "containerPort": c.ENGINE_HTTP_PORT, "protocol": "TCP"}],
+        "ports": [{"name": PORT_NAME, "containerPort": rs.port, "protocol": "TCP"}],
         "resources": _resources(rs.resources, extra),
         # Model loading can take long: the startup probe holds off liveness until /health
         # answers once; readiness then gates traffic and liveness catches a wedged engine.
@@ -217,6 +219,7 @@ def pod_template(
 
 def headless_service(obj: EPDCluster, role: str) -> dict[str, Any]:
     name = role_name(obj.metadata.name, role)
+    rs: RoleSpec = getattr(obj.spec.roles, role)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -227,7 +230,7 @@ def headless_service(obj: EPDCluster, role: str) -> dict[str, Any]:
             "ports": [
                 {
                     "name": PORT_NAME,
-                    "port": c.ENGINE_HTTP_PORT,
+                    "port": rs.port,
                     "targetPort": PORT_NAME,
                     "protocol": "TCP",
                 }

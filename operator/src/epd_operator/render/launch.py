@@ -25,7 +25,6 @@ from epd_connector.launch.config import (
     Parallelism as ParallelismLaunch,
 )
 
-from ..api import constants as c
 from ..api.models import EPDCluster, EPDClusterSpec, RoleSpec
 from ..api.parse import MODEL_MOUNT, buffer_size_bytes
 from .names import role_name, stable_hash
@@ -46,7 +45,7 @@ def _role(cluster: str, role: str, spec: RoleSpec) -> RoleLaunch:
     return RoleLaunch(
         replicas=spec.replicas,
         parallelism=ParallelismLaunch(tensor=par.tensor, pipeline=par.pipeline, data=par.data),
-        port=c.ENGINE_HTTP_PORT,
+        port=spec.port,
         service=role_name(cluster, role),
         max_model_len=spec.max_model_len,
         gpu_memory_utilization=spec.gpu_memory_utilization,
@@ -82,6 +81,8 @@ def launch_config(obj: EPDCluster) -> LaunchConfig:
             served_model_name=spec.model.served_model_name,
             tokenizer=spec.model.tokenizer,
         ),
+        device=spec.device if spec.device != "cuda" else None,
+        cpu_kv_cache_space_gib=spec.cpu.kv_cache_space_gib if spec.cpu else None,
         ec=ECTransferLaunch(
             connector=ec.connector,
             protocol=spec.ec_protocol,

