@@ -17,4 +17,4 @@ lint: bootstrap
 
 test: bootstrap
 	hack/lint.sh
-	.venv/bin/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -m "not gpu" --durations=25 $(PYTEST_ARGS)

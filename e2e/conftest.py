@@ -62,6 +62,15 @@ class Baseline:
     vision_calls: int  # the control case: the aggregated instance encodes the images itself
 
 
+# Start-up times of the engines of the session, printed in the terminal summary.
+ENGINE_NOTES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for note in ENGINE_NOTES:
+        terminalreporter.write_line(note)
+
+
 @pytest.fixture(scope="session")
 def engine_env() -> Path:
     return cpu_env()
@@ -77,6 +86,7 @@ def baseline(
     engine_env: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Baseline:
     with SingleEngine(tmp_path_factory.mktemp("single"), engine_env, tiny_model) as single:
+        ENGINE_NOTES.append(f"engine: aggregated baseline instance ready in {single.ready_s:.0f}s")
         before = single.probe_calls()
         answers = {name: answer_of(*chat(single.url, c)) for name, c in REQUESTS.items()}
         calls = single.probe_calls() - before
@@ -96,4 +106,6 @@ def start_cluster(
     shared.mkdir()
     obj = epd_cluster(name, model_dir=tiny_model, shared_dir=shared, **kwargs)
     with EngineCluster(workdir, obj, engine_env) as cluster:
+        ready = ", ".join(f"{pod} {s:.0f}s" for pod, s in sorted(cluster.ready_s.items()))
+        ENGINE_NOTES.append(f"engine: {name} ({cluster.config.topology}) ready: {ready}")
         yield cluster

@@ -37,7 +37,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from epd_connector.launch.config import ROLE_NAMES
 from epd_connector.sim.procs import (
     Proc,
     ProcGroup,
@@ -47,6 +46,8 @@ from epd_connector.sim.procs import (
     next_loopback_ip,
     scrape,
     signals_raise,
+    start_router,
+    watch,
 )
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
@@ -208,6 +209,23 @@ def _pod_env(rendered: dict[str, Any], host: str, pod: str, launch_path: Path) -
     return env
 
 
+def wait_healthy(group: ProcGroup, engines: dict[str, Proc]) -> dict[str, float]:
+    """Wait until every engine's /health answers 200; seconds each took. Raises with the log
+    tail of an engine that exits first, or after START_TIMEOUT_S."""
+    started = time.monotonic()
+    waiting, ready = dict(engines), {}
+    while waiting:
+        if time.monotonic() > started + START_TIMEOUT_S:
+            raise TimeoutError(f"engines not ready in {START_TIMEOUT_S}s: {sorted(waiting)}")
+        group.check_alive()
+        for name, proc in list(waiting.items()):
+            if http_json("GET", proc.url + "/health", timeout=2)[0] == 200:
+                ready[name] = time.monotonic() - started
+                del waiting[name]
+        time.sleep(1)
+    return ready
+
+
 class EngineCluster:
     """The engines and the router of one EPDCluster, as local processes."""
 
@@ -218,6 +236,7 @@ class EngineCluster:
         self.group = ProcGroup(workdir)
         self.engines: dict[str, Proc] = {}
         self.router: Proc | None = None
+        self.ready_s: dict[str, float] = {}  # pod -> seconds from spawn to /health 200
         self.model = parse(self.obj)  # the operator's own validation: a bad spec stops here
         self.config = launch_config(self.model)
         self.launch_path = workdir / "launch.json"
@@ -246,57 +265,14 @@ class EngineCluster:
                 }
                 port = self.config.role(role).port
                 self.engines[pod] = self.group.spawn(pod, role, host, port, cmd=[launcher], env=env)
-        self._wait_engines()
-        self._start_router()
+        self.ready_s = wait_healthy(self.group, self.engines)
+        self.router = start_router(
+            self.group,
+            self.launch_path,
+            list(self.engines.values()),
+            ["--health-interval-s", "1", "--health-timeout-s", "5"],
+        )
         return self
-
-    def _wait_engines(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        waiting = dict(self.engines)
-        while waiting:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"engines not ready in {START_TIMEOUT_S}s: {sorted(waiting)}")
-            self.group.check_alive()
-            for name, proc in list(waiting.items()):
-                if http_json("GET", proc.url + "/health", timeout=2)[0] == 200:
-                    del waiting[name]
-            time.sleep(1)
-
-    def _start_router(self) -> None:
-        static: list[str] = []
-        for role in ROLE_NAMES:
-            hosts = [p.host for p in self.engines.values() if p.role == role]
-            if hosts:
-                static += ["--static-pods", f"{role}={','.join(hosts)}"]
-        port = free_port()
-        cmd = [
-            str(Path(sys.executable).with_name("epd-router")),
-            "--launch-config",
-            str(self.launch_path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--health-interval-s",
-            "1",
-            "--health-timeout-s",
-            "5",
-            *static,
-        ]
-        self.router = self.group.spawn("router", "router", "127.0.0.1", port, cmd=cmd, env={})
-        expected = {r: sum(p.role == r for p in self.engines.values()) for r in self.roles}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            self.group.check_alive()
-            status, body = http_json("GET", self.router.url + "/health", timeout=2)
-            if status == 200 and body.get("pods") == expected:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"router not ready; logs in {self.workdir}")
-
-    @property
-    def roles(self) -> list[str]:
-        return list(self.config.present_roles())
 
     @property
     def url(self) -> str:
@@ -337,6 +313,7 @@ class SingleEngine:
         self.workdir, self.env_dir, self.model_dir = workdir, env_dir, model_dir
         self.group = ProcGroup(workdir)
         self.proc: Proc | None = None
+        self.ready_s = 0.0
 
     def __enter__(self) -> SingleEngine:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -362,13 +339,8 @@ class SingleEngine:
             PROBE_ENV: str(self.workdir / "single.probe"),
         }
         self.proc = self.group.spawn("single", "single", "127.0.0.1", port, cmd=cmd, env=env)
-        deadline = time.monotonic() + START_TIMEOUT_S
         try:
-            while http_json("GET", self.proc.url + "/health", timeout=2)[0] != 200:
-                self.group.check_alive()
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"single engine not ready; log {self.proc.log}")
-                time.sleep(1)
+            self.ready_s = wait_healthy(self.group, {"single": self.proc})["single"]
         except BaseException:
             self.group.stop()
             raise
@@ -454,9 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print("Ctrl-C stops every engine and the router.", flush=True)
-        while True:
-            time.sleep(1)
-            cluster.group.check_alive()
+        watch(cluster.group)
     return 0
 
 

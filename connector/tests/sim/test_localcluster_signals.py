@@ -66,6 +66,14 @@ def start(tmp_path: Path, *, ignore_sigint: bool) -> tuple[subprocess.Popen[str]
     return proc, kids
 
 
+def kill_all(proc: subprocess.Popen[str], kids: set[int]) -> None:
+    """Whatever a failed test left behind."""
+    proc.kill()
+    for pid in kids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def wait_gone(pids: set[int], timeout_s: float = 20.0) -> set[int]:
     deadline = time.monotonic() + timeout_s
     left = {p for p in pids if alive(p)}
@@ -92,10 +100,7 @@ def test_signal_stops_every_child(tmp_path: Path, sig: int, ignore_sigint: bool)
         proc.wait(30)
         assert wait_gone(kids) == set()
     finally:
-        proc.kill()
-        for pid in kids:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(proc, kids)
 
 
 def test_a_dead_child_stops_the_rest_and_exits_non_zero(tmp_path: Path) -> None:
@@ -108,7 +113,4 @@ def test_a_dead_child_stops_the_rest_and_exits_non_zero(tmp_path: Path) -> None:
         assert "exited with" in proc.stdout.read()
         assert wait_gone(kids) == set()
     finally:
-        proc.kill()
-        for pid in kids:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(proc, kids)

@@ -14,7 +14,6 @@ import contextlib
 import json
 import signal
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +28,9 @@ from .procs import (
     next_loopback_ip,
     scrape,
     signals_raise,
+    start_router,
+    wait_router,
+    watch,
 )
 
 __all__ = ["LocalCluster", "Proc", "free_port", "http_json", "next_loopback_ip"]
@@ -107,29 +109,13 @@ class LocalCluster:
         ):
             for i in range(count):
                 self.start_sim(role, f"{role}-{i}")
-        static = []
-        for role in ("encoder", "prefill", "decode"):
-            hosts = [p.host for p in self.procs.values() if p.role == role]
-            if hosts:
-                static += ["--static-pods", f"{role}={','.join(hosts)}"]
-        port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "epd_connector.router",
-            "--launch-config",
-            str(path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--health-interval-s",
-            "0.5",
-            *static,
-            *self.router_args,
-        ]
-        self.router = self.group.spawn("router", "router", "127.0.0.1", port, cmd=cmd, env={})
-        self.wait_ready(timeout_s)
+        self.router = start_router(
+            self.group,
+            path,
+            list(self.procs.values()),
+            ["--health-interval-s", "0.5", *self.router_args],
+            timeout_s,
+        )
         return self
 
     def start_sim(
@@ -160,18 +146,11 @@ class LocalCluster:
         return proc
 
     def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
         expected = {"encoder": self.encoders, "decode": self.decodes}
         if self.prefills:
             expected["prefill"] = self.prefills
         assert self.router is not None
-        while time.monotonic() < deadline:
-            self.group.check_alive()
-            status, body = http_json("GET", self.router.url + "/health", timeout=2)
-            if status == 200 and body.get("pods") == expected:
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"local cluster not ready in {timeout_s}s; logs in {self.workdir}")
+        wait_router(self.group, self.router, expected, timeout_s)
 
     # ---- use ---------------------------------------------------------------------------------
 
@@ -233,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     # Every child is stopped on the way out: normal exit, SIGTERM, SIGINT or an exception.
     with signals_raise(), contextlib.suppress(Stopped), cluster:
         print(f"router: {cluster.url}  (logs in {args.workdir}; Ctrl-C stops)", flush=True)
-        while True:
-            time.sleep(1)
-            cluster.group.check_alive()
+        watch(cluster.group)
     return 0
 
 

@@ -114,15 +114,15 @@ class ProcGroup:
         *,
         cmd: list[str],
         env: dict[str, str],
-        inherit_env: bool = True,
     ) -> Proc:
+        """Start `cmd` with this process's environment plus `env`, output to <name>.log."""
         log = self.workdir / f"{name}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
                 cmd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **env} if inherit_env else env,
+                env={**os.environ, **env},
                 start_new_session=True,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
             )
@@ -160,6 +160,62 @@ class ProcGroup:
         for p in self.procs:
             if not p.alive():
                 raise RuntimeError(f"{p.name} exited with {p.popen.returncode}:\n{p.tail()}")
+
+
+def start_router(
+    group: ProcGroup,
+    launch_config: Path,
+    pods: list[Proc],
+    args: list[str],
+    timeout_s: float = 60.0,
+) -> Proc:
+    """`epd-router` on 127.0.0.1 with `pods` as its static endpoints; returns once its /health
+    counts every pod of every role in rotation (raises with a log tail if a child exits)."""
+    roles = ("encoder", "prefill", "decode")
+    static: list[str] = []
+    expected: dict[str, int] = {}
+    for role in roles:
+        hosts = [p.host for p in pods if p.role == role]
+        if hosts:
+            static += ["--static-pods", f"{role}={','.join(hosts)}"]
+            expected[role] = len(hosts)
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "epd_connector.router",
+        "--launch-config",
+        str(launch_config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *static,
+        *args,
+    ]
+    router = group.spawn("router", "router", "127.0.0.1", port, cmd=cmd, env={})
+    wait_router(group, router, expected, timeout_s)
+    return router
+
+
+def wait_router(group: ProcGroup, router: Proc, expected: dict[str, int], timeout_s: float) -> None:
+    """Until the router's /health reports `expected` pods in rotation per role."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        group.check_alive()
+        status, body = http_json("GET", router.url + "/health", timeout=2)
+        if status == 200 and body.get("pods") == expected:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"router not ready in {timeout_s}s; logs in {group.workdir}")
+
+
+def watch(group: ProcGroup, interval_s: float = 1.0) -> None:
+    """Block while every child lives: raises when one exits (or `Stopped` on a signal, inside
+    `signals_raise`), so the caller's `with` blocks stop the rest."""
+    while True:
+        time.sleep(interval_s)
+        group.check_alive()
 
 
 class Stopped(Exception):

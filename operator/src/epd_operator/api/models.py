@@ -811,6 +811,18 @@ SPEC_RULES: tuple[CelRule, ...] = (
         field_path=".cpu",
     ),
     CelRule(
+        rule=f"self.device != 'cpu' || !has(self.roles.prefill) || ({_KV} && "
+        "self.kvTransfer.connector != 'MooncakeConnector')",
+        message="kvTransfer.connector: MooncakeConnector (also the default) needs GPU engines "
+        "(its vLLM worker initialises a CUDA device); set NixlConnector with device: cpu",
+        check=lambda s: (
+            s.device != "cpu"
+            or s.roles.prefill is None
+            or (s.kv_transfer is not None and s.kv_transfer.connector != "MooncakeConnector")
+        ),
+        field_path=".kvTransfer.connector",
+    ),
+    CelRule(
         rule="self.device != 'cpu' || ((!has(self.roles.encoder.gpuMemoryUtilization)) && "
         "(!has(self.roles.prefill) || !has(self.roles.prefill.gpuMemoryUtilization)) && "
         "(!has(self.roles.decode.gpuMemoryUtilization)))",
