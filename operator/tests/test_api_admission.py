@@ -13,7 +13,7 @@ from api_samples import invalid_samples, load, valid_samples
 from epd_operator.api.admission import WEBHOOK_PATH, oddities, review
 from epd_operator.api.parse import parse
 
-GOOD: dict[str, Any] = load(valid_samples()[0])
+GOOD: dict[str, Any] = load(next(p for p in valid_samples() if p.stem == "minimal-epd"))
 BAD = next(s for s in invalid_samples() if s.rejected_by == "operator")
 
 
