@@ -103,6 +103,7 @@ class OperatorProcess(_OperatorMetrics):
         *,
         extra_env: dict[str, str] | None = None,
         workers: int = 8,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = namespaces
@@ -110,6 +111,7 @@ class OperatorProcess(_OperatorMetrics):
         self.log_path = log_path
         self.extra_env = extra_env or {}
         self.workers = workers
+        self.extra_args = list(extra_args or [])
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -121,7 +123,7 @@ class OperatorProcess(_OperatorMetrics):
                f"--metrics-port={self.metrics_port}", f"--health-port={self.health_port}",
                "--bind-address=127.0.0.1"]
         cmd += [f"--namespace={ns}" for ns in self.namespaces]
-        return cmd
+        return cmd + self.extra_args
 
     def start(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -138,6 +140,17 @@ class OperatorProcess(_OperatorMetrics):
         self.proc = subprocess.Popen(self.command(), env=env, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+
+    def healthz(self) -> int:
+        """The HTTP status /healthz answers now (0: no answer)."""
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except (urllib.error.URLError, OSError):
+            return 0
 
     def wait_healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -134,8 +134,7 @@ def test_format_path(loc: tuple[int | str, ...], text: str) -> None:
     [
         ["--max-num-seqs", "64"],
         ["--enable-chunked-prefill"],
-        ["--served-model-name-suffix=x"],  # only exact flags are owned, not prefixes
-        ["64"],
+        ["--tokenizer-mode=auto"],  # extends an owned flag, but is its own option
     ],
 )
 def test_extra_args_not_owned_are_kept(args: list[str]) -> None:

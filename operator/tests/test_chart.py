@@ -18,6 +18,8 @@ import yaml
 
 from e2e.providers import bin_dir
 from epd_operator.api import constants as c
+from epd_operator.api.admission import WEBHOOK_PATH
+from epd_operator.api.parse import USER_VOLUME_SOURCES
 from epd_operator.reconcile.kube import CHILD_KINDS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,7 +127,8 @@ VALUE_CASES: list[tuple[str, list[str], Any]] = [
      lambda d: {"--resync-seconds=5", "--workers=3"}
      <= set(by_kind(d, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"])),
     ("no metrics service, no helm test", ["metrics.service.enabled=false"],
-     lambda d: by_kind(d, "Service") == []
+     lambda d: [x for x in by_kind(d, "Service") if x["metadata"]["name"].endswith("-metrics")]
+     == []
      and not [p for p in by_kind(d, "Pod") if "test" in p["metadata"]["name"]]),
     ("existing service account", ["serviceAccount.create=false", "serviceAccount.name=ops"],
      lambda d: by_kind(d, "ServiceAccount") == []
@@ -192,6 +195,78 @@ def test_rbac_is_exactly_what_the_operator_calls(helm: Path) -> None:
 
 
 # Values the schema must refuse, and a fragment of helm's message.
+def webhook_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (vwc,) = by_kind(docs, "ValidatingWebhookConfiguration")
+    (hook,) = vwc["webhooks"]
+    return dict(hook)
+
+
+def test_webhook_defaults(helm: Path) -> None:
+    docs = template(helm)
+    hook = webhook_config(docs)
+    # A down operator must not block anything: EPDClusters only, Ignore, a short timeout.
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["timeoutSeconds"] == 5
+    assert hook["sideEffects"] == "None"
+    (rule,) = hook["rules"]
+    assert (rule["apiGroups"], rule["resources"]) == ([c.GROUP], [c.PLURAL])
+    assert rule["operations"] == ["CREATE", "UPDATE"]
+    assert "object.spec != oldObject.spec" in hook["matchConditions"][0]["expression"]
+    svc = hook["clientConfig"]["service"]
+    assert (svc["name"], svc["path"]) == ("epd-epd-operator-webhook", WEBHOOK_PATH)
+    assert "namespaceSelector" not in hook
+    (secret,) = [d for d in by_kind(docs, "Secret") if d["type"] == "kubernetes.io/tls"]
+    assert secret["data"]["ca.crt"] == hook["clientConfig"]["caBundle"]
+    (dep,) = by_kind(docs, "Deployment")
+    ctr = dep["spec"]["template"]["spec"]["containers"][0]
+    assert "--webhook-port=9443" in ctr["args"]
+    assert {"name": "webhook", "containerPort": 9443} in ctr["ports"]
+    mounts = {m["name"]: m for m in ctr["volumeMounts"]}
+    assert mounts["webhook-tls"]["readOnly"] is True
+
+
+@pytest.mark.parametrize(
+    ("sets", "check"),
+    [
+        (["replicas=0"], lambda d: by_kind(d, "ValidatingWebhookConfiguration") == []),
+        (["webhook.enabled=false"],
+         lambda d: by_kind(d, "ValidatingWebhookConfiguration") == [] and not any(
+             a.startswith("--webhook") for a in by_kind(d, "Deployment")[0]["spec"]["template"]
+             ["spec"]["containers"][0]["args"])),
+        (["webhook.certManager.enabled=true"],
+         lambda d: by_kind(d, "Secret") == [] and len(by_kind(d, "Certificate")) == 1
+         and "cert-manager.io/inject-ca-from" in by_kind(d, "ValidatingWebhookConfiguration")[0]
+         ["metadata"]["annotations"]),
+        (['json:watchNamespaces=["team-a"]'],
+         lambda d: webhook_config(d)["namespaceSelector"]["matchExpressions"][0]["values"]
+         == ["team-a"]),
+    ],
+    ids=["no pod no registration", "disabled", "cert-manager", "namespaced"],
+)
+def test_webhook_values(helm: Path, sets: list[str], check: Any) -> None:
+    assert check(template(helm, *sets))
+
+
+def test_admission_policy_binds_the_operator_serviceaccount(helm: Path) -> None:
+    docs = template(helm)
+    (policy,) = by_kind(docs, "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    (cond,) = policy["spec"]["matchConditions"]
+    assert "'system:serviceaccount:epd-system:epd-epd-operator'" in cond["expression"]
+    kinds = {(r["apiGroups"][0], res) for r in policy["spec"]["matchConstraints"]["resourceRules"]
+             for res in r["resources"]}
+    assert kinds == {(k.api_version.rpartition("/")[0], k.plural) for k in CHILD_KINDS}
+    volumes = next(v["expression"] for v in policy["spec"]["validations"]
+                   if "volumes" in v["expression"])
+    for source in USER_VOLUME_SOURCES:  # what api.parse lets roles.*.volumes use
+        assert f"has(v.{source})" in volumes
+    assert "has(v.secret)" not in volumes
+    assert by_kind(template(helm, "admissionPolicy.enabled=false"),
+                   "ValidatingAdmissionPolicy") == []
+
+
 BAD_VALUES = [
     (["unknownKey=1"], "unknownKey"),
     (["image.registry=x"], "registry"),
@@ -202,6 +277,8 @@ BAD_VALUES = [
     (["logLevel=TRACE"], "logLevel"),
     (['json:watchNamespaces=["Not_A_Namespace"]'], "watchNamespaces"),
     (["resyncSeconds=0"], "resyncSeconds"),
+    (["webhook.timeoutSeconds=60"], "timeoutSeconds"),
+    (["webhook.unknown=1"], "unknown"),
 ]
 
 

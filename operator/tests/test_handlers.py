@@ -16,8 +16,10 @@ import kopf
 import pytest
 
 from epd_operator.api import constants as c
+from epd_operator.api.admission import WEBHOOK_ID
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.handlers import Options, Runtime, configure, register
+from epd_operator.handlers.admission import register_admission
 from epd_operator.reconcile import core
 from epd_operator.reconcile.kube import Kube
 
@@ -44,7 +46,7 @@ def test_registered_triggers(runtime: Runtime) -> None:
     for key in (("apps", "statefulsets"), ("apps", "deployments")):
         assert watching[key].labels == {c.LABEL_MANAGED_BY: c.MANAGED_BY}
     activities = sorted(str(h.activity) for h in registry._activities.get_all_handlers())
-    assert activities == ["authentication", "cleanup", "startup"]
+    assert activities == ["authentication", "cleanup", "probe", "startup"]
 
 
 def test_no_handler_makes_kopf_add_a_finalizer(runtime: Runtime) -> None:
@@ -109,3 +111,13 @@ def test_passes_of_one_object_never_overlap_and_extra_pokes_coalesce(
     assert sorted(calls) == ["a", "a", "b"]  # the create + one coalesced follow-up
     assert sum(r is None for r in results) == 2
     runtime.close()
+
+
+def test_the_admission_webhook_handler_validates_epdclusters_only() -> None:
+    registry = kopf.OperatorRegistry()
+    register_admission(registry)
+    (handler,) = registry._webhooks.get_all_handlers()
+    assert handler.id == WEBHOOK_ID
+    assert handler.selector is not None
+    assert (handler.selector.group, handler.selector.any_name) == (c.GROUP, c.PLURAL)
+    assert sorted(handler.operations or ()) == ["CREATE", "UPDATE"]

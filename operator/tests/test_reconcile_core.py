@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import yaml
 
 from epd_operator.api.operator_config import OperatorConfig
@@ -152,3 +153,66 @@ def test_a_deleting_cluster_is_left_to_the_garbage_collector() -> None:
     out = reconcile(Kube(api), obj, CFG, StatusMemory())
     assert out.writes == 0
     assert api.objects == {}
+
+
+def test_repeated_failures_write_the_status_once() -> None:
+    # A child the apiserver keeps rejecting: every pass fails the same way; only the first
+    # writes the EPDCluster (status + one Warning Event), the retries write nothing to it.
+    api = FakeApiserver()
+    api.fail_apply_of = "statefulsets/qwen-vl-decode"
+    kube, memory, obj = Kube(api), StatusMemory(), sample()
+    outs = []
+    for _ in range(5):
+        outs.append(reconcile(kube, obj, CFG, memory))
+        obj = dict(obj, status=api.statuses[-1])
+    assert all(o.retry for o in outs)
+    assert [o.status_written for o in outs] == [True, False, False, False, False]
+    assert len(api.statuses) == 1
+    assert sum(o.events for o in outs) == 1
+
+
+def test_a_status_written_by_someone_else_is_healed() -> None:
+    api = FakeApiserver()
+    kube, memory = Kube(api), StatusMemory()
+    obj = sample()
+    reconcile(kube, obj, CFG, memory)
+    ours = api.statuses[-1]
+    # Someone patches the status by hand; the next pass compares with the live status.
+    forged = dict(ours, phase="Ready", conditions=[
+        {"type": "Ready", "status": "True", "reason": "Reconciled", "message": "forged",
+         "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+    out = reconcile(kube, dict(obj, status=forged), CFG, memory)
+    assert out.status_written
+    assert api.statuses[-1]["phase"] == ours["phase"]
+    assert {c["message"] for c in api.statuses[-1]["conditions"]} != {"forged"}
+
+
+@pytest.mark.parametrize(
+    ("body_rv", "written_rv", "uses"),
+    [("7", "7", "live"), ("9", "7", "live"), ("5", "7", "ours"), (None, "7", "ours"),
+     ("5", None, "live"), ("abc", "abc", "live"), ("abd", "abc", "ours")],
+)
+def test_previous_status_is_live_unless_the_body_predates_our_write(
+    body_rv: str | None, written_rv: str | None, uses: str
+) -> None:
+    memory = StatusMemory()
+    memory.put("u", {"phase": "ours"}, written_rv)
+    meta = {"resourceVersion": body_rv} if body_rv else {}
+    got = memory.previous("u", {"metadata": meta, "status": {"phase": "live"}})
+    assert got == {"phase": uses}
+
+
+def test_an_odd_spec_is_served_with_a_warning_event_and_a_ready_note_once() -> None:
+    api = FakeApiserver()
+    kube, memory = Kube(api), StatusMemory()
+    obj = sample()
+    obj["spec"]["encoderCache"] = {"limitMmPerPrompt": {"image": 0}}
+    reconcile(kube, obj, CFG, memory)
+    warnings = [e for e in api.events if e["reason"] == "SpecWarning"]
+    assert len(warnings) == 1
+    assert warnings[0]["type"] == "Warning"
+    assert "spec.encoderCache.limitMmPerPrompt" in warnings[0]["message"]
+    ready = next(x for x in api.statuses[-1]["conditions"] if x["type"] == "Ready")
+    assert "warnings: spec.encoderCache.limitMmPerPrompt" in ready["message"]
+    reconcile(kube, dict(obj, status=api.statuses[-1]), CFG, memory)
+    assert len([e for e in api.events if e["reason"] == "SpecWarning"]) == 1

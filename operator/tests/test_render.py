@@ -361,6 +361,9 @@ def test_split_image(ref: str, split: tuple[str, str | None]) -> None:
     assert split_image(ref) == split
 
 
+DIGEST = "0123456789abcdef" * 4  # sha256 digests are 64 hex digits
+
+
 @pytest.mark.parametrize(
     ("image", "expected"),
     [
@@ -368,7 +371,7 @@ def test_split_image(ref: str, split: tuple[str, str | None]) -> None:
         ({"tag": "0.2.0"}, "epd/engine:0.2.0"),
         ({"repository": "my/engine"}, "my/engine:latest"),
         ({"repository": "my/engine", "tag": "3"}, "my/engine:3"),
-        ({"ref": "my/engine@sha256:abc"}, "my/engine@sha256:abc"),
+        ({"ref": f"my/engine@sha256:{DIGEST}"}, f"my/engine@sha256:{DIGEST}"),
     ],
 )
 def test_engine_image(image: dict[str, str] | None, expected: str) -> None:
@@ -399,7 +402,7 @@ def test_launch_config_contents() -> None:
         "roles": {
             "encoder": {},
             "prefill": {"parallelism": {"tensor": 2}},
-            "decode": {"replicas": 3, "extraArgs": ["--x"]},
+            "decode": {"replicas": 3, "extraArgs": ["--enforce-eager"]},
         },
     }
     cfg = config_of(render_cluster(cluster(**spec), CFG))
@@ -420,7 +423,7 @@ def test_launch_config_contents() -> None:
     assert cfg.roles.prefill is not None
     assert cfg.roles.prefill.parallelism.tensor == 2
     assert cfg.roles.decode.replicas == 3
-    assert cfg.roles.decode.extra_args == ["--x"]
+    assert cfg.roles.decode.extra_args == ["--enforce-eager"]
     assert cfg.roles.decode.service == "demo-decode"
 
 

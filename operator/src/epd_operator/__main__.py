@@ -2,11 +2,15 @@
 
     epd-operator [--namespace NS ...] [--resync-seconds 60] [--metrics-port 8080]
                  [--health-port 8081] [--bind-address 0.0.0.0] [--workers 8]
+                 [--webhook-port 9443 --webhook-cert-dir /etc/epd-operator/webhook]
 
 Without --namespace it serves EPDClusters in all namespaces (the chart's ClusterRole mode);
 with one or more, only those (the chart's Role mode, `watchNamespaces`). API credentials come
 from the pod's ServiceAccount, or from KUBECONFIG outside a cluster. Engine/router images and
 other defaults come from the environment (see `epd_operator.api.operator_config`).
+
+With --webhook-port the operator also serves the validating admission webhook over HTTPS
+(tls.crt / tls.key from --webhook-cert-dir, re-read when they change: certificate rotation).
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 import kopf
 
 from epd_operator import __version__
 from epd_operator.api.operator_config import OperatorConfig, OperatorConfigError
 from epd_operator.handlers import Options, Runtime, configure, register
+from epd_operator.handlers.admission import register_admission
 from epd_operator.metrics import Metrics
 from epd_operator.reconcile.kube import Kube
 
@@ -44,6 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="address the metrics and liveness servers listen on")
     p.add_argument("--workers", type=int, default=int(env("EPD_WORKERS", "8")),
                    help="reconcile passes run in parallel (different EPDClusters)")
+    p.add_argument("--webhook-port", type=int, default=int(env("EPD_WEBHOOK_PORT", "0")),
+                   help="serve the validating admission webhook on this port (0 disables)")
+    p.add_argument("--webhook-cert-dir", default=env("EPD_WEBHOOK_CERT_DIR",
+                                                     "/etc/epd-operator/webhook"),
+                   help="directory holding the webhook's tls.crt and tls.key")
     p.add_argument("--log-level", default=env("EPD_LOG_LEVEL", "INFO"),
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"epd-operator {__version__}")
@@ -52,6 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--resync-seconds must be > 0, got {args.resync_seconds}")
     if args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
+    if args.webhook_port:
+        for name in ("tls.crt", "tls.key"):
+            if not (Path(args.webhook_cert_dir) / name).is_file():
+                p.error(f"--webhook-port needs {Path(args.webhook_cert_dir) / name}")
     return args
 
 
@@ -77,13 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     register(registry, runtime)
     settings = kopf.OperatorSettings()
     configure(settings, options)
+    if args.webhook_port:
+        register_admission(registry)
+        certs = Path(args.webhook_cert_dir)
+        settings.admission.server = kopf.WebhookServer(
+            addr=args.bind_address, port=args.webhook_port,
+            certfile=str(certs / "tls.crt"), pkeyfile=str(certs / "tls.key"),
+        )
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.bind_address)
     host = f"[{args.bind_address}]" if ":" in args.bind_address else args.bind_address
     liveness = f"http://{host}:{args.health_port}/healthz" if args.health_port else None
-    log.info("epd-operator %s: namespaces=%s resync=%ss metrics=:%s health=%s",
+    log.info("epd-operator %s: namespaces=%s resync=%ss metrics=:%s health=%s webhook=:%s",
              __version__, options.namespaces or "all", options.resync_seconds,
-             args.metrics_port, liveness)
+             args.metrics_port, liveness, args.webhook_port or "off")
     try:
         kopf.run(
             registry=registry,

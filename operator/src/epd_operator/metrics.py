@@ -5,13 +5,16 @@
   crash (reason: SpecInvalid, InsufficientResources, ReconcileError, Exception);
 - `epd_operator_api_writes_total{kind,verb}`         every API write the operator made;
 - `epd_operator_epdclusters{condition,status}`       EPDClusters by the status of each
-  condition, as of their last reconcile pass (computed at scrape time).
+  condition, as of their last reconcile pass (computed at scrape time);
+- `epd_operator_retry_attempts{namespace,name}`      consecutive failed passes of each
+  EPDCluster waiting for a backoff retry, and
+  `epd_operator_retry_next_timestamp_seconds{namespace,name}` when that retry runs (Unix time).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -52,6 +55,30 @@ class _ByCondition(Collector):
         yield fam
 
 
+class _Retries(Collector):
+    """Reads the runtime's backoff table at scrape time (no state of its own)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], list[tuple[str, str, int, float]]] = list
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        attempts = GaugeMetricFamily(
+            "epd_operator_retry_attempts",
+            "Consecutive failed reconcile passes of an EPDCluster waiting for a retry",
+            labels=["namespace", "name"],
+        )
+        next_at = GaugeMetricFamily(
+            "epd_operator_retry_next_timestamp_seconds",
+            "When the next backoff retry of an EPDCluster runs (Unix time)",
+            labels=["namespace", "name"],
+        )
+        for ns, name, n, when in self.source():
+            attempts.add_metric([ns, name], n)
+            next_at.add_metric([ns, name], when)
+        yield attempts
+        yield next_at
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -72,6 +99,8 @@ class Metrics:
         )
         self.clusters = _ByCondition()
         self.registry.register(self.clusters)
+        self.retries = _Retries()
+        self.registry.register(self.retries)
 
     def count_write(self, kind: str, verb: str) -> None:
         self.api_writes.labels(kind=kind, verb=verb).inc()

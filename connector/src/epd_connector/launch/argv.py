@@ -22,7 +22,11 @@ config validation. Facts relied on (vLLM 0.33.0 source paths):
   NIXL's `kv_buffer_device` follows the platform, so both are set to "cpu" explicitly; the KV
   cache size is `VLLM_CPU_KVCACHE_SPACE` (GiB), read by the CPU worker.
 - ECMooncakeConnector ignores unknown extra-config keys silently, so unknown keys are rejected
-  here (a typo would otherwise be a silent no-op).
+  here (a typo would otherwise be a silent no-op); the same for the KV connectors.
+
+The rules themselves (owned flags, port blocks, key sets, text) live in `rules.py`, shared with
+the operator's API checks: this module applies them again at pod start, as a second line of
+defence for a config that did not come through the operator.
 """
 
 from __future__ import annotations
@@ -32,26 +36,21 @@ from typing import Any, Final
 
 from .config import KVTransferLaunch, LaunchConfig, LaunchConfigError, RoleLaunch, RoleName
 from .pod import PodContext
+from .rules import (
+    KV_DERIVED_KEYS,
+    KV_EXTRA_KEYS,
+    MAX_PORT,
+    check_extra_args,
+    control_char,
+    ec_port_block,
+    nixl_port_block,
+    overlaps,
+)
+from .rules import MOONCAKE_EC_EXTRA_KEYS as MOONCAKE_EC_EXTRA_KEYS
 from .wiring import ec_consumer_role, ec_role, kv_role
 
 BIND_HOST: Final = "0.0.0.0"
 ENV_CPU_KVCACHE_SPACE: Final = "VLLM_CPU_KVCACHE_SPACE"
-
-# Every key ECMooncakeConnector 0.33.0 reads from ec_connector_extra_config
-# (mooncake/config.py, mooncake_store_embedding/data.py).
-MOONCAKE_EC_EXTRA_KEYS: Final = frozenset(
-    {
-        "mooncake_protocol",
-        "control_timeout_s",
-        "push_wait_timeout_s",
-        "cross_encoder_cache",
-        "store_max_pending_items",
-        "store_max_pending_bytes",
-        "store_read_buffer_bytes",
-        "embedding_cache_prefix",
-        "embedding_model_identity",
-    }
-)
 
 
 def compact_json(value: Any) -> str:
@@ -147,7 +146,13 @@ def kv_transfer_config(
     }
     if config.device == "cpu":
         out["kv_buffer_device"] = config.device
-    extra = _merge_extra("kv.extra_config", derived, kv.extra_config, None)
+    extra = _merge_extra(
+        "kv.extra_config",
+        derived,
+        kv.extra_config,
+        KV_EXTRA_KEYS[kv.connector],
+        reserved=frozenset(KV_DERIVED_KEYS),
+    )
     if extra:
         out["kv_connector_extra_config"] = extra
     return out
@@ -174,6 +179,10 @@ def build_env(config: LaunchConfig, role: RoleName, pod: PodContext) -> dict[str
         else:
             env["VLLM_NIXL_SIDE_CHANNEL_HOST"] = pod.ip
             env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(kv.side_channel_port)
+    for key, value in env.items():
+        bad = control_char(value, env_value=True)
+        if bad is not None:
+            raise LaunchConfigError(f"{key}: control character {bad} in its value")
     return env
 
 
@@ -232,32 +241,21 @@ def build_argv(config: LaunchConfig, role: RoleName, pod: PodContext) -> list[st
     if kv_json is not None:
         argv += ["--kv-transfer-config", compact_json(kv_json)]
 
-    _check_extra_args(role, launch, _flags(argv))
+    _check_extra_args(role, launch)
+    for i, arg in enumerate(argv):
+        bad = control_char(arg)
+        if bad is not None:
+            # exec refuses NUL outright; other control characters corrupt flags and logs.
+            raise LaunchConfigError(f"argv[{i}] ({arg!r}): control character {bad}")
     return argv + list(launch.extra_args)
 
 
-def _flags(argv: list[str]) -> set[str]:
-    return {a for a in argv if a.startswith("--")}
-
-
-def _check_extra_args(role: RoleName, launch: RoleLaunch, rendered: set[str]) -> None:
-    # argparse lets the last occurrence win, so a repeated flag would silently undo the wiring.
-    owned = rendered | {
-        "--model",
-        "--ec-transfer-config",
-        "--kv-transfer-config",
-        "--mm-encoder-only",
-    }
-    for arg in launch.extra_args:
-        if not arg.startswith("--"):
-            continue
-        flag = arg.split("=", 1)[0]
-        base = flag.split(".", 1)[0]  # dotted form: --ec-transfer-config.ec_role
-        if flag in owned or base in owned:
-            raise LaunchConfigError(
-                f"roles.{role}.extra_args: {flag!r} is rendered by the launcher from the "
-                f"launch config; set the corresponding field instead"
-            )
+def _check_extra_args(role: RoleName, launch: RoleLaunch) -> None:
+    # argparse lets the last occurrence win (and accepts abbreviations, `_` spellings and short
+    # aliases), so an extra flag vLLM reads as one we render would silently undo the wiring.
+    problem = check_extra_args(launch.extra_args)
+    if problem is not None:
+        raise LaunchConfigError(f"roles.{role}.extra_args[{problem.index}]: {problem.message}")
 
 
 def _check_pod_role(role: RoleName, pod: PodContext) -> None:
@@ -306,8 +304,8 @@ def _check_ec(config: LaunchConfig) -> None:
         consumers.append("encoder")
     for consumer in consumers:
         cpar = config.role(consumer).parallelism
-        highest = ec.port + cpar.data * cpar.tensor - 1
-        if highest > 65535:
+        highest = ec_port_block(ec.port, cpar.data, cpar.tensor)[1]
+        if highest > MAX_PORT:
             raise LaunchConfigError(
                 f"ec.port: {ec.port} + data({cpar.data}) x tensor({cpar.tensor}) control ports "
                 f"of roles.{consumer} end at {highest}, beyond 65535"
@@ -326,7 +324,7 @@ def _port_blocks(config: LaunchConfig, role: RoleName) -> list[tuple[str, int, i
     blocks = [(f"roles.{role}.port", launch.port, launch.port)]
     role_ec = ec_role(config, role)
     if config.ec.connector == "ECMooncakeConnector" and role_ec in ("ec_consumer", "ec_both"):
-        blocks.append(("ec.port", config.ec.port, config.ec.port + par.data * par.tensor - 1))
+        blocks.append(("ec.port", *ec_port_block(config.ec.port, par.data, par.tensor)))
     role_kv = kv_role(config, role)
     if role_kv is not None:
         kv = effective_kv(config)
@@ -334,18 +332,19 @@ def _port_blocks(config: LaunchConfig, role: RoleName) -> list[tuple[str, int, i
             if role_kv == "kv_producer":
                 blocks.append(("kv.bootstrap_port", kv.bootstrap_port, kv.bootstrap_port))
         else:
-            port = kv.side_channel_port
-            blocks.append(("kv.side_channel_port", port, port + par.data - 1))
+            blocks.append(
+                ("kv.side_channel_port", *nixl_port_block(kv.side_channel_port, par.data))
+            )
     return blocks
 
 
 def _check_ports(config: LaunchConfig, role: RoleName) -> None:
     blocks = _port_blocks(config, role)
     for i, (name_a, lo_a, hi_a) in enumerate(blocks):
-        if hi_a > 65535:
+        if hi_a > MAX_PORT:
             raise LaunchConfigError(f"{name_a}: port block {lo_a}..{hi_a} goes beyond 65535")
         for name_b, lo_b, hi_b in blocks[i + 1 :]:
-            if lo_a <= hi_b and lo_b <= hi_a:
+            if overlaps((lo_a, hi_a), (lo_b, hi_b)):
                 raise LaunchConfigError(
                     f"{name_b}: ports {lo_b}..{hi_b} collide with {name_a} ({lo_a}..{hi_a}) "
                     f"in the {role} pods"

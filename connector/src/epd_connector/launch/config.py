@@ -19,10 +19,17 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .rules import (
+    DEFAULT_EC_PORT,
+    DEFAULT_KV_BOOTSTRAP_PORT,
+    DEFAULT_NIXL_SIDE_CHANNEL_PORT,
+    ENGINE_HTTP_PORT,
+)
+from .rules import RoleName as RoleName  # one definition, with the rules
+
 SCHEMA_VERSION: Final = "epd.launch/v1"
 CONFIGMAP_KEY = "launch.json"
 
-RoleName = Literal["encoder", "prefill", "decode"]
 ROLE_NAMES: tuple[RoleName, ...] = ("encoder", "prefill", "decode")
 Topology = Literal["E/PD", "E/P/D"]
 ECConnectorName = Literal["ECMooncakeConnector", "ECExampleConnector"]
@@ -68,7 +75,9 @@ class ECTransferLaunch(_Strict):
     connector: ECConnectorName = "ECMooncakeConnector"
     protocol: Protocol = "rdma"
     buffer_size: int = Field(default=1_000_000_000, gt=0, description="ec_buffer_size in bytes.")
-    port: int = Field(default=14579, ge=1, le=65535, description="ec_port: base control port.")
+    port: int = Field(
+        default=DEFAULT_EC_PORT, ge=1, le=65535, description="ec_port: base control port."
+    )
     encoder_role: EncoderECRole = "ec_producer"
     control_timeout_s: float | None = Field(default=None, gt=0)
     push_wait_timeout_s: float | None = Field(default=None, gt=0)
@@ -84,10 +93,16 @@ class KVTransferLaunch(_Strict):
     connector: KVConnectorName = "MooncakeConnector"
     protocol: Protocol = "rdma"
     bootstrap_port: int = Field(
-        default=8998, ge=1, le=65535, description="MooncakeConnector: VLLM_MOONCAKE_BOOTSTRAP_PORT."
+        default=DEFAULT_KV_BOOTSTRAP_PORT,
+        ge=1,
+        le=65535,
+        description="MooncakeConnector: VLLM_MOONCAKE_BOOTSTRAP_PORT.",
     )
     side_channel_port: int = Field(
-        default=5600, ge=1, le=65535, description="NixlConnector: VLLM_NIXL_SIDE_CHANNEL_PORT."
+        default=DEFAULT_NIXL_SIDE_CHANNEL_PORT,
+        ge=1,
+        le=65535,
+        description="NixlConnector: VLLM_NIXL_SIDE_CHANNEL_PORT.",
     )
     extra_config: dict[str, Any] = Field(default_factory=dict)
 
@@ -104,7 +119,9 @@ class EncoderCacheLaunch(_Strict):
 class RoleLaunch(_Strict):
     replicas: int = Field(default=1, ge=0)
     parallelism: Parallelism = Field(default_factory=Parallelism)
-    port: int = Field(default=8000, ge=1, le=65535, description="vLLM's HTTP port in the pod.")
+    port: int = Field(
+        default=ENGINE_HTTP_PORT, ge=1, le=65535, description="vLLM's HTTP port in the pod."
+    )
     service: str = Field(min_length=1, description="Headless Service name of this role.")
     max_model_len: int | None = Field(default=None, gt=0)
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)

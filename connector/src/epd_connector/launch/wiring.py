@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 from .config import LaunchConfig, LaunchConfigError, RoleName
+from .rules import ec_consumer_of
 
 ECRole = Literal["ec_producer", "ec_consumer", "ec_both"]
 KVRole = Literal["kv_producer", "kv_consumer"]
@@ -29,7 +30,7 @@ def ec_role(config: LaunchConfig, role: RoleName) -> ECRole | None:
 
 def ec_consumer_role(config: LaunchConfig) -> RoleName:
     """The role whose pods receive encoder outputs: prefill in E/P/D, decode in E/PD."""
-    return "prefill" if config.topology == "E/P/D" else "decode"
+    return ec_consumer_of(config.roles.prefill is not None)
 
 
 def kv_role(config: LaunchConfig, role: RoleName) -> KVRole | None:

@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from epd_connector.launch import wiring
 from epd_connector.launch.config import LaunchConfig, RoleName
+from epd_connector.launch.rules import DEFAULT_KV_BOOTSTRAP_PORT
 
 from . import protocol
 from .discovery import Discovery
@@ -356,7 +357,8 @@ class Router:
             return await self._final(req, d, d_rank, protocol.decode_request(req.body, d_params))
 
     def _bootstrap_port(self) -> int:
-        return self.config.kv.bootstrap_port if self.config.kv is not None else 8998
+        kv = self.config.kv
+        return kv.bootstrap_port if kv is not None else DEFAULT_KV_BOOTSTRAP_PORT
 
     async def _engine_id(self, p: Pod, rank: int) -> str:
         """Mooncake KV `remote_engine_id` of P's DP rank, from P's bootstrap server `/query`."""

@@ -17,6 +17,7 @@ from epd_connector.launch.pod import ENV_POD_IP as ENV_POD_IP
 from epd_connector.launch.pod import ENV_POD_NAME as ENV_POD_NAME
 from epd_connector.launch.pod import ENV_POD_NAMESPACE as ENV_POD_NAMESPACE
 from epd_connector.launch.pod import ENV_ROLE as ENV_ROLE
+from epd_connector.launch.rules import ENGINE_HTTP_PORT as _ENGINE_HTTP_PORT
 
 GROUP: Final = "epd-operator.io"
 VERSION: Final = "v1alpha1"
@@ -63,7 +64,7 @@ LAUNCH_CONFIG_PATH: Final = DEFAULT_LAUNCH_CONFIG
 LAUNCH_CONFIG_DIR: Final = LAUNCH_CONFIG_PATH.rsplit("/", 1)[0]
 
 # vLLM's OpenAI server port inside every engine pod, and its health endpoint.
-ENGINE_HTTP_PORT: Final = 8000
+ENGINE_HTTP_PORT: Final = _ENGINE_HTTP_PORT  # the launch contract's (rules.py)
 HEALTH_PATH: Final = "/health"
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 DEFAULT_RDMA_RESOURCE: Final = "rdma/hca_shared_devices_a"

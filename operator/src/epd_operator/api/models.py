@@ -20,15 +20,31 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from epd_connector.launch.config import Device
+from epd_connector.launch.rules import (
+    DEFAULT_EC_PORT,
+    DEFAULT_KV_BOOTSTRAP_PORT,
+    DEFAULT_NIXL_SIDE_CHANNEL_PORT,
+    ENV_VALUE_PATTERN,
+    NO_CONTROL_PATTERN,
+    ec_consumer_cel,
+    ec_consumer_field_cel,
+    ec_consumer_of,
+    ec_port_block,
+    ec_port_block_cel,
+    nixl_port_block,
+    overlaps,
+)
 
 from .cel import CelRule
 from .constants import DEFAULT_RDMA_RESOURCE, ENGINE_HTTP_PORT
+from .imageref import REFERENCE_PATTERN, REPOSITORY_PATTERN, TAG_PATTERN
 from .quantity import QUANTITY_PATTERN, quantity_value
 
 
@@ -54,7 +70,11 @@ FreeForm = dict[str, Any]
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-_ABS_PATH = r"^/"
+# Absolute, and (like every string that reaches an argv or an environment) no control
+# characters: exec refuses NUL, the rest corrupt flags and logs.
+ABS_PATH = r"^/[^\x00-\x1f\x7f]*$"
+# Strings handed to `vllm serve` or the environment (launch contract rule, one definition).
+ArgText = Annotated[str, Field(pattern=NO_CONTROL_PATTERN)]
 _EXTENDED_RESOURCE = (
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
@@ -143,7 +163,11 @@ class EnvVar(_Model):
     """An environment variable of the engine container, as in a Pod spec."""
 
     name: str = Field(min_length=1, max_length=256, description="Variable name.")
-    value: str | None = Field(default=None, description="Literal value.")
+    value: str | None = Field(
+        default=None,
+        pattern=ENV_VALUE_PATTERN,
+        description="Literal value (tabs and line breaks allowed, no other control characters).",
+    )
     value_from: FreeForm | None = Field(
         default=None,
         description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef, ...).",
@@ -164,7 +188,7 @@ class VolumeMount(_Model):
 
     name: str = Field(min_length=1, max_length=63, description="Name of a volume in `volumes`.")
     mount_path: str = Field(
-        min_length=1, max_length=4096, pattern=_ABS_PATH, description="Absolute mount path."
+        min_length=1, max_length=4096, pattern=ABS_PATH, description="Absolute mount path."
     )
     sub_path: str | None = Field(default=None, description="Sub-path of the volume to mount.")
     read_only: bool | None = Field(default=None, description="Mount read-only.")
@@ -190,7 +214,7 @@ class HostPathSource(_Model):
     """Weights in a directory on every node (pre-loaded), mounted read-only."""
 
     path: str = Field(
-        min_length=1, max_length=4096, pattern=_ABS_PATH, description="Absolute node path."
+        min_length=1, max_length=4096, pattern=ABS_PATH, description="Absolute node path."
     )
 
 
@@ -200,7 +224,7 @@ class ImageSource(_Model):
     path: str = Field(
         min_length=1,
         max_length=4096,
-        pattern=_ABS_PATH,
+        pattern=ABS_PATH,
         description="Absolute directory inside the engine image that holds the weights.",
     )
 
@@ -227,17 +251,27 @@ class ModelSpec(_Model):
     name: str = Field(
         min_length=1,
         max_length=512,
+        pattern=NO_CONTROL_PATTERN,
         description="Model hub id (e.g. Qwen/Qwen3-VL-8B-Instruct) or a name for local weights; "
         "it is the served model name unless servedModelName is set.",
     )
     revision: str | None = Field(
-        default=None, max_length=256, description="Hub revision (branch, tag or commit)."
+        default=None,
+        max_length=256,
+        pattern=NO_CONTROL_PATTERN,
+        description="Hub revision (branch, tag or commit).",
     )
     served_model_name: str | None = Field(
-        default=None, max_length=512, description="Model name clients use; defaults to name."
+        default=None,
+        max_length=512,
+        pattern=NO_CONTROL_PATTERN,
+        description="Model name clients use; defaults to name.",
     )
     tokenizer: str | None = Field(
-        default=None, max_length=4096, description="Tokenizer hub id or path, if not the model's."
+        default=None,
+        max_length=4096,
+        pattern=NO_CONTROL_PATTERN,
+        description="Tokenizer hub id or path, if not the model's.",
     )
     source: ModelSource | None = Field(
         default=None,
@@ -258,15 +292,21 @@ class ImageSpec(_Model):
         ),
     )
     ref: str | None = Field(
-        default=None, max_length=1024, description="Full image reference (repo:tag or @digest)."
+        default=None,
+        max_length=1024,
+        pattern=REFERENCE_PATTERN,
+        description="Full image reference ([registry/]repository[:tag][@digest]).",
     )
     repository: str | None = Field(
-        default=None, max_length=1024, description="Image repository; default: operator's."
+        default=None,
+        max_length=1024,
+        pattern=REPOSITORY_PATTERN,
+        description="Image repository; default: operator's.",
     )
     tag: str | None = Field(
         default=None,
         max_length=128,
-        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        pattern=TAG_PATTERN,
         description="Image tag; with no repository it retags the operator's default image.",
     )
     pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
@@ -297,7 +337,11 @@ class Parallelism(_Model):
 class RoleSpec(_Model):
     """One role's StatefulSet of vLLM engine pods."""
 
-    replicas: int = Field(default=1, ge=0, le=1024, description="Number of pods.")
+    # A role with no pods cannot serve: 0 is refused (delete the EPDCluster to stop it).
+    replicas: int = Field(
+        default=1, ge=1, le=1024, description="Number of pods (at least 1: every role present "
+        "is needed to serve)."
+    )
     parallelism: Parallelism = Field(
         default_factory=Parallelism,
         json_schema_extra=_default_of(Parallelism),
@@ -318,11 +362,12 @@ class RoleSpec(_Model):
     gpu_memory_utilization: float | None = Field(
         default=None, gt=0, le=1, description="--gpu-memory-utilization (0 < x <= 1)."
     )
-    extra_args: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+    extra_args: list[Annotated[ArgText, Field(max_length=4096)]] | None = Field(
         default=None,
         max_length=64,
         description="Extra `vllm serve` arguments, appended last. Flags the operator sets "
-        "(ports, parallelism, transfer configs, ...) are rejected.",
+        "(ports, parallelism, transfer configs, ...), their abbreviations and aliases, and "
+        "flags vLLM 0.33 does not know are rejected.",
     )
     env: list[EnvVar] | None = Field(
         default=None, max_length=128, description="Extra environment variables of the engine."
@@ -372,7 +417,7 @@ class SharedStorage(_Model):
         default="/ec-cache",
         min_length=2,
         max_length=4096,
-        pattern=_ABS_PATH,
+        pattern=ABS_PATH,
         description="Mount path in the encoder and EC consumer pods (shared_storage_path).",
     )
 
@@ -427,7 +472,7 @@ class ECTransferSpec(_Model):
         "quantity (e.g. 4Gi). Size it for the peak in-flight encoder outputs.",
     )
     control_port: Port = Field(
-        default=14579,
+        default=DEFAULT_EC_PORT,
         description="ec_port: base EC control port. The EC consumer's DP rank d, TP rank r "
         "listens on controlPort + d*tensor + r.",
     )
@@ -474,12 +519,12 @@ class KVTransferSpec(_Model):
         description="MooncakeConnector transport; default: the EC transfer's protocol.",
     )
     bootstrap_port: Port = Field(
-        default=8998,
+        default=DEFAULT_KV_BOOTSTRAP_PORT,
         description="MooncakeConnector bootstrap server port on prefill pods "
         "(VLLM_MOONCAKE_BOOTSTRAP_PORT).",
     )
     side_channel_port: Port = Field(
-        default=5600,
+        default=DEFAULT_NIXL_SIDE_CHANNEL_PORT,
         description="NixlConnector handshake port (VLLM_NIXL_SIDE_CHANNEL_PORT); DP rank d "
         "listens on sideChannelPort + d.",
     )
@@ -532,10 +577,79 @@ class EncoderCacheSpec(_Model):
     )
 
 
+class _VLLMKwargs(BaseModel):
+    """Keyword arguments vLLM hands on as is: vLLM's own snake_case keys (no camelCase
+    aliases), the ones whose type vLLM 0.33 fixes typed, any other key passed through."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+
+class ImageIOKwargs(_VLLMKwargs):
+    """--media-io-kwargs.image (vLLM 0.33 multimodal/media/image.py::ImageMediaIO)."""
+
+    image_mode: str | None = Field(default=None, description="PIL mode images convert to.")
+    rgba_background_color: list[Annotated[int, Field(ge=0, le=255)]] | None = Field(
+        default=None, min_length=3, max_length=3, description="Background for RGBA images."
+    )
+
+
+class VideoIOKwargs(_VLLMKwargs):
+    """--media-io-kwargs.video (vLLM 0.33 multimodal/media/video.py::VideoMediaIO)."""
+
+    num_frames: int | None = Field(
+        default=None, ge=-1, description="Frames sampled per video (-1: all; 0 is refused)."
+    )
+    fps: float | None = Field(default=None, description="Frames per second sampled (> 0 or -1).")
+    backend: str | None = Field(default=None, description="Video decoding backend.")
+
+    @model_validator(mode="after")
+    def _check(self) -> VideoIOKwargs:
+        if self.num_frames == 0:
+            raise ValueError("num_frames must be greater than 0 or -1 (vLLM 0.33)")
+        if self.fps is not None and not (self.fps > 0 or self.fps == -1):
+            raise ValueError("fps must be greater than 0 or -1")
+        return self
+
+
+class AudioIOKwargs(_VLLMKwargs):
+    """--media-io-kwargs.audio (vLLM 0.33 multimodal/media/audio.py::AudioMediaIO)."""
+
+    audio_backend: str | None = Field(default=None, description="Audio decoding backend.")
+
+
+class MediaIOKwargs(BaseModel):
+    """--media-io-kwargs: vLLM 0.33's type is dict[modality, dict[str, Any]]; a key that is not
+    a modality, or a modality that is not an object, makes vLLM refuse to start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    image: ImageIOKwargs | None = Field(default=None, description="Image loading options.")
+    video: VideoIOKwargs | None = Field(default=None, description="Video loading options.")
+    audio: AudioIOKwargs | None = Field(default=None, description="Audio loading options.")
+
+
+class MMProcessorKwargs(_VLLMKwargs):
+    """--mm-processor-kwargs: overrides for the model's Hugging Face processor."""
+
+    min_pixels: int | None = Field(default=None, ge=1, description="Smallest image area.")
+    max_pixels: int | None = Field(default=None, ge=1, description="Largest image area.")
+
+    @model_validator(mode="after")
+    def _check(self) -> MMProcessorKwargs:
+        if (
+            self.min_pixels is not None
+            and self.max_pixels is not None
+            and self.min_pixels > self.max_pixels
+        ):
+            raise ValueError("min_pixels must not exceed max_pixels")
+        return self
+
+
 class RouterSpec(_Model):
     """The epd-router Deployment and Service, the cluster's OpenAI-compatible front door."""
 
-    replicas: int = Field(default=1, ge=0, le=64, description="Router pods.")
+    replicas: int = Field(
+        default=1, ge=1, le=64, description="Router pods (at least 1: the only way in)."
+    )
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
         default="ClusterIP", description="Type of the router Service."
     )
@@ -547,13 +661,7 @@ class RouterSpec(_Model):
 
 # --------------------------------------------------------------------------- spec rules
 
-_CONSUMER = (
-    "(has(self.roles.prefill) ? self.roles.prefill.parallelism.data * "
-    "self.roles.prefill.parallelism.tensor : self.roles.decode.parallelism.data * "
-    "self.roles.decode.parallelism.tensor)"
-)
-_EC_LO = "self.ecTransfer.controlPort"
-_EC_HI = f"({_EC_LO} + {_CONSUMER} - 1)"
+_EC_LO, _EC_HI = ec_port_block_cel("self.ecTransfer.controlPort", ec_consumer_cel("self"))
 _MOONCAKE_EC = "self.ecTransfer.connector == 'ECMooncakeConnector'"
 _KV = "has(self.kvTransfer)"
 _NIXL_DATA = (
@@ -564,20 +672,20 @@ _NIXL_DATA = (
 _NIXL_LO = "self.kvTransfer.sideChannelPort"
 _NIXL_HI = f"({_NIXL_LO} + {_NIXL_DATA} - 1)"
 # HTTP ports of the roles that bind the EC control ports, the KV bootstrap / side channel.
-_CONSUMER_PORT = "(has(self.roles.prefill) ? self.roles.prefill.port : self.roles.decode.port)"
+_CONSUMER_PORT = ec_consumer_field_cel("self", "R.port")
 _ENCODER_PORT = "self.roles.encoder.port"
 _DECODE_PORT = "self.roles.decode.port"
 
 
 def _consumer(spec: EPDClusterSpec) -> RoleSpec:
-    return spec.roles.prefill if spec.roles.prefill is not None else spec.roles.decode
+    role: RoleSpec = getattr(spec.roles, ec_consumer_of(spec.roles.prefill is not None))
+    return role
 
 
 def ec_port_range(spec: EPDClusterSpec) -> tuple[int, int]:
     """Ports the EC consumer pod binds: one per (DP rank, TP rank)."""
     par = _consumer(spec).parallelism
-    lo = spec.ec_transfer.control_port
-    return lo, lo + par.data * par.tensor - 1
+    return ec_port_block(spec.ec_transfer.control_port, par.data, par.tensor)
 
 
 def nixl_port_range(spec: EPDClusterSpec) -> tuple[int, int]:
@@ -586,8 +694,7 @@ def nixl_port_range(spec: EPDClusterSpec) -> tuple[int, int]:
     data = spec.roles.decode.parallelism.data
     if spec.roles.prefill is not None:
         data = max(data, spec.roles.prefill.parallelism.data)
-    lo = spec.kv_transfer.side_channel_port
-    return lo, lo + data - 1
+    return nixl_port_block(spec.kv_transfer.side_channel_port, data)
 
 
 def ec_http_ports(spec: EPDClusterSpec) -> list[int]:
@@ -615,8 +722,7 @@ def _in(port: int, rng: tuple[int, int]) -> bool:
     return rng[0] <= port <= rng[1]
 
 
-def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
+_overlap = overlaps
 
 
 SPEC_RULES: tuple[CelRule, ...] = (
@@ -811,13 +917,15 @@ class EPDClusterSpec(_Model):
         json_schema_extra=_default_of(EncoderCacheSpec),
         description="Encoder compute / cache budgets.",
     )
-    media_io_kwargs: FreeForm | None = Field(
+    media_io_kwargs: MediaIOKwargs | None = Field(
         default=None,
-        description="--media-io-kwargs, identical on the encoder and the EC consumer (they "
-        "must compute the same multimodal identifiers).",
+        description="--media-io-kwargs (keyed by modality), identical on the encoder and the "
+        "EC consumer (they must compute the same multimodal identifiers).",
     )
-    mm_processor_kwargs: FreeForm | None = Field(
-        default=None, description="--mm-processor-kwargs, identical on every role."
+    mm_processor_kwargs: MMProcessorKwargs | None = Field(
+        default=None,
+        description="--mm-processor-kwargs, identical on every role; the keys depend on the "
+        "model's processor (min_pixels / max_pixels are typed, the rest passes through).",
     )
     router: RouterSpec = Field(
         default_factory=RouterSpec,

@@ -20,10 +20,18 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from epd_connector.launch.argv import MOONCAKE_EC_EXTRA_KEYS
+from epd_connector.launch.rules import (
+    ENV_VALUE_PATTERN,
+    KV_DERIVED_KEYS,
+    KV_EXTRA_KEYS,
+    MOONCAKE_EC_EXTRA_KEYS,
+    NO_CONTROL_PATTERN,
+    check_extra_args,
+)
 
 from . import constants as c
-from .models import ROOT_RULES, EPDCluster, EPDClusterSpec, ResourceRequirements, RoleSpec
+from .imageref import IMAGE_REF_PROBLEM, REFERENCE_PATTERN, REPOSITORY_PATTERN
+from .models import ABS_PATH, ROOT_RULES, EPDCluster, EPDClusterSpec, ResourceRequirements, RoleSpec
 from .quantity import QuantityError, quantity_value
 
 
@@ -35,38 +43,6 @@ class SpecError(ValueError):
         self.path = path
         self.message = message
 
-
-# Flags of `vllm serve` the launcher derives from the spec (argv.py renders them), with the
-# field to use instead. vLLM's parser treats '_' and '-' alike in long flags.
-OWNED_FLAGS: Mapping[str, str] = {
-    "--model": "model.name",
-    "--host": "the operator (0.0.0.0)",
-    "--port": "roles.<role>.port",
-    "--served-model-name": "model.servedModelName",
-    "--revision": "model.revision",
-    "--tokenizer": "model.tokenizer",
-    "--tensor-parallel-size": "parallelism.tensor",
-    "-tp": "parallelism.tensor",
-    "--pipeline-parallel-size": "parallelism.pipeline",
-    "-pp": "parallelism.pipeline",
-    "--data-parallel-size": "parallelism.data",
-    "-dp": "parallelism.data",
-    "--data-parallel-size-local": "parallelism.data",
-    "--data-parallel-rank": "parallelism.data",
-    "--data-parallel-address": "parallelism.data",
-    "--data-parallel-rpc-port": "parallelism.data",
-    "--max-model-len": "maxModelLen",
-    "--gpu-memory-utilization": "gpuMemoryUtilization",
-    "--max-num-batched-tokens": "encoderCache.maxNumBatchedTokens",
-    "--mm-processor-cache-gb": "encoderCache.mmProcessorCacheGb",
-    "--limit-mm-per-prompt": "encoderCache.limitMmPerPrompt",
-    "--mm-encoder-tp-mode": "encoderCache.mmEncoderTpMode",
-    "--media-io-kwargs": "spec.mediaIoKwargs",
-    "--mm-processor-kwargs": "spec.mmProcessorKwargs",
-    "--ec-transfer-config": "spec.ecTransfer",
-    "--kv-transfer-config": "spec.kvTransfer",
-    "--mm-encoder-only": "the encoder role (ec_producer switches it on)",
-}
 
 # Environment the operator (pod template) or the launcher (exec env) sets.
 OWNED_ENV: Mapping[str, str] = {
@@ -92,6 +68,11 @@ VOLUME_EC_SHARED = "ec-shared"
 OWNED_VOLUMES = frozenset(
     {VOLUME_LAUNCH_CONFIG, VOLUME_SHM, VOLUME_MODEL, VOLUME_MODEL_CACHE, VOLUME_EC_SHARED}
 )
+# Volume kinds roles.*.volumes may use: what the chart's ValidatingAdmissionPolicy lets the
+# operator's ServiceAccount mount (no Secrets, no host paths: a stolen operator token must not
+# reach them through a pod; model.source.hostPath is the one read-only host path).
+USER_VOLUME_SOURCES = ("configMap", "emptyDir", "persistentVolumeClaim", "ephemeral",
+                       "downwardAPI")
 MODEL_MOUNT = "/models"
 MODEL_CACHE_MOUNT = "/var/cache/epd"
 SHM_MOUNT = "/dev/shm"
@@ -115,7 +96,6 @@ EC_MOONCAKE_POSITIVE_INT_KEYS = (
     "store_max_pending_bytes",
     "store_read_buffer_bytes",
 )
-KV_DERIVED_KEYS: Mapping[str, str] = {"mooncake_protocol": "kvTransfer.protocol"}
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -176,6 +156,18 @@ def format_path(loc: tuple[int | str, ...]) -> str:
     return out or "<root>"
 
 
+# Say what is wrong rather than print a long regular expression.
+_PATTERN_MESSAGES: Mapping[str, str] = {
+    NO_CONTROL_PATTERN: "must not contain a control character (NUL, line breaks, escapes): "
+    "it reaches the engine's command line",
+    ENV_VALUE_PATTERN: "must not contain a control character other than tab and line breaks "
+    "(NUL cannot reach a process environment)",
+    REFERENCE_PATTERN: f"is {IMAGE_REF_PROBLEM}",
+    REPOSITORY_PATTERN: "is not a valid image repository ([registry/]path, lower-case path)",
+    ABS_PATH: "must be an absolute path without control characters",
+}
+
+
 def _from_pydantic(exc: ValidationError, prefix: tuple[str, ...] = ()) -> SpecError:
     errors = exc.errors()
     first = errors[0]
@@ -185,6 +177,8 @@ def _from_pydantic(exc: ValidationError, prefix: tuple[str, ...] = ()) -> SpecEr
         msg = "unknown field"
     elif first["type"] == "missing":
         msg = "required field is missing"
+    elif first["type"] == "string_pattern_mismatch":
+        msg = _PATTERN_MESSAGES.get(str((first.get("ctx") or {}).get("pattern")), msg)
     msg = msg.removeprefix("Value error, ")
     if len(errors) > 1:
         msg += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
@@ -228,25 +222,10 @@ def check_operator_rules(spec: EPDClusterSpec) -> None:
     _check_kv_extra(spec)
 
 
-def _flag_name(arg: str) -> str | None:
-    if not arg.startswith("-"):
-        return None
-    flag = arg.split("=", 1)[0]
-    if flag.startswith("--"):
-        flag = "--" + flag[2:].replace("_", "-")
-        # Dotted sub-keys (--ec-transfer-config.ec_role x) belong to their parent flag.
-        flag = flag.split(".", 1)[0]
-    return flag
-
-
 def _check_role(spec: EPDClusterSpec, role: RoleSpec, path: str) -> None:
-    for i, arg in enumerate(role.extra_args or ()):
-        flag = _flag_name(arg)
-        if flag is not None and flag in OWNED_FLAGS:
-            raise SpecError(
-                f"{path}.extraArgs[{i}]",
-                f"{flag} is set by the operator from {OWNED_FLAGS[flag]}; use that instead",
-            )
+    problem = check_extra_args(role.extra_args or ())
+    if problem is not None:
+        raise SpecError(f"{path}.extraArgs[{problem.index}]", problem.message)
     seen_env: set[str] = set()
     for i, env in enumerate(role.env or ()):
         if _ENV_NAME.match(env.name) is None:
@@ -267,6 +246,14 @@ def _check_role(spec: EPDClusterSpec, role: RoleSpec, path: str) -> None:
             )
         if vol.name in volume_names:
             raise SpecError(f"{path}.volumes[{i}].name", f"duplicate volume {vol.name!r}")
+        sources = sorted((vol.model_extra or {}).keys())
+        if len(sources) != 1 or sources[0] not in USER_VOLUME_SOURCES:
+            raise SpecError(
+                f"{path}.volumes[{i}]",
+                f"needs exactly one source of {', '.join(USER_VOLUME_SOURCES)} (got "
+                f"{', '.join(sources) or 'none'}); Secrets and host paths are not mounted by "
+                "the operator",
+            )
         volume_names.add(vol.name)
     owned_mounts = list(OWNED_MOUNTS)
     if spec.ec_transfer.shared_storage is not None:
@@ -418,11 +405,19 @@ def _check_cross_encoder_cache(spec: EPDClusterSpec, value: Any, path: str) -> N
 
 def _check_kv_extra(spec: EPDClusterSpec) -> None:
     kv = spec.kv_transfer
-    if kv is None or kv.connector != "MooncakeConnector":
+    if kv is None:
         return
-    for key, source in KV_DERIVED_KEYS.items():
-        if key in (kv.extra_config or {}):
+    extra = kv.extra_config or {}
+    path = "spec.kvTransfer.extraConfig"
+    known = KV_EXTRA_KEYS[kv.connector]
+    for key in sorted(extra):
+        if key in KV_DERIVED_KEYS and key in known:
             raise SpecError(
-                f"spec.kvTransfer.extraConfig.{key}",
-                f"set by the operator from {source}; use that field",
+                f"{path}.{key}", f"set by {KV_DERIVED_KEYS[key]}; use that field"
+            )
+        if key not in known:
+            raise SpecError(
+                f"{path}.{key}",
+                f"not a {kv.connector} key in vLLM 0.33 (it would be silently ignored); known "
+                f"keys: {', '.join(sorted(known - KV_DERIVED_KEYS.keys()))}",
             )

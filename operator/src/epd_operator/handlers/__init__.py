@@ -5,7 +5,8 @@
   hand edits of children nobody watches (Services, ConfigMaps);
 - events of the StatefulSets and router Deployments we own, so status follows pod readiness
   (and a deleted or hand-edited workload is restored) without waiting for the resync;
-- every EPDCluster watch event, to keep the newest body for the two triggers above.
+- every EPDCluster watch event, to keep the newest body for the two triggers above;
+- a liveness probe (/healthz): fails when the API refuses our credentials or the watch is lost.
 
 Handlers return nothing (kopf would store it in status) and keep no state of their own.
 kopf's bookkeeping (finalizer, progress and diff-base annotations) lives under our prefix
@@ -16,6 +17,7 @@ one), so an EPDCluster stays deletable while the operator is down or uninstalled
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Mapping
@@ -60,17 +62,14 @@ def configure(settings: kopf.OperatorSettings, options: Options) -> None:
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     """Register every handler of the operator on `registry`, bound to `runtime`."""
     res = (c.GROUP, c.VERSION, c.PLURAL)
-    delay = runtime.options.retry_delay_seconds
 
     # The same credentials reconcile.kube uses: in-cluster ServiceAccount, else KUBECONFIG.
     kopf.on.login(registry=registry, id="login")(kopf.login_via_client)
 
     async def changed(*, reason: kopf.Reason | str, body: kopf.Body, uid: str, **_: Any) -> None:
         # After waiting for the lock, the newest body wins over the one this event carried.
-        outcome = await runtime.run(str(reason), uid,
-                                    lambda: runtime.newest(uid) or _snapshot(body))
-        if outcome is not None and outcome.retry:
-            raise kopf.TemporaryError("reconcile hit an API error; retrying", delay=delay)
+        # Never raises: the runtime retries failed passes with a per-object backoff.
+        await runtime.run(str(reason), uid, lambda: runtime.newest(uid) or _snapshot(body))
 
     for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
         on(*res, registry=registry, id="reconcile")(changed)
@@ -82,6 +81,13 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         await runtime.stop_resync()
 
     kopf.on.startup(registry=registry, id="start-resync")(start)
+
+    async def healthy(**_: Any) -> dict[str, int]:
+        # /healthz: a failing probe makes kopf answer 500 (PERMANENT: no kopf retry loop).
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(runtime.executor, runtime.check_health)
+
+    kopf.on.probe(registry=registry, id="api", errors=kopf.ErrorsMode.PERMANENT)(healthy)
     kopf.on.cleanup(registry=registry, id="stop-resync")(stop)
 
     def seen(*, type: str, uid: str, body: kopf.Body, **_: Any) -> None:

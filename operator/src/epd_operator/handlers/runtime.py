@@ -9,6 +9,14 @@ holds one asyncio lock per EPDCluster uid around the (blocking, thread-pooled) `
 Triggers that only say "look again" (the resync timer, a child changed) coalesce: while one
 such pass is already waiting for the lock, another adds nothing, since the waiting pass will
 read the newest body anyway.
+
+Retries: a pass that hit an API error (or crashed) is retried by this runtime, not by kopf
+(kopf's TemporaryError would retry at a fixed delay and write its progress annotations onto
+the EPDCluster each time): `reconcile.backoff` gives each object an exponential, jittered,
+capped delay, reset by the next successful pass. While an object waits for its retry, resync
+and child triggers skip it (they would defeat the backoff); a change of the EPDCluster itself
+(create / update / resume) always runs at once. The retry count and the next retry time are
+in the metrics (`epd_operator_retry_*`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,8 +33,13 @@ from typing import Any
 
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.metrics import Metrics
+from epd_operator.reconcile.backoff import Backoff, BackoffPolicy
 from epd_operator.reconcile.core import Outcome, StatusMemory, reconcile
-from epd_operator.reconcile.kube import Kube
+from epd_operator.reconcile.health import WatchCheck
+from epd_operator.reconcile.kube import Kube, KubeError
+
+# Triggers that only say "look again": skipped while the object waits for a backoff retry.
+LOOK_AGAIN = frozenset({"resync", "child"})
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +51,25 @@ class Options:
     namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
     resync_seconds: float = 60.0
     workers: int = 8
-    retry_delay_seconds: float = 5.0
+    retry: BackoffPolicy = field(default_factory=BackoffPolicy)
+
+
+class HealthError(RuntimeError):
+    """The operator cannot do its job (credentials refused, watch lost); /healthz fails."""
 
 
 class Runtime:
     def __init__(self, kube: Kube, cfg: OperatorConfig, options: Options,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, backoff: Backoff | None = None) -> None:
         self.kube = kube
         self.cfg = cfg
         self.options = options
         self.metrics = metrics or Metrics()
         self.memory = StatusMemory()
+        self.backoff = backoff or Backoff(options.retry)
+        self.metrics.retries.source = self._retry_rows
+        self._retry_timers: dict[str, asyncio.TimerHandle] = {}
+        self.watch_check = WatchCheck(grace_s=max(60.0, 2 * options.resync_seconds))
         self.executor = ThreadPoolExecutor(max_workers=options.workers,
                                            thread_name_prefix="reconcile")
         self._locks: dict[str, asyncio.Lock] = {}
@@ -57,6 +79,7 @@ class Runtime:
         self.bodies: dict[str, Mapping[str, Any]] = {}
         self.uid_by_name: dict[tuple[str, str], str] = {}
         self._resync_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Outcome | None]] = set()
         kube.writes.listeners.append(self.metrics.count_write)
 
     def remember(self, uid: str, body: Mapping[str, Any]) -> None:
@@ -105,6 +128,8 @@ class Runtime:
         taken, so a pass that waited sees the newest object. None: coalesced or gone."""
         if coalesce and uid in self._waiting:
             return None
+        if trigger in LOOK_AGAIN and not self.backoff.due(uid):
+            return None
         lock = self._locks.setdefault(uid, asyncio.Lock())
         self._waiting.add(uid)
         try:
@@ -121,11 +146,47 @@ class Runtime:
                 except Exception:
                     self.metrics.reconcile_errors.labels(reason="Exception").inc()
                     log.exception("reconcile of %s crashed (trigger %s)", uid, trigger)
-                    raise
+                    self._schedule_retry(uid, obj)
+                    return None
         finally:
             self._waiting.discard(uid)
         self._record(trigger, uid, obj, outcome)
+        if outcome.retry:
+            self._schedule_retry(uid, obj)
+        elif self.backoff.succeeded(uid):
+            self._cancel_retry(uid)
         return outcome
+
+    def _schedule_retry(self, uid: str, obj: Mapping[str, Any]) -> None:
+        state = self.backoff.failed(uid)
+        meta = obj.get("metadata") or {}
+        log.warning("%s/%s: retry #%d in %.1fs", meta.get("namespace"), meta.get("name"),
+                    state.attempts, state.delay_s)
+        self._cancel_retry(uid)
+        loop = asyncio.get_running_loop()
+        self._retry_timers[uid] = loop.call_later(state.delay_s, self._retry_now, uid)
+
+    def _retry_now(self, uid: str) -> None:
+        self._retry_timers.pop(uid, None)
+        task = asyncio.get_running_loop().create_task(
+            self.run("retry", uid, functools.partial(self.newest, uid), coalesce=True))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel_retry(self, uid: str) -> None:
+        timer = self._retry_timers.pop(uid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _retry_rows(self) -> list[tuple[str, str, int, float]]:
+        """(namespace, name, attempts, next retry as Unix time) of objects waiting to retry."""
+        now_wall, now_mono = time.time(), time.monotonic()
+        rows = []
+        for uid, state in self.backoff.snapshot().items():
+            meta = (self.bodies.get(uid) or {}).get("metadata") or {}
+            rows.append((str(meta.get("namespace")), str(meta.get("name")), state.attempts,
+                         now_wall + (state.next_at - now_mono)))
+        return rows
 
     def _record(self, trigger: str, uid: str, obj: Mapping[str, Any], out: Outcome) -> None:
         self.metrics.reconcile_duration.labels(trigger=trigger).observe(out.duration_s)
@@ -144,12 +205,29 @@ class Runtime:
                 if out.problems else "",
             )
 
+    def check_health(self) -> dict[str, int]:
+        """Raises HealthError when the API refuses our credentials or the watch is lost
+        (blocking: run it in the executor)."""
+        try:
+            listed = self.kube.list_epdcluster_versions(self.options.namespaces)
+        except KubeError as exc:
+            raise HealthError(f"cannot list EPDClusters: {exc}") from exc
+        seen = {uid: (body.get("metadata") or {}).get("resourceVersion")
+                for uid, body in self.bodies.items()}
+        stale = self.watch_check.observe(listed, seen, time.monotonic())
+        if stale:
+            raise HealthError(f"the EPDCluster watch is behind the API for {len(stale)} "
+                              f"object(s) (e.g. uid {stale[0]}): watch lost")
+        return {"epdclusters": len(listed)}
+
     def forget(self, uid: str) -> None:
         body = self.bodies.pop(uid, None)
         if body is not None:
             meta = body.get("metadata") or {}
             self.uid_by_name.pop((str(meta.get("namespace")), str(meta.get("name"))), None)
         self.memory.forget(uid)
+        self.backoff.forget(uid)
+        self._cancel_retry(uid)
         self.metrics.clusters.forget(uid)
         lock = self._locks.get(uid)
         if lock is not None and not lock.locked():

@@ -6,7 +6,9 @@ Every trigger (create, update, resume, the resync timer, a change to a child) ru
 function, serialised per object by the handlers. It never raises for a problem the user can
 fix: a spec that fails `api.parse` becomes Degraded/SpecInvalid with the field path, nothing
 applied; an API failure becomes Degraded/ReconcileError and `Outcome.retry`. The status is
-written even when the pass failed, and only when it changed.
+written even when the pass failed, and only when it differs from the live status (what the
+object holds now, or what we wrote if the body predates our own write): a status edited by
+anyone else is corrected by the next pass.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from epd_operator.api import constants as c
+from epd_operator.api.admission import oddities
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import SpecError, parse
 from epd_operator.render import render_cluster
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 REASON_SPEC_INVALID = c.REASON_SPEC_INVALID
 REASON_APPLY_FAILED = c.REASON_RECONCILE_ERROR
+REASON_SPEC_WARNING = "SpecWarning"
 
 
 @dataclass
@@ -54,28 +58,63 @@ class Outcome:
 
 
 class StatusMemory:
-    """The last status this process wrote per EPDCluster uid.
+    """The last status this process wrote per EPDCluster uid, with the resourceVersion the
+    write produced.
 
-    Only the operator writes EPDCluster status, so what it last wrote is the newest truth even
-    when the body a trigger carries is a watch event older than our own write. Using it as the
-    "previous" status keeps lastTransitionTime and Events from firing twice for one flip.
+    A trigger may carry a watch event older than our own write; comparing with that stale
+    status would write twice and fire Events twice for one flip. So `previous()` uses what we
+    wrote while the body predates our write, and the body's own (live) status once the body is
+    as new as our write: a status somebody else wrote since is then seen, and healed.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_uid: dict[str, dict[str, Any]] = {}
+        self._by_uid: dict[str, tuple[dict[str, Any], str | None]] = {}
 
     def get(self, uid: str) -> dict[str, Any] | None:
         with self._lock:
-            return self._by_uid.get(uid)
+            got = self._by_uid.get(uid)
+        return got[0] if got else None
 
-    def put(self, uid: str, status: dict[str, Any]) -> None:
+    def put(self, uid: str, status: dict[str, Any], resource_version: str | None = None) -> None:
         with self._lock:
-            self._by_uid[uid] = status
+            self._by_uid[uid] = (status, resource_version)
+
+    def previous(self, uid: str, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The status to compare a new one with: the live one unless the body is stale."""
+        live: Mapping[str, Any] | None = body.get("status") or None
+        with self._lock:
+            got = self._by_uid.get(uid)
+        if got is None:
+            return live
+        mine, written_rv = got
+        body_rv = (body.get("metadata") or {}).get("resourceVersion")
+        return live if _not_older(body_rv, written_rv) else mine
 
     def forget(self, uid: str) -> None:
         with self._lock:
             self._by_uid.pop(uid, None)
+
+
+def _not_older(body_rv: Any, written_rv: str | None) -> bool:
+    """Whether a body with `body_rv` already includes our write that produced `written_rv`.
+    resourceVersions are etcd revisions (integers) on every apiserver we run against; where
+    one is missing or opaque, only equality counts."""
+    if written_rv is None:
+        return True
+    if body_rv is None:
+        return False
+    try:
+        return int(body_rv) >= int(written_rv)
+    except (TypeError, ValueError):
+        return str(body_rv) == written_rv
+
+
+def _announced(previous: Mapping[str, Any] | None, notes: list[str]) -> bool:
+    for cond in (previous or {}).get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == c.CONDITION_READY:
+            return all(n in str(cond.get("message", "")) for n in notes)
+    return False
 
 
 def _rfc3339(t: datetime) -> str:
@@ -99,6 +138,7 @@ def reconcile(
         return out
 
     desired: list[dict[str, Any]] | None = None
+    notes: list[str] = []
     try:
         cluster = parse(dict(obj))
     except SpecError as exc:
@@ -109,6 +149,7 @@ def reconcile(
         out.problems.append(Problem(REASON_SPEC_INVALID, msg))
     else:
         desired = render_cluster(cluster, cfg)
+        notes = [f"{path}: {why}" for path, why in oddities(cluster.spec)]
 
     children: list[dict[str, Any]] = []
     try:
@@ -150,22 +191,30 @@ def reconcile(
     elif observed is not None:
         children = observed
 
-    previous = (memory.get(uid) if memory else None) or obj.get("status") or None
+    previous = memory.previous(uid, obj) if memory else obj.get("status") or None
     status = compute_status(
         generation=generation, children=children, problems=out.problems,
-        previous=previous, now=_rfc3339(clock()),
+        previous=previous, now=_rfc3339(clock()), notes=notes,
     )
     out.conditions = {cond["type"]: cond["status"] for cond in status["conditions"]}
     if status_changed(previous, status):
         try:
-            kube.apply_status(ns, name, status)
+            written = kube.apply_status(ns, name, status)
             out.status_written = True
             if memory is not None:
-                memory.put(uid, status)
+                rv = (written.get("metadata") or {}).get("resourceVersion")
+                memory.put(uid, status, str(rv) if rv is not None else None)
         except KubeError as exc:
             log.warning("%s/%s: status write failed: %s", ns, name, exc)
             out.retry = True
         else:
+            if notes and not _announced(previous, notes):
+                # Valid but odd: say so once, as a Warning Event (and in the Ready message).
+                try:
+                    kube.create_event(obj, "Warning", REASON_SPEC_WARNING, "; ".join(notes))
+                    out.events += 1
+                except KubeError as exc:
+                    log.warning("%s/%s: event not recorded: %s", ns, name, exc)
             for cond in events_for(previous, status):
                 etype = "Warning" if cond["type"] == DEGRADED else "Normal"
                 reason = cond["reason"] if cond["type"] == DEGRADED else cond["type"]
@@ -174,7 +223,5 @@ def reconcile(
                     out.events += 1
                 except KubeError as exc:
                     log.warning("%s/%s: event not recorded: %s", ns, name, exc)
-    elif memory is not None and memory.get(uid) is None:
-        memory.put(uid, status)
     out.duration_s = time.monotonic() - started
     return out

@@ -202,6 +202,20 @@ class Kube:
                 out.append(item)
         return out
 
+    def list_epdcluster_versions(self, namespaces: list[str]) -> dict[str, str]:
+        """uid -> resourceVersion of every EPDCluster served (all namespaces when empty);
+        the liveness probe's call: it fails with 401/403 when our credentials stopped
+        working."""
+        out: dict[str, str] = {}
+        paths = ([EPDCLUSTER.base(ns) for ns in namespaces] if namespaces
+                 else [f"/apis/{EPDCLUSTER.api_version}/{EPDCLUSTER.plural}"])
+        for path in paths:
+            body = self._call("list", "epdclusters", "GET", path)
+            for item in body.get("items") or []:
+                meta = item.get("metadata") or {}
+                out[str(meta.get("uid"))] = str(meta.get("resourceVersion"))
+        return out
+
     def list_nodes(self) -> list[dict[str, Any]]:
         body = self._call("list", "nodes", "GET", NODE.base(None))
         return list(body.get("items") or [])

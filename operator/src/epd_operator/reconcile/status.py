@@ -36,6 +36,7 @@ STALLED = "Stalled"
 CONDITION_ORDER = (READY, PROGRESSING, DEGRADED, RECONCILING, STALLED)
 REASON_RECONCILED = c.REASON_RECONCILED
 REASON_ROLLOUT = c.REASON_ROLLOUT_IN_PROGRESS
+WARNINGS_PREFIX = "warnings: "
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,11 @@ def compute_status(
     problems: Sequence[Problem],
     previous: Mapping[str, Any] | None,
     now: str,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The full status for one reconcile pass. `now` is an RFC 3339 timestamp (pure: the
-    caller owns the clock); `previous` is the status the object holds now."""
+    caller owns the clock); `previous` is the status the object holds now; `notes` are
+    warnings about a valid but odd spec, added to the Ready condition's message."""
     pending = not_rolled_out(children)
     if problems:
         reason = problems[0].reason
@@ -144,6 +147,9 @@ def compute_status(
             DEGRADED: ("False", c.REASON_AS_EXPECTED, "no problems"),
         }
         phase = "Ready"
+    if notes:
+        status_, reason_, message_ = states[READY]
+        states[READY] = (status_, reason_, f"{message_}; {WARNINGS_PREFIX}{'; '.join(notes)}")
     states[RECONCILING] = states[PROGRESSING]
     states[STALLED] = states[DEGRADED]
 

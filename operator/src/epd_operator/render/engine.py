@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from epd_connector.launch.config import LaunchConfig
+from epd_connector.launch.wiring import ec_consumer_role
 
 from ..api import constants as c
 from ..api.models import EPDCluster, EPDClusterSpec, ResourceRequirements, RoleSpec
@@ -58,8 +59,7 @@ def engine_image(spec: EPDClusterSpec, cfg: OperatorConfig) -> str:
 
 def ec_participant(config: LaunchConfig, role: str) -> bool:
     """Roles that read or write ECExampleConnector's shared volume: producer and consumer."""
-    consumer = "prefill" if config.topology == "E/P/D" else "decode"
-    return role in ("encoder", consumer)
+    return role in ("encoder", ec_consumer_role(config))
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:

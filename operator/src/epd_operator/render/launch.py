@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from epd_connector.launch.config import (
     ECTransferLaunch,
     EncoderCacheLaunch,
@@ -58,13 +60,16 @@ def launch_config(obj: EPDCluster) -> LaunchConfig:
     kv: KVTransferLaunch | None = None
     if spec.roles.prefill is not None:
         kvs = spec.kv_transfer
-        kv = KVTransferLaunch(
-            connector=kvs.connector if kvs else "MooncakeConnector",
-            protocol=spec.kv_protocol,
-            bootstrap_port=kvs.bootstrap_port if kvs else 8998,
-            side_channel_port=kvs.side_channel_port if kvs else 5600,
-            extra_config=dict(kvs.extra_config or {}) if kvs else {},
-        )
+        # Without a kvTransfer block the launch contract's own defaults apply.
+        kv = KVTransferLaunch(protocol=spec.kv_protocol)
+        if kvs is not None:
+            kv = KVTransferLaunch(
+                connector=kvs.connector,
+                protocol=spec.kv_protocol,
+                bootstrap_port=kvs.bootstrap_port,
+                side_channel_port=kvs.side_channel_port,
+                extra_config=dict(kvs.extra_config or {}),
+            )
     cache = spec.encoder_cache
     return LaunchConfig(
         cluster=name,
@@ -98,16 +103,19 @@ def launch_config(obj: EPDCluster) -> LaunchConfig:
             else None,
             mm_encoder_tp_mode=cache.mm_encoder_tp_mode,
         ),
-        media_io_kwargs=dict(spec.media_io_kwargs) if spec.media_io_kwargs is not None else None,
-        mm_processor_kwargs=dict(spec.mm_processor_kwargs)
-        if spec.mm_processor_kwargs is not None
-        else None,
+        media_io_kwargs=_kwargs(spec.media_io_kwargs),
+        mm_processor_kwargs=_kwargs(spec.mm_processor_kwargs),
         roles=Roles(
             encoder=_role(name, "encoder", spec.roles.encoder),
             prefill=_role(name, "prefill", spec.roles.prefill) if spec.roles.prefill else None,
             decode=_role(name, "decode", spec.roles.decode),
         ),
     )
+
+
+def _kwargs(model: BaseModel | None) -> dict[str, Any] | None:
+    """vLLM keyword arguments as vLLM spells them (typed keys and passed-through ones)."""
+    return None if model is None else model.model_dump(mode="json", exclude_none=True)
 
 
 def _without_replicas(role: dict[str, Any]) -> dict[str, Any]:
