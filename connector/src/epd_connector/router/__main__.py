@@ -35,6 +35,9 @@ _HELP = {
     "this factor x the mean encoder load",
     "pool_size": "most open connections to engines in total (keep-alive pool)",
     "pool_per_host": "most open connections per engine pod (0: no per-pod limit)",
+    "consumer_media": "how media reach the EC consumer after encoding: 'reference' (a "
+    "metadata-only embeds item with the encoder's uuid: the consumer never preprocesses the "
+    "pixels) or 'raw' (the original item; the consumer preprocesses it again)",
 }
 
 
@@ -91,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--static-pods {spec!r}: {exc}")
     values = dataclass_values(args, RouterOptions, skip={"static_pods"})
     opts = RouterOptions(static_pods=static, **values)
-    router = Router(config, opts)
+    try:
+        router = Router(config, opts)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.getLogger(__name__).info(
         "epd-router (%s) on %s:%d", config.topology, opts.host, opts.port
     )

@@ -60,6 +60,7 @@ class RouterOptions:
     affinity_load_factor: float = 1.5
     pool_size: int = 1024
     pool_per_host: int = 0
+    consumer_media: str = protocol.DEFAULT_CONSUMER_MEDIA
 
 
 @dataclass
@@ -97,6 +98,12 @@ class Router:
         # shares a volume keyed by mm_hash and needs no target (protocol.py).
         self.ec_push = config.ec.connector == "ECMooncakeConnector"
         self.served = {config.model.served_model_name or config.model.name}
+        if opts.consumer_media not in protocol.CONSUMER_MEDIA_MODES:
+            raise ValueError(
+                f"consumer_media {opts.consumer_media!r}: expected one of "
+                f"{', '.join(protocol.CONSUMER_MEDIA_MODES)}"
+            )
+        self.by_reference = opts.consumer_media == "reference"
         self.metrics = RouterMetrics()
         self.pools: dict[str, Pool] = {}
         dns: dict[str, str] = {}
@@ -353,8 +360,10 @@ class Router:
                 d_params = got
         d = self._pick("decode", req.budget)
         d_rank = d.least_loaded_rank()
+        # D gets P's body (media by reference, when rewritten): as a KV consumer it accepts
+        # metadata-only items too, and its EC items are dropped by decode_request.
         async with self._using(d, d_rank):
-            return await self._final(req, d, d_rank, protocol.decode_request(req.body, d_params))
+            return await self._final(req, d, d_rank, protocol.decode_request(p_body, d_params))
 
     def _bootstrap_port(self) -> int:
         kv = self.config.kv
@@ -394,7 +403,7 @@ class Router:
             wiring.consumer_zmq(self.config, consumer.host, rank) if self.ec_push else None
         )
         t0 = time.monotonic()
-        results: list[tuple[str, str]] = [("", "")] * len(req.refs)
+        results: list[protocol.Encoded] = [protocol.Encoded("", "", "", {})] * len(req.refs)
 
         async def one(ref: protocol.MediaRef) -> None:
             results[ref.index] = await self._encode_one(req, ref, consumer_zmq)
@@ -406,13 +415,16 @@ class Router:
         except BaseExceptionGroup as eg:
             raise eg.exceptions[0] from None
         self.metrics.stage_seconds.labels("encode").observe(time.monotonic() - t0)
+        body = (
+            protocol.by_reference(req.body, req.refs, results) if self.by_reference else req.body
+        )
         if not self.ec_push:
-            return req.body
-        return protocol.with_ec_items(req.body, results)
+            return body
+        return protocol.with_ec_items(body, [(e.mm_hash, e.transfer_id) for e in results])
 
     async def _encode_one(
         self, req: _Req, ref: protocol.MediaRef, consumer_zmq: str | None
-    ) -> tuple[str, str]:
+    ) -> protocol.Encoded:
         pool = self.pools["encoder"]
         while True:
             enc = by_affinity(
@@ -423,7 +435,9 @@ class Router:
             if enc is None:
                 raise ClientFacingError(503, "no encoder pods in rotation", "ServiceUnavailable")
             transfer_id = protocol.new_transfer_id()
-            body = protocol.encoder_request(req.body, ref, consumer_zmq, transfer_id)
+            body = protocol.encoder_request(
+                req.body, ref, consumer_zmq, transfer_id, with_uuid=self.by_reference
+            )
             req.encoders_used.add(enc.key)
             try:
                 async with self._using(enc, 0):
@@ -431,7 +445,7 @@ class Router:
                         enc, None, PATHS["chat"], body, timeout_s=self.opts.encoder_timeout_s
                     )
                 try:
-                    return protocol.encoded_mm_hash(answer, transfer_id), transfer_id
+                    return protocol.encoded_item(answer, ref, transfer_id)
                 except ValueError as exc:
                     raise UpstreamFailed("encoder", enc.key, str(exc), pod_down=False) from exc
             except UpstreamFailed as exc:

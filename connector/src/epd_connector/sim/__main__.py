@@ -40,6 +40,9 @@ _HELP = {
     "kv_slab_bytes": "KV staging slab on prefill pods (bytes)",
     "drain_timeout_s": "longest wait for running requests after SIGTERM",
     "drop_push_percent": "fault injection: share of encoder pushes silently skipped (0-100)",
+    "preprocess_cpu_s": "CPU seconds burnt per raw media item the engine loads (vLLM's "
+    "multimodal preprocessing runs on the API server's CPU)",
+    "health_delay_s": "fault injection: seconds /health takes to answer (a slow but alive engine)",
 }
 
 

@@ -168,6 +168,7 @@ def start_router(
     pods: list[Proc],
     args: list[str],
     timeout_s: float = 60.0,
+    name: str = "router",
 ) -> Proc:
     """`epd-router` on 127.0.0.1 with `pods` as its static endpoints; returns once its /health
     counts every pod of every role in rotation (raises with a log tail if a child exits)."""
@@ -193,7 +194,7 @@ def start_router(
         *static,
         *args,
     ]
-    router = group.spawn("router", "router", "127.0.0.1", port, cmd=cmd, env={})
+    router = group.spawn(name, "router", "127.0.0.1", port, cmd=cmd, env={})
     wait_router(group, router, expected, timeout_s)
     return router
 

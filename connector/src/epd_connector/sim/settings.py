@@ -51,6 +51,8 @@ class SimSettings:
     kv_slab_bytes: int = 64 << 20
     drain_timeout_s: float = 20.0
     drop_push_percent: int = 0
+    preprocess_cpu_s: float = 0.0
+    health_delay_s: float = 0.0
 
     @property
     def bytes_per_image(self) -> int:
