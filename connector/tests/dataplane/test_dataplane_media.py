@@ -24,9 +24,9 @@ def _m(c: LocalCluster, role: str, name: str) -> float:
 
 
 @pytest.fixture(scope="module", params=["reference", "raw"])
-def epd(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-    LocalCluster
-]:
+def epd(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
     c = LocalCluster(
         Path(tmp_path_factory.mktemp(f"media-{request.param}")),
         encoders=1,
@@ -80,7 +80,8 @@ def test_metadata_only_items_are_refused_where_vllm_refuses_them(epd: LocalClust
     pd = epd.sims("decode")[0]
     bare = {"type": "image_embeds", "image_embeds": {}, "uuid": "u"}
     status, answer = http_json(
-        "POST", pd.url + "/v1/chat/completions",
+        "POST",
+        pd.url + "/v1/chat/completions",
         {"messages": [{"role": "user", "content": [bare]}], "max_tokens": 1},
     )
     assert status == 400, answer

@@ -86,8 +86,11 @@ def test_encoded_item_carries_metadata_and_modality() -> None:
     ref = protocol.media_refs(BODY)[0]
     answer = {
         "ec_transfer_params": {
-            "h": {"modality": "image", "metadata": {"image_grid_thw": [[1, 4, 4]]},
-                  "transfer_id": "t"}
+            "h": {
+                "modality": "image",
+                "metadata": {"image_grid_thw": [[1, 4, 4]]},
+                "transfer_id": "t",
+            }
         }
     }
     assert protocol.encoded_item(answer, ref, "t") == protocol.Encoded(
@@ -129,12 +132,15 @@ def test_encoder_request_names_the_item_by_uuid_in_reference_mode() -> None:
     req = protocol.encoder_request(BODY, ref, None, "t", with_uuid=True)
     assert req["messages"][0]["content"] == [{**IMG, "uuid": ref.content_key}]
     given = protocol.media_refs({"messages": [{"content": [{**IMG, "uuid": "mine"}]}]})[0]
-    assert protocol.encoder_request(BODY, given, None, "t", with_uuid=True)["messages"][0][
-        "content"
-    ][0]["uuid"] == "mine"  # a client's own uuid wins
-    assert "uuid" not in protocol.encoder_request(BODY, ref, None, "t")["messages"][0][
-        "content"
-    ][0]  # raw mode: the consumer hashes the content, so must the encoder
+    assert (
+        protocol.encoder_request(BODY, given, None, "t", with_uuid=True)["messages"][0]["content"][
+            0
+        ]["uuid"]
+        == "mine"
+    )  # a client's own uuid wins
+    assert (
+        "uuid" not in protocol.encoder_request(BODY, ref, None, "t")["messages"][0]["content"][0]
+    )  # raw mode: the consumer hashes the content, so must the encoder
 
 
 def test_by_reference_replaces_pixels_with_metadata_and_uuid() -> None:

@@ -35,6 +35,19 @@ _HELP = {
     "this factor x the mean encoder load",
     "pool_size": "most open connections to engines in total (keep-alive pool)",
     "pool_per_host": "most open connections per engine pod (0: no per-pod limit)",
+    "unhealthy_threshold": "timed-out health checks in a row before a pod leaves rotation (a "
+    "refused connection or a non-200 answer takes it out at once)",
+    "eject_after_failures": "failed requests in a row (5xx, timeout, broken connection) that "
+    "eject a pod (passive outlier detection)",
+    "base_ejection_s": "an ejected pod is out for this x the number of its ejections",
+    "max_ejection_s": "longest ejection",
+    "max_ejection_percent": "most pods of a role ejected at once, in percent (one always may be)",
+    "panic_threshold_percent": "below this share of a role's pods in rotation, route to every "
+    "pod that still accepts connections",
+    "max_inflight_per_pod": "requests one pod takes at once before new ones queue (0: no limit)",
+    "queue_size": "most requests waiting for a pod, over all roles; more get HTTP 503",
+    "queue_timeout_s": "longest wait for a pod before HTTP 503 naming the stage",
+    "workers": "router processes sharing the port (SO_REUSEPORT), for many-core pods",
     "consumer_media": "how media reach the EC consumer after encoding: 'reference' (a "
     "metadata-only embeds item with the encoder's uuid: the consumer never preprocesses the "
     "pixels) or 'raw' (the original item; the consumer preprocesses it again)",

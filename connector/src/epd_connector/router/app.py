@@ -13,6 +13,7 @@ Engine 4xx answers go back to the client unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -33,34 +34,15 @@ from . import protocol
 from .discovery import Discovery
 from .errors import ClientFacingError, UpstreamFailed, UpstreamRejected, error_response
 from .metrics import RouterMetrics
+from .options import RouterOptions
 from .pods import Pod, Pool, by_affinity, least_loaded
+
+__all__ = ["Router", "RouterOptions"]
 
 log = logging.getLogger(__name__)
 
 DP_HEADER = "X-data-parallel-rank"
 PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
-
-
-@dataclass(frozen=True)
-class RouterOptions:
-    host: str = "0.0.0.0"
-    port: int = 8000
-    static_pods: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-    dns_suffix: str = "svc"
-    dns_refresh_s: float = 3.0
-    health_interval_s: float = 2.0
-    health_timeout_s: float = 1.0
-    connect_timeout_s: float = 2.0
-    encoder_timeout_s: float = 60.0
-    prefill_timeout_s: float = 120.0
-    request_timeout_s: float = 600.0
-    stream_idle_timeout_s: float = 60.0
-    retries: int = 3
-    max_body_bytes: int = 32 << 20
-    affinity_load_factor: float = 1.5
-    pool_size: int = 1024
-    pool_per_host: int = 0
-    consumer_media: str = protocol.DEFAULT_CONSUMER_MEDIA
 
 
 @dataclass
@@ -98,18 +80,14 @@ class Router:
         # shares a volume keyed by mm_hash and needs no target (protocol.py).
         self.ec_push = config.ec.connector == "ECMooncakeConnector"
         self.served = {config.model.served_model_name or config.model.name}
-        if opts.consumer_media not in protocol.CONSUMER_MEDIA_MODES:
-            raise ValueError(
-                f"consumer_media {opts.consumer_media!r}: expected one of "
-                f"{', '.join(protocol.CONSUMER_MEDIA_MODES)}"
-            )
+        opts.check()
         self.by_reference = opts.consumer_media == "reference"
         self.metrics = RouterMetrics()
         self.pools: dict[str, Pool] = {}
         dns: dict[str, str] = {}
         for role in config.present_roles():
             launch = config.role(role)
-            pool = self.pools[role] = Pool(role, launch.port, launch.parallelism.data)
+            pool = self.pools[role] = Pool(role, launch.port, launch.parallelism.data, opts)
             if role in opts.static_pods:
                 pool.sync(opts.static_pods[role])
             else:
@@ -118,6 +96,11 @@ class Router:
         self._engine_ids: dict[str, dict[str, str]] = {}
         self.session: aiohttp.ClientSession | None = None
         self.discovery: Discovery | None = None
+        # Woken when a pod may have become available: a request released one, or discovery
+        # changed the rotation. Requests that found no pod wait on it (bounded, see _acquire).
+        self._capacity = asyncio.Condition()
+        self._queued = 0
+        self._wakers: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -161,8 +144,21 @@ class Router:
             await self.session.close()
 
     def _update_gauges(self) -> None:
+        now = time.monotonic()
         for role, pool in self.pools.items():
-            self.metrics.pods_in_rotation.labels(role).set(len(pool.in_rotation()))
+            self.metrics.pods_in_rotation.labels(role).set(len(pool.in_rotation(now)))
+            self.metrics.panic.labels(role).set(int(pool.panicking(now)))
+        if self._queued:
+            task = asyncio.get_running_loop().create_task(self._wake(all_waiters=True))
+            self._wakers.add(task)
+            task.add_done_callback(self._wakers.discard)
+
+    async def _wake(self, *, all_waiters: bool = False) -> None:
+        async with self._capacity:
+            if all_waiters:
+                self._capacity.notify_all()
+            else:
+                self._capacity.notify()
 
     # ---- plain endpoints ---------------------------------------------------------------------
 
@@ -184,9 +180,11 @@ class Router:
         )
 
     async def health(self, _: web.Request) -> web.Response:
-        counts = {role: len(pool.in_rotation()) for role, pool in self.pools.items()}
+        now = time.monotonic()
+        counts = {role: len(pool.in_rotation(now)) for role, pool in self.pools.items()}
         needed = [r for r in ("prefill", "decode") if r in self.pools]
-        ok = all(counts[r] > 0 for r in needed)
+        # Serving is what counts: in panic the router serves through pods out of rotation.
+        ok = all(self.pools[r].candidates(set(), now) for r in needed)
         return web.json_response(
             {"status": "ok" if ok else "unavailable", "pods": counts}, status=200 if ok else 503
         )
@@ -280,9 +278,15 @@ class Router:
     def _spend(self, budget: _Budget, exc: UpstreamFailed) -> None:
         """Account one failed upstream call; raise the client-facing error when out of budget."""
         pool = self.pools.get(exc.role)
-        if exc.pod_down and pool is not None and exc.pod in pool.pods:
-            pool.pods[exc.pod].healthy = False
-            self._update_gauges()
+        if pool is not None and exc.pod in pool.pods:
+            left = pool.request_failed(
+                pool.pods[exc.pod], time.monotonic(), refused=exc.pod_down
+            )
+            if left and not exc.pod_down:
+                self.metrics.ejections.labels(exc.role).inc()
+                log.warning("%s pod %s ejected after failed requests", exc.role, exc.pod)
+            if left:
+                self._update_gauges()
         log.warning("attempt failed: %s", exc)
         if budget.retries_left <= 0:
             if exc.timeout:
@@ -301,12 +305,49 @@ class Router:
         )
         self.metrics.retries.labels(exc.role, reason).inc()
 
-    def _pick(self, role: str, budget: _Budget) -> Pod:
+    async def _pick(self, role: str, budget: _Budget) -> Pod:
         pool = self.pools[role]
-        pod = least_loaded(pool.candidates(budget.of(role)))
-        if pod is None:
-            raise ClientFacingError(503, f"no {role} pods in rotation", "ServiceUnavailable")
-        return pod
+        return await self._acquire(
+            role, lambda: least_loaded(pool.candidates(budget.of(role), time.monotonic()))
+        )
+
+    async def _acquire(self, role: str, choose: Callable[[], Pod | None]) -> Pod:
+        """The pod `choose` picks; when there is none, wait in the bounded queue until one is
+        free (a request ends, or a pod enters rotation) or the queue timeout passes."""
+        pod = choose()
+        if pod is not None:
+            return pod
+        opts, pool = self.opts, self.pools[role]
+        if self._queued >= opts.queue_size:
+            raise self._unavailable(role, pool, "the queue is full")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + opts.queue_timeout_s
+        self._queued += 1
+        self.metrics.queued.labels(role).inc()
+        try:
+            async with self._capacity:
+                while (pod := choose()) is None:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        raise self._unavailable(
+                            role, pool, f"none became available within {opts.queue_timeout_s}s"
+                        )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._capacity.wait(), left)
+            return pod
+        finally:
+            self._queued -= 1
+            self.metrics.queued.labels(role).dec()
+
+    @staticmethod
+    def _unavailable(role: str, pool: Pool, why: str) -> ClientFacingError:
+        now = time.monotonic()
+        known, ready = len(pool.pods), len(pool.in_rotation(now))
+        return ClientFacingError(
+            503,
+            f"{role} stage: no {role} pod available ({why}; {known} known, {ready} in rotation)",
+            "ServiceUnavailable",
+        )
 
     @asynccontextmanager
     async def _using(self, pod: Pod, rank: int) -> AsyncIterator[None]:
@@ -315,16 +356,18 @@ class Router:
             yield
         finally:
             pod.release(rank)
+            if self._queued:
+                await self._wake()
 
     async def _attempt_epd(self, req: _Req) -> web.StreamResponse:
-        pd = self._pick("decode", req.budget)
+        pd = await self._pick("decode", req.budget)
         rank = pd.least_loaded_rank()
         async with self._using(pd, rank):
             body = await self._encode_all(req, pd, rank) if req.refs else req.body
             return await self._final(req, pd, rank, body)
 
     async def _attempt_e_p_d(self, req: _Req) -> web.StreamResponse:
-        p = self._pick("prefill", req.budget)
+        p = await self._pick("prefill", req.budget)
         rank = p.least_loaded_rank()
         transfer_id = protocol.new_transfer_id()
         async with self._using(p, rank):
@@ -358,7 +401,7 @@ class Router:
                         "prefill", p.key, "answer without kv_transfer_params", pod_down=False
                     )
                 d_params = got
-        d = self._pick("decode", req.budget)
+        d = await self._pick("decode", req.budget)
         d_rank = d.least_loaded_rank()
         # D gets P's body (media by reference, when rewritten): as a KV consumer it accepts
         # metadata-only items too, and its EC items are dropped by decode_request.
@@ -427,13 +470,14 @@ class Router:
     ) -> protocol.Encoded:
         pool = self.pools["encoder"]
         while True:
-            enc = by_affinity(
-                pool.candidates(req.budget.of("encoder")),
-                ref.content_key,
-                self.opts.affinity_load_factor,
+            enc = await self._acquire(
+                "encoder",
+                lambda: by_affinity(
+                    pool.candidates(req.budget.of("encoder"), time.monotonic()),
+                    ref.content_key,
+                    self.opts.affinity_load_factor,
+                ),
             )
-            if enc is None:
-                raise ClientFacingError(503, "no encoder pods in rotation", "ServiceUnavailable")
             transfer_id = protocol.new_transfer_id()
             body = protocol.encoder_request(
                 req.body, ref, consumer_zmq, transfer_id, with_uuid=self.by_reference
@@ -496,7 +540,11 @@ class Router:
             answer = json.loads(data)
         if not isinstance(answer, dict):
             raise UpstreamFailed(role, pod.key, "answer is not a JSON object", pod_down=False)
+        self._succeeded(pod)
         return answer
+
+    def _succeeded(self, pod: Pod) -> None:
+        self.pools[pod.role].request_succeeded(pod, time.monotonic())
 
     async def _final(
         self, req: _Req, pod: Pod, rank: int, body: dict[str, Any]
@@ -525,6 +573,7 @@ class Router:
             if not stream or up.status >= 400:
                 data = await up.read()
                 _raise_for_status(role, pod, up, data)
+                self._succeeded(pod)
                 now = time.monotonic()
                 self.metrics.stage_seconds.labels("ttft").observe(now - started)
                 self.metrics.stage_seconds.labels("decode").observe(now - t0)
@@ -534,6 +583,7 @@ class Router:
             first = await up.content.readany()
             if not first:
                 raise UpstreamFailed(role, pod.key, "stream ended before any data", pod_down=False)
+            self._succeeded(pod)
             out = web.StreamResponse(
                 status=up.status,
                 headers={

@@ -63,3 +63,21 @@ class RouterMetrics:
         self.inflight = Gauge(
             "epd_router_inflight_requests", "Client requests in progress", registry=r
         )
+        self.queued = Gauge(
+            "epd_router_queued_requests",
+            "Requests waiting for a pod of a role (none in rotation, or all at their limit)",
+            ["role"],
+            registry=r,
+        )
+        self.ejections = Counter(
+            "epd_router_ejections",
+            "Pods taken out of rotation by passive outlier detection",
+            ["role"],
+            registry=r,
+        )
+        self.panic = Gauge(
+            "epd_router_panic",
+            "1 while too few pods of a role are healthy and the router routes to all of them",
+            ["role"],
+            registry=r,
+        )

@@ -192,8 +192,11 @@ def _flat(values: Any) -> list[Any]:
 
 def _embeds_part(ref: MediaRef, enc: Encoded) -> dict[str, Any]:
     fields = {k: _flat(v) for k, v in enc.metadata.items()}
-    return {"type": EMBEDS_OF[str(ref.part["type"])], f"{enc.modality}_embeds": fields,
-            "uuid": ref.uuid}
+    return {
+        "type": EMBEDS_OF[str(ref.part["type"])],
+        f"{enc.modality}_embeds": fields,
+        "uuid": ref.uuid,
+    }
 
 
 def _audio_involved(body: dict[str, Any], refs: list[MediaRef]) -> bool:

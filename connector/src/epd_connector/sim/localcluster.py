@@ -118,6 +118,17 @@ class LocalCluster:
         )
         return self
 
+    def add_router(self, *args: str, name: str, wait_rotation: bool = False) -> Proc:
+        """Another router in front of the same pods, with other options (e.g. to compare)."""
+        return start_router(
+            self.group,
+            self.workdir / "launch.json",
+            [p for p in self.procs.values() if p.role != "router"],
+            ["--health-interval-s", "0.5", *args],
+            name=name,
+            wait_rotation=wait_rotation,
+        )
+
     def start_sim(
         self, role: str, name: str, host: str | None = None, extra: list[str] | None = None
     ) -> Proc:

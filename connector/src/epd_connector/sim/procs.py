@@ -168,10 +168,13 @@ def start_router(
     pods: list[Proc],
     args: list[str],
     timeout_s: float = 60.0,
+    *,
     name: str = "router",
+    wait_rotation: bool = True,
 ) -> Proc:
     """`epd-router` on 127.0.0.1 with `pods` as its static endpoints; returns once its /health
-    counts every pod of every role in rotation (raises with a log tail if a child exits)."""
+    counts every pod of every role in rotation (`wait_rotation`), else once it answers at all
+    (raises with a log tail if a child exits)."""
     roles = ("encoder", "prefill", "decode")
     static: list[str] = []
     expected: dict[str, int] = {}
@@ -195,16 +198,21 @@ def start_router(
         *args,
     ]
     router = group.spawn(name, "router", "127.0.0.1", port, cmd=cmd, env={})
-    wait_router(group, router, expected, timeout_s)
+    wait_router(group, router, expected if wait_rotation else None, timeout_s)
     return router
 
 
-def wait_router(group: ProcGroup, router: Proc, expected: dict[str, int], timeout_s: float) -> None:
-    """Until the router's /health reports `expected` pods in rotation per role."""
+def wait_router(
+    group: ProcGroup, router: Proc, expected: dict[str, int] | None, timeout_s: float
+) -> None:
+    """Until the router's /health reports `expected` pods in rotation per role (None: until it
+    answers at all)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         group.check_alive()
         status, body = http_json("GET", router.url + "/health", timeout=2)
+        if expected is None and status in (200, 503):
+            return
         if status == 200 and body.get("pods") == expected:
             return
         time.sleep(0.1)
