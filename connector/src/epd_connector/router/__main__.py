@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 
+import uvloop
 from aiohttp import web
 
-from epd_connector.cliutil import add_dataclass_flags, dataclass_values
-from epd_connector.launch.config import ROLE_NAMES, LaunchConfigError, load
+from epd_connector.cliutil import add_dataclass_flags, dataclass_values, die_with_parent
+from epd_connector.launch.config import ROLE_NAMES, LaunchConfig, LaunchConfigError, load
 
 from .app import Router, RouterOptions
 from .discovery import parse_static
@@ -108,21 +111,64 @@ def main(argv: list[str] | None = None) -> int:
     values = dataclass_values(args, RouterOptions, skip={"static_pods"})
     opts = RouterOptions(static_pods=static, **values)
     try:
-        router = Router(config, opts)
+        Router(config, opts)  # validates the options before any process starts
     except ValueError as exc:
         parser.error(str(exc))
     logging.getLogger(__name__).info(
-        "epd-router (%s) on %s:%d", config.topology, opts.host, opts.port
+        "epd-router (%s) on %s:%d, %d worker(s)",
+        config.topology,
+        opts.host,
+        opts.port,
+        opts.workers,
     )
+    if opts.workers == 1:
+        _serve(config, opts)
+        return 0
+    return _serve_workers(config, opts)
+
+
+def _serve(config: LaunchConfig, opts: RouterOptions) -> None:
+    """One router process: its own pools, health checks and metrics, on uvloop."""
     web.run_app(
-        router.app(),
+        Router(config, opts).app(),
         host=opts.host,
         port=opts.port,
         print=None,
         access_log=None,
         handler_cancellation=True,
+        backlog=1024,
+        reuse_port=opts.workers > 1,
+        loop=uvloop.new_event_loop(),
     )
-    return 0
+
+
+def _serve_workers(config: LaunchConfig, opts: RouterOptions) -> int:
+    """`workers` processes bound to one port with SO_REUSEPORT (the kernel spreads connections);
+    the parent forwards SIGTERM/SIGINT and exits when they have. Each worker checks health and
+    counts metrics on its own, so a scrape of /metrics sees one worker's share."""
+    children: list[int] = []
+    for _ in range(opts.workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's exit is observed by the tests
+            die_with_parent()
+            try:
+                _serve(config, opts)
+            finally:
+                os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status))
+    return worst
 
 
 if __name__ == "__main__":

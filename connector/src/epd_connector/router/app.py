@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -42,6 +43,7 @@ __all__ = ["Router", "RouterOptions"]
 log = logging.getLogger(__name__)
 
 DP_HEADER = "X-data-parallel-rank"
+JSON = "application/json"
 PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 
 
@@ -64,6 +66,7 @@ class _Req:
     http: web.Request
     route: str
     body: dict[str, Any]
+    raw: bytes  # the body as received: forwarded as is where the router changes nothing
     refs: list[protocol.MediaRef]
     budget: _Budget
     started: float
@@ -209,8 +212,8 @@ class Router:
         self.metrics.inflight.inc()
         outcome = "success"
         try:
-            body = await self._read_body(request, route)
-            resp = await self._run(request, route, body, started)
+            raw, body = await self._read_body(request, route)
+            resp = await self._run(request, route, raw, body, started)
             outcome = request.get("epd_outcome", "success")
         except ClientFacingError as exc:
             resp = exc.response()
@@ -224,7 +227,7 @@ class Router:
         self.metrics.request_seconds.labels(route).observe(time.monotonic() - started)
         return resp
 
-    async def _read_body(self, request: web.Request, route: str) -> dict[str, Any]:
+    async def _read_body(self, request: web.Request, route: str) -> tuple[bytes, dict[str, Any]]:
         limit = self.opts.max_body_bytes
         too_big = ClientFacingError(
             413, f"request body exceeds {limit} bytes", "RequestEntityTooLarge"
@@ -236,7 +239,7 @@ class Router:
         except web.HTTPRequestEntityTooLarge:
             raise too_big from None
         try:
-            body = json.loads(raw)
+            body = orjson.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ClientFacingError(
                 400, f"request body is not valid JSON: {exc}", "BadRequestError"
@@ -254,13 +257,13 @@ class Router:
             raise ClientFacingError(
                 400, "`prompt` must be a string or a list", "BadRequestError", "prompt"
             )
-        return body
+        return raw, body
 
     async def _run(
-        self, request: web.Request, route: str, body: dict[str, Any], started: float
+        self, request: web.Request, route: str, raw: bytes, body: dict[str, Any], started: float
     ) -> web.StreamResponse:
         refs = protocol.media_refs(body) if route == "chat" else []
-        req = _Req(request, route, body, refs, _Budget(self.opts.retries), started)
+        req = _Req(request, route, body, raw, refs, _Budget(self.opts.retries), started)
         while True:
             req.encoders_used = set()
             try:
@@ -279,9 +282,7 @@ class Router:
         """Account one failed upstream call; raise the client-facing error when out of budget."""
         pool = self.pools.get(exc.role)
         if pool is not None and exc.pod in pool.pods:
-            left = pool.request_failed(
-                pool.pods[exc.pod], time.monotonic(), refused=exc.pod_down
-            )
+            left = pool.request_failed(pool.pods[exc.pod], time.monotonic(), refused=exc.pod_down)
             if left and not exc.pod_down:
                 self.metrics.ejections.labels(exc.role).inc()
                 log.warning("%s pod %s ejected after failed requests", exc.role, exc.pod)
@@ -458,9 +459,7 @@ class Router:
         except BaseExceptionGroup as eg:
             raise eg.exceptions[0] from None
         self.metrics.stage_seconds.labels("encode").observe(time.monotonic() - t0)
-        body = (
-            protocol.by_reference(req.body, req.refs, results) if self.by_reference else req.body
-        )
+        body = protocol.by_reference(req.body, req.refs, results) if self.by_reference else req.body
         if not self.ec_push:
             return body
         return protocol.with_ec_items(body, [(e.mm_hash, e.transfer_id) for e in results])
@@ -517,7 +516,7 @@ class Router:
             raise UpstreamFailed(
                 role, pod.key, f"no answer within {timeout_s}s", pod_down=False, timeout=True
             ) from exc
-        except (aiohttp.ClientError, json.JSONDecodeError) as exc:
+        except (aiohttp.ClientError, ValueError) as exc:
             raise UpstreamFailed(
                 role, pod.key, f"{type(exc).__name__}: {exc}", pod_down=False
             ) from exc
@@ -527,17 +526,22 @@ class Router:
     ) -> dict[str, Any]:
         role = pod.role
         assert self.session is not None
-        headers = {DP_HEADER: str(rank)} if rank is not None else {}
+        headers = {"Content-Type": JSON}
+        if rank is not None:
+            headers[DP_HEADER] = str(rank)
         self.metrics.upstream_requests.labels(role, pod.key).inc()
         async with (
             self._upstream_errors(role, pod, timeout_s),
             self.session.post(
-                pod.base_url + path, json=body, headers=headers, timeout=self._timeout(timeout_s)
+                pod.base_url + path,
+                data=orjson.dumps(body),
+                headers=headers,
+                timeout=self._timeout(timeout_s),
             ) as resp,
         ):
             data = await resp.read()
             _raise_for_status(role, pod, resp, data)
-            answer = json.loads(data)
+            answer = orjson.loads(data)
         if not isinstance(answer, dict):
             raise UpstreamFailed(role, pod.key, "answer is not a JSON object", pod_down=False)
         self._succeeded(pod)
@@ -565,8 +569,9 @@ class Router:
             self._upstream_errors(role, pod, limit),
             self.session.post(
                 pod.base_url + PATHS[req.route],
-                json=body,
-                headers={DP_HEADER: str(rank)},
+                # Unchanged (text in E/PD): the bytes as received, not parsed and re-encoded.
+                data=req.raw if body is req.body else orjson.dumps(body),
+                headers={DP_HEADER: str(rank), "Content-Type": JSON},
                 timeout=timeout,
             ) as up,
         ):

@@ -44,6 +44,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 CONSUMER_MEDIA_MODES = ("reference", "raw")
 DEFAULT_CONSUMER_MEDIA = "reference"
 
@@ -107,7 +109,7 @@ def media_refs(body: dict[str, Any]) -> list[MediaRef]:
             continue
         for part in content:
             if isinstance(part, dict) and part.get("type") in MEDIA_TYPES:
-                key = hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
+                key = hashlib.sha256(orjson.dumps(part, option=orjson.OPT_SORT_KEYS)).hexdigest()
                 refs.append(MediaRef(len(refs), part, key))
     return refs
 

@@ -12,7 +12,6 @@ started in the background by a non-interactive shell (which starts it with SIGIN
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import json
 import os
@@ -31,9 +30,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from epd_connector.cliutil import die_with_parent
+
 _subnet = 20 + os.getpid() % 200
 _hosts = itertools.count(2)
-_PR_SET_PDEATHSIG = 1
 
 
 def next_loopback_ip() -> str:
@@ -61,13 +61,6 @@ def free_port(span: int = 1) -> int:
         if ok:
             return port
     raise RuntimeError(f"no run of {span} free ports found")
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGTERM this child when the parent thread exits (Linux; kept across exec)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass
@@ -124,7 +117,7 @@ class ProcGroup:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **env},
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
             )
         proc = Proc(name, role, host, port, popen, log)
         self.procs.append(proc)
