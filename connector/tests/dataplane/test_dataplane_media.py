@@ -115,3 +115,23 @@ def test_prefill_and_decode_never_preprocess_by_default(e_p_d: LocalCluster) -> 
         f"decode/{PRE}": 0,
         f"decode/{REF}": 1,
     }
+
+
+@pytest.mark.parametrize(("routing", "misses"), [("affinity", 1), ("round-robin", 2)])
+def test_affinity_sends_repeats_to_the_encoder_that_cached_them(
+    tmp_path: Path, routing: str, misses: int
+) -> None:
+    with LocalCluster(
+        tmp_path,
+        encoders=2,
+        decodes=1,
+        sim_args={"encoder": ["--encoder-cache-items", "16"]},
+        router_args=["--encoder-routing", routing],
+    ) as c:
+        img = image_url("repeat-me")
+        for _ in range(4):
+            status, answer = http_json("POST", c.url + "/v1/chat/completions", chat(img))
+            assert status == 200, answer
+        assert _m(c, "encoder", "epd_sim_encoder_cache_total{result=miss}") == misses
+        assert _m(c, "encoder", "epd_sim_encoder_cache_total{result=hit}") == 4 - misses
+        assert _m(c, "encoder", PRE) == misses  # a hit is not preprocessed again

@@ -8,7 +8,7 @@ import pytest
 
 from epd_connector.router.discovery import parse_static
 from epd_connector.router.options import Overload, RouterOptions
-from epd_connector.router.pods import Pod, Pool, by_affinity, least_loaded
+from epd_connector.router.pods import Pod, Pool, by_affinity, least_loaded, round_robin
 
 
 def _pool(n: int, dp: int = 1) -> Pool:
@@ -259,3 +259,14 @@ def test_pods_at_their_inflight_limit_are_not_candidates() -> None:
 def test_options_that_cannot_work_are_refused(field: str, value: object, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         RouterOptions(**{field: value}).check()  # type: ignore[arg-type]
+
+
+def test_round_robin_takes_turns_in_key_order() -> None:
+    pods = list(_pool(3).pods.values())
+    assert [round_robin(pods, t).key for t in range(4)] == [  # type: ignore[union-attr]
+        "10.0.0.0:8000",
+        "10.0.0.1:8000",
+        "10.0.0.2:8000",
+        "10.0.0.0:8000",
+    ]
+    assert round_robin([], 0) is None

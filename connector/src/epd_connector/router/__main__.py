@@ -50,6 +50,8 @@ _HELP = {
     "max_inflight_per_pod": "requests one pod takes at once before new ones queue (0: no limit)",
     "queue_size": "most requests waiting for a pod, over all roles; more get HTTP 503",
     "queue_timeout_s": "longest wait for a pod before HTTP 503 naming the stage",
+    "encoder_routing": "how an item picks its encoder: 'affinity' (rendezvous hash of its "
+    "content, under a load bound: repeats reach the encoder that cached them) or 'round-robin'",
     "workers": "router processes sharing the port (SO_REUSEPORT), for many-core pods",
     "consumer_media": "how media reach the EC consumer after encoding: 'reference' (a "
     "metadata-only embeds item with the encoder's uuid: the consumer never preprocesses the "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -36,7 +37,7 @@ from .discovery import Discovery
 from .errors import ClientFacingError, UpstreamFailed, UpstreamRejected, error_response
 from .metrics import RouterMetrics
 from .options import RouterOptions
-from .pods import Pod, Pool, by_affinity, least_loaded
+from .pods import Pod, Pool, by_affinity, least_loaded, round_robin
 
 __all__ = ["Router", "RouterOptions"]
 
@@ -85,6 +86,7 @@ class Router:
         self.served = {config.model.served_model_name or config.model.name}
         opts.check()
         self.by_reference = opts.consumer_media == "reference"
+        self._turns = itertools.count()  # encoder_routing round-robin
         self.metrics = RouterMetrics()
         self.pools: dict[str, Pool] = {}
         dns: dict[str, str] = {}
@@ -470,12 +472,7 @@ class Router:
         pool = self.pools["encoder"]
         while True:
             enc = await self._acquire(
-                "encoder",
-                lambda: by_affinity(
-                    pool.candidates(req.budget.of("encoder"), time.monotonic()),
-                    ref.content_key,
-                    self.opts.affinity_load_factor,
-                ),
+                "encoder", lambda: self._pick_encoder(pool, req.budget, ref.content_key)
             )
             transfer_id = protocol.new_transfer_id()
             body = protocol.encoder_request(
@@ -493,6 +490,12 @@ class Router:
                     raise UpstreamFailed("encoder", enc.key, str(exc), pod_down=False) from exc
             except UpstreamFailed as exc:
                 self._spend(req.budget, exc)
+
+    def _pick_encoder(self, pool: Pool, budget: _Budget, content_key: str) -> Pod | None:
+        pods = pool.candidates(budget.of("encoder"), time.monotonic())
+        if self.opts.encoder_routing == "round-robin":
+            return round_robin(pods, next(self._turns))
+        return by_affinity(pods, content_key, self.opts.affinity_load_factor)
 
     # ---- upstream calls ----------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 CONSUMER_MEDIA_MODES = ("reference", "raw")
+ENCODER_ROUTING = ("affinity", "round-robin")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class RouterOptions(Overload):
     pool_size: int = 1024
     pool_per_host: int = 0
     consumer_media: str = "reference"
+    encoder_routing: str = "affinity"
     workers: int = 1
 
     def check(self) -> None:
@@ -59,6 +61,11 @@ class RouterOptions(Overload):
             raise ValueError(
                 f"consumer_media {self.consumer_media!r}: expected one of "
                 f"{', '.join(CONSUMER_MEDIA_MODES)}"
+            )
+        if self.encoder_routing not in ENCODER_ROUTING:
+            raise ValueError(
+                f"encoder_routing {self.encoder_routing!r}: expected one of "
+                f"{', '.join(ENCODER_ROUTING)}"
             )
         for name in ("max_ejection_percent", "panic_threshold_percent"):
             if not 0 <= getattr(self, name) <= 100:

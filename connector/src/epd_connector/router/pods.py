@@ -186,3 +186,10 @@ def by_affinity(pods: list[Pod], content_key: str, load_factor: float) -> Pod | 
         if pod.inflight < bound:
             return pod
     return least_loaded(pods)
+
+
+def round_robin(pods: list[Pod], turn: int) -> Pod | None:
+    """The `turn`-th pod in key order (the baseline affinity is measured against)."""
+    if not pods:
+        return None
+    return sorted(pods, key=lambda p: p.key)[turn % len(pods)]

@@ -118,8 +118,15 @@ class LocalCluster:
         )
         return self
 
-    def add_router(self, *args: str, name: str, wait_rotation: bool = False) -> Proc:
-        """Another router in front of the same pods, with other options (e.g. to compare)."""
+    def add_router(
+        self,
+        *args: str,
+        name: str,
+        wait_rotation: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> Proc:
+        """Another router in front of the same pods, with other options or code (`env`, e.g.
+        PYTHONPATH of another version), to compare with."""
         return start_router(
             self.group,
             self.workdir / "launch.json",
@@ -127,6 +134,7 @@ class LocalCluster:
             ["--health-interval-s", "0.5", *args],
             name=name,
             wait_rotation=wait_rotation,
+            env=env,
         )
 
     def start_sim(

@@ -58,6 +58,12 @@ class SimMetrics:
             "Items an EC consumer encoded itself (no encoder output found)",
             registry=r,
         )
+        self.encoder_cache = Counter(
+            "epd_sim_encoder_cache",
+            "Encoder cache lookups by result (hit: no preprocessing, no encoding)",
+            ["result"],
+            registry=r,
+        )
         self.preprocessed_items = Counter(
             "epd_sim_preprocessed_items",
             "Raw media items this engine loaded and preprocessed (an encoder's own work; on a "

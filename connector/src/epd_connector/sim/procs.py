@@ -164,6 +164,7 @@ def start_router(
     *,
     name: str = "router",
     wait_rotation: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Proc:
     """`epd-router` on 127.0.0.1 with `pods` as its static endpoints; returns once its /health
     counts every pod of every role in rotation (`wait_rotation`), else once it answers at all
@@ -190,7 +191,7 @@ def start_router(
         *static,
         *args,
     ]
-    router = group.spawn(name, "router", "127.0.0.1", port, cmd=cmd, env={})
+    router = group.spawn(name, "router", "127.0.0.1", port, cmd=cmd, env=env or {})
     wait_router(group, router, expected if wait_rotation else None, timeout_s)
     return router
 

@@ -31,6 +31,7 @@ import logging
 import random
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class SimEngine:
         self.kv_role = wiring.kv_role(config, pod.role)
         self.is_encoder = self.role == "encoder"
         self.is_ec_consumer = self.ec_role == "ec_consumer"
+        self._encoder_cache: OrderedDict[str, None] = OrderedDict()
         # vLLM's allow_missing_mm_embeddings (config/vllm.py): EC or KV consumers.
         self.allows_missing_embeds = self.is_ec_consumer or self.kv_role in (
             "kv_consumer",
@@ -316,8 +318,11 @@ class SimEngine:
 
     # ---- encoder -----------------------------------------------------------------------------
 
-    async def _item_identity(self, part: MediaPart) -> tuple[str, bytes | None]:
-        """(identifier, content or None for embeds items), like vLLM's get_mm_hashes."""
+    async def _item_identity(
+        self, part: MediaPart, *, preprocess: bool = True
+    ) -> tuple[str, bytes | None]:
+        """(identifier, content or None for embeds items), like vLLM's get_mm_hashes; with
+        `preprocess`, a raw item also costs its preprocessing (the encoder decides later)."""
         uid = part.part.get("uuid")
         if part.is_embeds:
             if not isinstance(uid, str) or not uid:
@@ -334,12 +339,31 @@ class SimEngine:
             content = await load_media(part, self.http, self.settings.fetch_timeout_s)
         except MediaError as exc:
             raise RequestFailed(400, str(exc), "BadRequestError", "messages") from exc
-        # vLLM's multimodal preprocessing is CPU work on the API server, in line.
-        _burn_cpu(self.settings.preprocess_cpu_s)
-        self.metrics.preprocessed_items.inc()
+        if preprocess:
+            self._preprocess()
         return identifier(
             self.model, part.modality, content, uid if isinstance(uid, str) else None
         ), content
+
+    def _preprocess(self) -> None:
+        # vLLM's multimodal preprocessing is CPU work on the API server, in line.
+        _burn_cpu(self.settings.preprocess_cpu_s)
+        self.metrics.preprocessed_items.inc()
+
+    def _encoder_work(self, mm_hash: str) -> None:
+        """Preprocess and encode one raw item, unless the encoder's cache holds its output."""
+        cache, size = self._encoder_cache, self.settings.encoder_cache_items
+        if size and mm_hash in cache:
+            cache.move_to_end(mm_hash)
+            self.metrics.encoder_cache.labels("hit").inc()
+            return
+        self.metrics.encoder_cache.labels("miss").inc()
+        self._preprocess()
+        _burn_cpu(self.settings.encode_cpu_s)
+        if size:
+            cache[mm_hash] = None
+            while len(cache) > size:
+                cache.popitem(last=False)
 
     def _check_reference(self, part: MediaPart) -> None:
         """A metadata-only embeds item (no tensor), as vLLM 0.33 takes it: only where missing
@@ -373,7 +397,10 @@ class SimEngine:
     async def _encode(
         self, body: dict[str, Any], parts: list[MediaPart], prompt_tokens: int
     ) -> web.Response:
-        ids = [await self._item_identity(p) for p in parts]
+        ids = [await self._item_identity(p, preprocess=False) for p in parts]
+        for mm_hash, content in ids:
+            if content is not None:
+                self._encoder_work(mm_hash)
         await asyncio.sleep(self.settings.encode_delay_s)
         params = body.get("ec_transfer_params") or {}
         ec_items = params.get("ec_items") or []

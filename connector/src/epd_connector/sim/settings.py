@@ -52,6 +52,8 @@ class SimSettings:
     drain_timeout_s: float = 20.0
     drop_push_percent: int = 0
     preprocess_cpu_s: float = 0.0
+    encode_cpu_s: float = 0.0
+    encoder_cache_items: int = 0
     health_delay_s: float = 0.0
 
     @property

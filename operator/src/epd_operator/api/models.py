@@ -27,6 +27,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from epd_connector.launch.config import Device
+from epd_connector.router.options import CONSUMER_MEDIA_MODES, ENCODER_ROUTING, RouterOptions
 from epd_connector.launch.rules import (
     DEFAULT_EC_PORT,
     DEFAULT_KV_BOOTSTRAP_PORT,
@@ -644,6 +645,75 @@ class MMProcessorKwargs(_VLLMKwargs):
         return self
 
 
+_ROUTER = RouterOptions()  # the router's own defaults: one definition, in the connector
+
+
+class RouterOverload(_Model):
+    """How the router treats busy, slow and failing engine pods (Envoy's habits)."""
+
+    health_timeout_seconds: float = Field(
+        default=_ROUTER.health_timeout_s,
+        gt=0,
+        le=60,
+        description="Timeout of one active health check (GET /health) of an engine pod; a busy "
+        "engine answers late but is alive.",
+    )
+    unhealthy_threshold: int = Field(
+        default=_ROUTER.unhealthy_threshold,
+        ge=1,
+        le=100,
+        description="Timed-out health checks in a row before a pod leaves rotation (a refused "
+        "connection or a non-200 answer takes it out at once).",
+    )
+    eject_after_failures: int = Field(
+        default=_ROUTER.eject_after_failures,
+        ge=1,
+        le=1000,
+        description="Failed requests in a row (5xx, timeout, broken connection) that eject a pod "
+        "from rotation (passive outlier detection).",
+    )
+    base_ejection_seconds: float = Field(
+        default=_ROUTER.base_ejection_s,
+        gt=0,
+        le=3600,
+        description="An ejected pod stays out this long times the number of its ejections.",
+    )
+    max_ejection_seconds: float = Field(
+        default=_ROUTER.max_ejection_s, gt=0, le=3600, description="The longest ejection."
+    )
+    max_ejection_percent: int = Field(
+        default=_ROUTER.max_ejection_percent,
+        ge=0,
+        le=100,
+        description="Most pods of a role ejected at once, in percent (one pod always may be).",
+    )
+    panic_threshold_percent: int = Field(
+        default=_ROUTER.panic_threshold_percent,
+        ge=0,
+        le=100,
+        description="Below this share of a role's pods in rotation, the router routes to every "
+        "pod of the role that still accepts connections.",
+    )
+    max_inflight_per_pod: int = Field(
+        default=_ROUTER.max_inflight_per_pod,
+        ge=0,
+        le=1_000_000,
+        description="Requests one engine pod gets at once before new ones queue (0: no limit).",
+    )
+    queue_size: int = Field(
+        default=_ROUTER.queue_size,
+        ge=0,
+        le=1_000_000,
+        description="Most requests waiting for a pod, per router pod; more get HTTP 503.",
+    )
+    queue_timeout_seconds: float = Field(
+        default=_ROUTER.queue_timeout_s,
+        ge=0,
+        le=600,
+        description="Longest wait for a pod before HTTP 503 naming the stage.",
+    )
+
+
 class RouterSpec(_Model):
     """The epd-router Deployment and Service, the cluster's OpenAI-compatible front door."""
 
@@ -656,6 +726,23 @@ class RouterSpec(_Model):
     port: Port = Field(default=8000, description="Router Service port.")
     resources: ResourceRequirements | None = Field(
         default=None, description="Router container resources."
+    )
+    consumer_media: Literal[CONSUMER_MEDIA_MODES] = Field(  # type: ignore[valid-type]
+        default=_ROUTER.consumer_media,
+        description="How media reach the EC consumer after encoding. reference: a metadata-only "
+        "embeds item named by the encoder's identifier, so the consumer never decodes or "
+        "preprocesses the pixels (vLLM accepts it on EC and KV consumers; a model or modality "
+        "whose encoder reports no placeholder metadata falls back to raw per item, and a request "
+        "with audio as a whole). raw: the original item; every consumer preprocesses it again.",
+    )
+    encoder_routing: Literal[ENCODER_ROUTING] = Field(  # type: ignore[valid-type]
+        default=_ROUTER.encoder_routing,
+        description="How a media item picks its encoder. affinity: by a hash of its content "
+        "under a load bound, so repeats reach the encoder that has them cached. round-robin.",
+    )
+    overload: RouterOverload = Field(
+        default_factory=RouterOverload,
+        description="Health checks, outlier ejection, panic routing and queueing.",
     )
 
 
