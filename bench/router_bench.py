@@ -333,7 +333,9 @@ async def affinity(args: argparse.Namespace, workdir: Path) -> None:
     c = cluster(workdir / "affinity", encoders=2, decodes=1, sim_args={"encoder": enc})
     try:
         pin(0)
-        targets = _targets(c, None, ("affinity", []), ("round-robin", ["--encoder-routing", "round-robin"]))
+        targets = _targets(
+            c, None, ("affinity", []), ("round-robin", ["--encoder-routing", "round-robin"])
+        )
         rng = random.Random(7)
         seen: list[int] = []
 
