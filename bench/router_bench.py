@@ -305,7 +305,7 @@ async def overload(args: argparse.Namespace, workdir: Path) -> None:
             )
             print(
                 f"  {t.name}: {len(run.latencies) + run.failed} requests, {run.failed} failed, "
-                f"{run.rps:.0f} req/s, p99 {run.pct(99):.0f} ms {dict(list(run.errors.items())[:2])}"
+                f"{run.rps:.0f} req/s, p99 {run.pct(99):.0f} ms {_first(run.errors)}"
             )
         print("  one of the two PD pods killed after a third of the run:")
         t = targets[0]
@@ -358,6 +358,10 @@ async def affinity(args: argparse.Namespace, workdir: Path) -> None:
             )
     finally:
         c.stop()
+
+
+def _first(errors: dict[str, int]) -> dict[str, int]:
+    return dict(list(errors.items())[:2])
 
 
 def _cache(c: LocalCluster, result: str) -> float:
