@@ -225,8 +225,8 @@ class Router:
             outcome = "client_error"
         finally:
             self.metrics.inflight.dec()
-        self.metrics.requests.labels(route, outcome).inc()
-        self.metrics.request_seconds.labels(route).observe(time.monotonic() - started)
+        self.metrics.of(self.metrics.requests, route, outcome).inc()
+        self.metrics.of(self.metrics.request_seconds, route).observe(time.monotonic() - started)
         return resp
 
     async def _read_body(self, request: web.Request, route: str) -> tuple[bytes, dict[str, Any]]:
@@ -389,7 +389,7 @@ class Router:
                 protocol.prefill_request(p_body, kv),
                 timeout_s=self.opts.prefill_timeout_s,
             )
-            self.metrics.stage_seconds.labels("prefill").observe(time.monotonic() - t0)
+            self.metrics.of(self.metrics.stage_seconds, "prefill").observe(time.monotonic() - t0)
             if mooncake:
                 if protocol.finish_reason(answer) == "stop":
                     # P sampled EOS: Mooncake KV sends nothing and this answer is final.
@@ -460,7 +460,7 @@ class Router:
                     group.create_task(one(ref))
         except BaseExceptionGroup as eg:
             raise eg.exceptions[0] from None
-        self.metrics.stage_seconds.labels("encode").observe(time.monotonic() - t0)
+        self.metrics.of(self.metrics.stage_seconds, "encode").observe(time.monotonic() - t0)
         body = protocol.by_reference(req.body, req.refs, results) if self.by_reference else req.body
         if not self.ec_push:
             return body
@@ -532,7 +532,7 @@ class Router:
         headers = {"Content-Type": JSON}
         if rank is not None:
             headers[DP_HEADER] = str(rank)
-        self.metrics.upstream_requests.labels(role, pod.key).inc()
+        self.metrics.of(self.metrics.upstream_requests, role, pod.key).inc()
         async with (
             self._upstream_errors(role, pod, timeout_s),
             self.session.post(
@@ -567,7 +567,7 @@ class Router:
         )
         limit = self.opts.stream_idle_timeout_s if stream else self.opts.request_timeout_s
         t0 = time.monotonic()
-        self.metrics.upstream_requests.labels(role, pod.key).inc()
+        self.metrics.of(self.metrics.upstream_requests, role, pod.key).inc()
         async with (
             self._upstream_errors(role, pod, limit),
             self.session.post(
@@ -583,8 +583,8 @@ class Router:
                 _raise_for_status(role, pod, up, data)
                 self._succeeded(pod)
                 now = time.monotonic()
-                self.metrics.stage_seconds.labels("ttft").observe(now - started)
-                self.metrics.stage_seconds.labels("decode").observe(now - t0)
+                self.metrics.of(self.metrics.stage_seconds, "ttft").observe(now - started)
+                self.metrics.of(self.metrics.stage_seconds, "decode").observe(now - t0)
                 return web.Response(body=data, status=up.status, content_type=up.content_type)
             # Nothing has reached the client until the first chunk is in hand, so a pod
             # that dies before answering is still retried.
@@ -600,9 +600,9 @@ class Router:
                 },
             )
             await out.prepare(req.http)
-            self.metrics.stage_seconds.labels("ttft").observe(time.monotonic() - started)
+            self.metrics.of(self.metrics.stage_seconds, "ttft").observe(time.monotonic() - started)
             await self._pump(req.http, out, first, up.content.iter_any(), pod)
-            self.metrics.stage_seconds.labels("decode").observe(time.monotonic() - t0)
+            self.metrics.of(self.metrics.stage_seconds, "decode").observe(time.monotonic() - t0)
             return out
 
     async def _pump(
@@ -637,7 +637,7 @@ class Router:
 
     async def _reply_with(self, req: _Req, answer: dict[str, Any]) -> web.StreamResponse:
         """Send an already complete engine answer, as SSE when the client asked to stream."""
-        self.metrics.stage_seconds.labels("ttft").observe(time.monotonic() - req.started)
+        self.metrics.of(self.metrics.stage_seconds, "ttft").observe(time.monotonic() - req.started)
         answer = {k: v for k, v in answer.items() if k != "kv_transfer_params"}
         if not req.body.get("stream"):
             return web.json_response(answer)
