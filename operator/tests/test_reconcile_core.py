@@ -33,6 +33,7 @@ class FakeApiserver:
         self.events: list[dict[str, Any]] = []
         self.statuses: list[dict[str, Any]] = []
         self.fail_apply_of: str | None = None
+        self.scales: list[tuple[str, int]] = []
 
     def __call__(self, method: str, path: str, headers: Any, body: Any) -> tuple[int, bytes]:
         url = urlsplit(path)
@@ -44,6 +45,15 @@ class FakeApiserver:
             items = [o for k, o in self.objects.items() if k.rsplit("/", 1)[0] == p
                      and all(o["metadata"].get("labels", {}).get(a) == b for a, b in sel.items())]
             return self._ok({"items": copy.deepcopy(items)})
+        if method == "PATCH" and p.endswith("/scale"):  # merge patch of spec.replicas
+            scaler = self.objects[p.rsplit("/", 1)[0]]
+            scaler.setdefault("spec", {})["replicas"] = body["spec"]["replicas"]
+            self.scales.append((scaler["metadata"]["name"], body["spec"]["replicas"]))
+            return self._ok({"spec": body["spec"]})
+        if method == "PATCH" and "/epdrolescalers/" in p and p.endswith("/status"):
+            scaler = self.objects[p.rsplit("/", 1)[0]]
+            scaler["status"] = copy.deepcopy(body["status"])
+            return self._ok(scaler)
         if method == "PATCH" and p.endswith("/status"):
             self.statuses.append(body["status"])
             return self._ok(body)
@@ -52,6 +62,12 @@ class FakeApiserver:
                 return 500, json.dumps({"message": "etcdserver: timeout"}).encode()
             obj = copy.deepcopy(body)
             obj["metadata"]["uid"] = f"uid-{p}"
+            old = self.objects.get(p) or {}
+            # Like server-side apply: fields other writers own survive (status, and the
+            # scaler's spec.replicas, which our apply never sends).
+            for kept in ("status", "spec"):
+                if kept in old and kept not in obj:
+                    obj[kept] = old[kept]
             self.objects[p] = obj
             return self._ok(obj)
         if method == "DELETE":

@@ -3,7 +3,7 @@
     epdctl render -f epdcluster.yaml                 the manifests the operator would apply
     epdctl render -f x.yaml --pod decode/0 --pod-ip 10.0.0.7
                                                      the argv (and env) that pod would exec
-    epdctl crds [--write]                            the generated CRD (or rewrite crds/)
+    epdctl crds [--write]                            the generated CRDs (or rewrite crds/)
 
 Invalid input exits with code 2 and a message naming the field. Output goes to stdout (this
 is a CLI); diagnostics to stderr.
@@ -147,7 +147,7 @@ def _cmd_crds(args: argparse.Namespace, out: TextIO) -> int:
         for path in crdgen.write(args.root or crdgen.repo_root()):
             out.write(f"wrote {path}\n")
     else:
-        out.write(crdgen.render_yaml())
+        out.write(crdgen.render_all_yaml())
     return 0
 
 
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--pod", metavar="ROLE/ORDINAL", help="print this pod's argv and env")
     render.add_argument("--pod-ip", metavar="IP", help="the pod IP to assume with --pod")
     render.set_defaults(func=_cmd_render)
-    crds = sub.add_parser("crds", help="print the EPDCluster CRD, or write crds/ with --write")
+    crds = sub.add_parser("crds", help="print the CRDs, or write crds/ with --write")
     crds.add_argument("--write", action="store_true", help="rewrite crds/ and the chart's copy")
     crds.add_argument("--root", type=Path, help="repository root for --write")
     crds.set_defaults(func=_cmd_crds)

@@ -86,3 +86,24 @@ REASON_AS_EXPECTED: Final = "AsExpected"
 # status.phase: a one-word summary for `kubectl get` (the conditions are the contract).
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded"]
 PHASES: Final = ("Pending", "Progressing", "Ready", "Degraded")
+
+# --------------------------------------------------------------------------- per-role scaling
+# EPDRoleScaler: one per role of an EPDCluster, created and owned by the operator; its /scale
+# subresource is what `kubectl scale`, HPA and KEDA drive (issue 17).
+SCALER_KIND: Final = "EPDRoleScaler"
+SCALER_LIST_KIND: Final = "EPDRoleScalerList"
+SCALER_PLURAL: Final = "epdrolescalers"
+SCALER_SINGULAR: Final = "epdrolescaler"
+SCALER_SHORT_NAMES: Final = ("epdrs",)
+SCALER_CRD_NAME: Final = f"{SCALER_PLURAL}.{GROUP}"
+SCALER_CRD_FILENAME: Final = f"{GROUP}_{SCALER_PLURAL}.yaml"
+
+# Who owns a role's replica count (roles.<role>.replicasFrom).
+ReplicasFrom = Literal["Spec", "Scaler"]
+REPLICAS_FROM_SPEC: Final = "Spec"
+REPLICAS_FROM_SCALER: Final = "Scaler"
+ROLE_NAMES: Final = ("encoder", "prefill", "decode")
+MAX_ROLE_REPLICAS: Final = 1024
+
+# Event reason when the operator clamps a role's requested replicas to its bounds.
+REASON_REPLICAS_CLAMPED: Final = "ReplicasClamped"
