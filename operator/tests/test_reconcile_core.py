@@ -232,3 +232,53 @@ def test_an_odd_spec_is_served_with_a_warning_event_and_a_ready_note_once() -> N
     assert "warnings: spec.encoderCache.limitMmPerPrompt" in ready["message"]
     reconcile(kube, dict(obj, status=api.statuses[-1]), CFG, memory)
     assert len([e for e in api.events if e["reason"] == "SpecWarning"]) == 1
+
+
+def scaler_path(api: FakeApiserver, name: str) -> str:
+    return next(p for p, o in api.objects.items()
+                if o["kind"] == "EPDRoleScaler" and o["metadata"]["name"] == name)
+
+
+def sts_replicas(api: FakeApiserver, name: str) -> int:
+    return int(next(o for o in api.objects.values() if o["kind"] == "StatefulSet"
+                    and o["metadata"]["name"] == name)["spec"]["replicas"])
+
+
+def test_scalers_are_seeded_and_a_scale_counts_only_where_the_scaler_owns_the_number() -> None:
+    api = FakeApiserver()
+    kube = Kube(api)
+    memory = StatusMemory()
+    obj = sample()
+    obj["spec"]["roles"]["decode"] = {"replicasFrom": "Scaler", "replicas": 2, "maxReplicas": 6}
+    first = reconcile(kube, obj, CFG, memory)
+    assert first.problems == []
+    # Seeded through /scale from the spec (the apply never carries spec.replicas).
+    assert sorted(api.scales) == [("qwen-vl-decode", 2), ("qwen-vl-encoder", 1)]
+    assert "replicas" not in next(o for o in api.objects.values()
+                                  if o["kind"] == "EPDRoleScaler").get("metadata", {})
+    enc, dec = scaler_path(api, "qwen-vl-encoder"), scaler_path(api, "qwen-vl-decode")
+    assert api.objects[dec]["status"]["replicasFrom"] == "Scaler"
+    assert api.objects[dec]["status"]["selector"].endswith("epd-operator.io/role=decode")
+    # An autoscaler scales both roles' scalers.
+    api.objects[enc]["spec"]["replicas"] = 3
+    api.objects[dec]["spec"]["replicas"] = 9
+    api.scales.clear()
+    out = reconcile(kube, dict(obj, status=api.statuses[-1]), CFG, memory)
+    assert api.scales == [("qwen-vl-encoder", 1)]  # spec-owned: reverted
+    assert api.objects[dec]["spec"]["replicas"] == 9  # scaler-owned: kept
+    assert sts_replicas(api, "qwen-vl-decode") == 6  # clamped to maxReplicas
+    assert sts_replicas(api, "qwen-vl-encoder") == 1
+    roles = api.statuses[-1]["roles"]
+    assert roles["decode"]["desiredReplicas"] == 6
+    assert roles["decode"]["requestedReplicas"] == 9
+    assert roles["decode"]["clamped"] == "lowered from 9 to maxReplicas 6"
+    assert api.objects[dec]["status"]["clamped"] == "lowered from 9 to maxReplicas 6"
+    clamps = [e for e in api.events if e["reason"] == "ReplicasClamped"]
+    assert [e["message"] for e in clamps] == ["decode: lowered from 9 to maxReplicas 6"]
+    assert out.scaler_writes
+    # Steady state (one more pass settles the order of the rollout message): nothing more to
+    # write, and the clamp is not announced again.
+    reconcile(kube, dict(obj, status=api.statuses[-1]), CFG, memory)
+    again = reconcile(kube, dict(obj, status=api.statuses[-1]), CFG, memory)
+    assert again.writes == 0
+    assert len([e for e in api.events if e["reason"] == "ReplicasClamped"]) == 1

@@ -392,13 +392,18 @@ class ScalingSpec(_Model):
 
     __cel__ = (
         CelRule(
-            rule="self.ratios.all(r, self.ratios.filter(s, s.role == r.role).size() == 1 && "
-            "!self.ratios.exists(s, s.per == r.role))",
+            # A ratio of a role to itself is refused by RatioBound's own rule, at its path.
+            rule="self.ratios.all(r, r.role == r.per || ("
+            "self.ratios.filter(s, s.role == r.role).size() == 1 && "
+            "!self.ratios.exists(s, s.per == r.role && s.role != s.per)))",
             message="scaling.ratios: a role is bounded by at most one ratio and is then not "
             "the `per` of another (the bounds are applied in one pass)",
             check=lambda s: all(
-                sum(x.role == r.role for x in s.ratios) == 1
-                and not any(x.per == r.role for x in s.ratios)
+                r.role == r.per
+                or (
+                    sum(x.role == r.role for x in s.ratios) == 1
+                    and not any(x.per == r.role and x.role != x.per for x in s.ratios)
+                )
                 for r in s.ratios
             ),
             field_path=".ratios",
