@@ -282,3 +282,22 @@ def test_scalers_are_seeded_and_a_scale_counts_only_where_the_scaler_owns_the_nu
     again = reconcile(kube, dict(obj, status=api.statuses[-1]), CFG, memory)
     assert again.writes == 0
     assert len([e for e in api.events if e["reason"] == "ReplicasClamped"]) == 1
+
+
+def test_without_the_scaler_crd_the_rest_is_applied_and_the_fix_is_named() -> None:
+    class NoScalerCRD(FakeApiserver):
+        def __call__(self, method: str, path: str, headers: Any, body: Any
+                     ) -> tuple[int, bytes]:
+            if "/epdrolescalers" in path:
+                return 404, json.dumps({"message": "the server could not find the requested "
+                                                   "resource"}).encode()
+            return super().__call__(method, path, headers, body)
+
+    api = NoScalerCRD()
+    out = reconcile(Kube(api), sample(), CFG, StatusMemory())
+    # Pods keep running as specified; the cluster says what to install.
+    assert {k for k, _ in api.kinds()} == {"ConfigMap", "Service", "StatefulSet", "Deployment"}
+    assert out.retry
+    assert out.problems
+    assert all("epdrolescalers.epd-operator.io is not installed" in p.message
+               for p in out.problems)

@@ -30,7 +30,8 @@ from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
 from epd_operator.reconcile.core import StatusMemory, reconcile
 from epd_operator.reconcile.kube import Kube
-from epd_operator.render.autoscale import METRIC_ENCODE_P90, Targets, hpa
+from epd_operator.cli import load_clusters
+from epd_operator.render.autoscale import METRIC_ENCODE_P90, Targets, hpa, recipes
 from epd_operator.render.names import router_name
 
 pytestmark = pytest.mark.integration
@@ -191,3 +192,13 @@ def test_the_hpa_controller_scales_one_role_through_its_scaler(env: Env) -> None
     assert (status["replicasFrom"], status["desiredReplicas"]) == ("Scaler", 2)
     print("\n".join(["HPA controller timeline (sync period 15 s):", *timeline]))
     env.kubectl("delete", "hpa", ENC)
+
+
+def test_every_hpa_recipe_is_admitted(env: Env) -> None:
+    (cluster,) = load_clusters(str(REPO / "crds" / "samples" / "autoscaled-e-p-d.yaml"),
+                               namespace=NS)
+    for obj in recipes(cluster):
+        done = env.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",
+                           input=json.dumps(obj), check=False)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["spec"]["metrics"] == obj["spec"]["metrics"]
