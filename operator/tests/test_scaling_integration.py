@@ -28,9 +28,9 @@ from epd_operator.api import constants as c
 from epd_operator.api import crdgen
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
+from epd_operator.cli import load_clusters
 from epd_operator.reconcile.core import StatusMemory, reconcile
 from epd_operator.reconcile.kube import Kube
-from epd_operator.cli import load_clusters
 from epd_operator.render.autoscale import METRIC_ENCODE_P90, Targets, hpa, recipes
 from epd_operator.render.names import router_name
 
