@@ -648,7 +648,11 @@ def test_8b_per_role_scaling_through_the_role_scalers(env: Env) -> None:
     wait_for("the clamp in status", lambda: "maxReplicas 4" in (
         env.get(name)["status"]["roles"]["decode"].get("clamped") or ""), timeout=RESYNC + 10)
     assert scaler_of(env, dec)["spec"]["replicas"] == 9  # the autoscaler's number is kept
-    assert scaler_of(env, dec)["status"]["desiredReplicas"] == 4
+    wait_for("the scaler's status to show the clamp", lambda: scaler_of(env, dec).get(
+        "status", {}).get("desiredReplicas") == 4, timeout=RESYNC + 10)
+    cols = printer_columns(env.kubectl("get", c.SCALER_PLURAL, dec))
+    assert (cols["ROLE"], cols["OWNER"], cols["WANTED"], cols["DESIRED"]) == (
+        "decode", "Scaler", "9", "4")
     events = json.loads(env.kubectl("get", "events", "--field-selector",
                                     f"involvedObject.name={name},reason="
                                     f"{c.REASON_REPLICAS_CLAMPED}", "-o", "json"))["items"]
