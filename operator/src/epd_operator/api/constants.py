@@ -7,7 +7,7 @@ suite cannot disagree on a spelling.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 # The pod environment names are the launch contract's own (explicit re-exports).
 from epd_connector.launch.pod import DEFAULT_LAUNCH_CONFIG
@@ -102,7 +102,8 @@ SCALER_CRD_FILENAME: Final = f"{GROUP}_{SCALER_PLURAL}.yaml"
 ReplicasFrom = Literal["Spec", "Scaler"]
 REPLICAS_FROM_SPEC: Final = "Spec"
 REPLICAS_FROM_SCALER: Final = "Scaler"
-ROLE_NAMES: Final = ("encoder", "prefill", "decode")
+RoleName = Literal["encoder", "prefill", "decode"]
+ROLE_NAMES: Final[tuple[RoleName, ...]] = get_args(RoleName)
 MAX_ROLE_REPLICAS: Final = 1024
 
 # Event reason when the operator clamps a role's requested replicas to its bounds.

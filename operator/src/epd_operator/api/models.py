@@ -48,6 +48,7 @@ from .constants import (
     ENGINE_HTTP_PORT,
     MAX_ROLE_REPLICAS,
     ReplicasFrom,
+    RoleName,
 )
 from .imageref import REFERENCE_PATTERN, REPOSITORY_PATTERN, TAG_PATTERN
 from .quantity import QUANTITY_PATTERN, quantity_value
@@ -349,9 +350,6 @@ ROLE_SCALING_RULES: tuple[CelRule, ...] = (
         field_path=".replicas",
     ),
 )
-
-RoleName = Literal["encoder", "prefill", "decode"]
-
 
 class RatioBound(_Model):
     """Bounds on replicas(role) / replicas(per). The operator adjusts `role` (never `per`) to
