@@ -6,8 +6,8 @@ import random
 
 import pytest
 
+from epd_connector.launch.router_options import Overload, RouterOptions
 from epd_connector.router.discovery import parse_static
-from epd_connector.router.options import Overload, RouterOptions
 from epd_connector.router.pods import Pod, Pool, by_affinity, least_loaded, round_robin
 
 

@@ -30,13 +30,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from epd_connector.launch import wiring
 from epd_connector.launch.config import LaunchConfig, RoleName
+from epd_connector.launch.router_options import RouterOptions
 from epd_connector.launch.rules import DEFAULT_KV_BOOTSTRAP_PORT
 
 from . import protocol
 from .discovery import Discovery
 from .errors import ClientFacingError, UpstreamFailed, UpstreamRejected, error_response
 from .metrics import RouterMetrics
-from .options import RouterOptions
 from .pods import Pod, Pool, by_affinity, least_loaded, round_robin
 
 __all__ = ["Router", "RouterOptions"]

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .options import Overload
+from epd_connector.launch.router_options import Overload
 
 HARD = ("refused", "status")  # down reasons that take a pod out at once, even in panic
 

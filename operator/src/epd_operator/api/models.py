@@ -27,6 +27,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from epd_connector.launch.config import Device
+from epd_connector.launch.router_options import CONSUMER_MEDIA_MODES, ENCODER_ROUTING, RouterOptions
 from epd_connector.launch.rules import (
     DEFAULT_EC_PORT,
     DEFAULT_KV_BOOTSTRAP_PORT,
@@ -41,7 +42,6 @@ from epd_connector.launch.rules import (
     nixl_port_block,
     overlaps,
 )
-from epd_connector.router.options import CONSUMER_MEDIA_MODES, ENCODER_ROUTING, RouterOptions
 
 from .cel import CelRule
 from .constants import (

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from epd_connector.launch.config import LaunchConfig
-from epd_connector.router.options import RouterOptions
+from epd_connector.launch.router_options import RouterOptions
 
 from ..api import constants as c
 from ..api.models import EPDCluster, RouterSpec

@@ -1,5 +1,6 @@
 """The router's options and their defaults: the one definition, read by the router's CLI (one
-flag per field) and by the operator, which renders a flag only where a spec differs from these.
+flag per field) and by the operator, which renders a flag only where a spec differs from these
+(so it lives with the launch contract: what the operator renders and a pod reads; pure).
 
 Overload defaults (the `Overload` group) follow Envoy's habits: a pod leaves rotation after
 several timed-out health checks, not one (a busy engine answers /health late but is alive);
