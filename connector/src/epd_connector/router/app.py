@@ -3,11 +3,14 @@
 One request is a bounded sequence of attempts. An attempt picks the EC consumer (PD, or P) and
 one of its DP ranks, encodes every media item on an encoder (one call per item, concurrently,
 each item retried on another encoder on failure) with `consumer_zmq` naming that pod and rank,
-then calls the consumer with `X-data-parallel-rank` set to the same rank. A failed consumer
-call (connection error, timeout, 5xx - an EC delivery failure is a plain 500 in vLLM 0.33) starts
-a new attempt with fresh transfer ids, on another pod where there is one. Once a byte has gone
-to the client nothing is retried; a stream that breaks after that ends with an SSE error event.
-Engine 4xx answers go back to the client unchanged.
+then calls the consumer with `X-data-parallel-rank` set to the same rank and, by default, the
+media by reference (protocol.by_reference: the consumer never preprocesses the pixels). A failed
+consumer call (connection error, timeout, 5xx - an EC delivery failure is a plain 500 in vLLM
+0.33) starts a new attempt with fresh transfer ids, on another pod where there is one. Once a
+byte has gone to the client nothing is retried; a stream that breaks after that ends with an SSE
+error event. Engine 4xx answers go back to the client unchanged. A stage that finds no pod
+waits in a bounded queue (`_acquire`); which pods are candidates (health, outlier ejection,
+panic) is pods.Pool's decision. docs/router.md describes all of it.
 """
 
 from __future__ import annotations
