@@ -123,3 +123,32 @@ def test_the_queue_timeout_gives_a_503_naming_the_stage(tmp_path: Path) -> None:
             "POST", cluster.url + "/v1/chat/completions", chat(text="no image"), timeout=30
         )
         assert status == 200, body  # text needs no encoder
+
+
+def test_a_pod_that_keeps_failing_is_ejected_and_nobody_notices(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path, encoders=1, decodes=2)
+    with cluster:
+        bad = cluster.start_sim("decode", "decode-2", extra=["--error-percent", "100"])
+        assert cluster.router is not None
+        # The bad pod passes its health checks (its /health is fine) and joins the rotation.
+        router = cluster.add_router("--base-ejection-s", "60", name="router-2", wait_rotation=True)
+        url = router.url + "/v1/chat/completions"
+
+        def calls_to_bad() -> float:
+            m = cluster.metrics(router)
+            return sum(
+                v
+                for k, v in m.items()
+                if k.startswith("epd_router_upstream_requests_total{")
+                and f"pod={bad.host}:{bad.port}," in k
+            )
+
+        results = [http_json("POST", url, chat(text=f"t{i}"), timeout=30) for i in range(30)]
+        assert [s for s, _ in results] == [200] * 30  # each failure was retried elsewhere
+        m = cluster.metrics(router)
+        assert total(m, "epd_router_ejections_total{role=decode}") == 1
+        tried = calls_to_bad()
+        assert tried == 5  # eject_after_failures, then never again
+        for i in range(10):
+            assert http_json("POST", url, chat(text=f"u{i}"), timeout=30)[0] == 200
+        assert calls_to_bad() == tried

@@ -46,6 +46,8 @@ _HELP = {
     "encoder_cache_items": "items whose output the encoder keeps (LRU, by mm_hash); a repeat of "
     "one is neither preprocessed nor encoded again, like vLLM's processor and encoder caches "
     "(0: no cache)",
+    "error_percent": "fault injection: share of chat/completion requests answered HTTP 500 "
+    "(0-100), while /health stays 200",
     "health_delay_s": "fault injection: seconds /health takes to answer (a slow but alive engine)",
 }
 

@@ -236,6 +236,9 @@ class SimEngine:
             )
             self.metrics.requests.labels(kind, "503").inc()
             return resp
+        if self._rng.randrange(100) < self.settings.error_percent:
+            self.metrics.requests.labels(kind, "500").inc()
+            return error_response(500, "injected fault", "InternalServerError")
         self.inflight += 1
         self.metrics.running.labels(**self.metrics.lbl()).inc()
         started = time.monotonic()

@@ -55,6 +55,7 @@ class SimSettings:
     encode_cpu_s: float = 0.0
     encoder_cache_items: int = 0
     health_delay_s: float = 0.0
+    error_percent: int = 0
 
     @property
     def bytes_per_image(self) -> int:
