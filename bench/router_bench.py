@@ -2,8 +2,9 @@
 `epd-router` next to what a user would otherwise use, in one run, as ratios.
 
 Sections (all by default; pick with --only):
-- text: the same text chat requests straight to the PD simulator ("direct") and through the
-  router; with --before REF also through the router of git revision REF (same engines).
+- text: the same text chat requests straight to the PD simulator ("direct"), through a minimal
+  pass-through proxy on the router's stack (bench/minimal_proxy.py: the floor for a Python
+  router) and through the router; with --before REF also through REF's router (same engines).
 - images: E -> PD image requests through the router with media sent by reference (default),
   raw (the fallback), and REF's router. Images are --image-kib of base64 data each; the
   consumer's preprocessing costs what the simulator models (--preprocess-ms of CPU per raw item
@@ -31,6 +32,7 @@ import os
 import random
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,7 +41,7 @@ from pathlib import Path
 
 import aiohttp
 
-from epd_connector.sim.localcluster import LocalCluster
+from epd_connector.sim.localcluster import LocalCluster, free_port, http_json
 from epd_connector.sim.procs import Proc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,6 +129,16 @@ async def load(
 
 
 # ---- processes ---------------------------------------------------------------------------------
+
+
+def wait_listening(url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status, _ = http_json("POST", url + "/v1/chat/completions", text_body(0), timeout=2)
+        if status == 200:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not answering")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -248,9 +260,20 @@ async def text(args: argparse.Namespace, workdir: Path) -> None:
         pd = c.sims("decode")[0]
         routers = _targets(c, args.before, ("router", []))
         direct = Target("direct", pd.url + "/v1/chat/completions", None)
-        await compare([direct, *routers], args.levels, args.reps, args.requests, text_body)
-        for r in routers:
-            assert r.proc is not None
+        pin(1)
+        port = free_port()
+        floor = c.group.spawn(
+            "minimal-proxy",
+            "router",
+            "127.0.0.1",
+            port,
+            cmd=[sys.executable, str(REPO / "bench" / "minimal_proxy.py"), str(port), pd.url],
+            env={},
+        )
+        pin(0)
+        wait_listening(floor.url)
+        minimal = Target("minimal-proxy", floor.url + "/v1/chat/completions", floor)
+        await compare([direct, minimal, *routers], args.levels, args.reps, args.requests, text_body)
         print("  added latency = router p50/p99 - direct p50/p99 at the same level")
     finally:
         c.stop()
