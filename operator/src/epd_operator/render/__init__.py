@@ -1,8 +1,9 @@
 """epd_operator.render: PURE (EPDCluster, OperatorConfig) -> ordered list of manifests.
 
 No I/O, no kopf, no Kubernetes client (import-linter enforces it). Order: the launch-config
-ConfigMap, then per role (encoder, prefill, decode) its headless Service and StatefulSet, then
-the router Deployment and Service. Same input, same output, byte for byte.
+ConfigMap, the shared encoder cache's master Service and Deployment (encoderCache.shared; the
+encoders dial it at start), then per role (encoder, prefill, decode) its headless Service and
+StatefulSet, then the router Deployment and Service. Same input, same output, byte for byte.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from epd_connector.launch.config import CONFIGMAP_KEY
 from ..api import constants as c
 from ..api.models import EPDCluster
 from ..api.operator_config import OperatorConfig
-from . import engine, router
+from . import engine, router, store
 from .launch import launch_config
 from .names import configmap_name, metadata
 
@@ -34,6 +35,9 @@ def render_cluster(cluster: EPDCluster, cfg: OperatorConfig) -> list[dict[str, A
             "data": {CONFIGMAP_KEY: config.to_json()},
         }
     ]
+    if store.shared(cluster) is not None:
+        manifests.append(store.service(cluster))
+        manifests.append(store.deployment(cluster, cfg, engine.engine_image(cluster.spec, cfg)))
     for role in config.present_roles():
         manifests.append(engine.headless_service(cluster, role))
         manifests.append(engine.statefulset(cluster, role, cfg, config))
