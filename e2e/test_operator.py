@@ -241,6 +241,8 @@ CAN_I = [
     ("patch", "statefulsets.apps", "default", False),  # only the watched namespace
     ("list", "secrets", NS, False),
     ("create", "pods", NS, False),
+    ("list", "pods", NS, True),  # read-only: the transport preflight reports
+    ("get", "pods", NS, False),
     ("update", "statefulsets.apps", NS, False),
     ("create", "configmaps", NS, True),  # server-side apply that creates needs it
     ("get", "configmaps", NS, False),

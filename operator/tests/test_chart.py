@@ -188,9 +188,11 @@ def test_rbac_is_exactly_what_the_operator_calls(helm: Path) -> None:
     assert allowed(rules, c.GROUP, f"{c.PLURAL}/status") == {"patch"}
     assert allowed(rules, "", "events") == {"create"}
     assert allowed(rules, "", "nodes") == {"list"}
+    assert allowed(rules, "", "pods") == {"list"}  # read-only: transport preflight reports
     granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
     expected = {(k.api_version.rpartition("/")[0], k.plural) for k in CHILD_KINDS} | {
-        (c.GROUP, c.PLURAL), (c.GROUP, f"{c.PLURAL}/status"), ("", "events"), ("", "nodes")}
+        (c.GROUP, c.PLURAL), (c.GROUP, f"{c.PLURAL}/status"), ("", "events"), ("", "nodes"),
+        ("", "pods")}
     assert granted == expected
 
 

@@ -64,6 +64,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: ["apps"]
   resources: ["statefulsets", "deployments"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# Engine pods are only read: their status carries the transport preflight report
+# (TransportReady). Never written.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 # Events on EPDClusters when a condition changes.
 - apiGroups: [""]
   resources: ["events"]

@@ -25,7 +25,8 @@ from typing import Any
 
 from .argv import build_argv, build_env
 from .config import LaunchConfigError, load
-from .pod import PodContext, engine_from_env, launch_config_path
+from .pod import PodContext, engine_from_env, launch_config_path, role_from_env
+from .preflight import asked, decide, observe, output_path, report_text
 from .store import DEFAULT_RUN_DIR, ENV_RUN_DIR, store_files
 
 log = logging.getLogger("epd_connector.launch")
@@ -54,6 +55,26 @@ def plan(env: Mapping[str, str], config_path: str | None = None) -> dict[str, An
     if engine == "sim":
         argv = [sys.executable, *SIM_ARGV]
     return {"engine": engine, "config": path, "argv": argv, "env": added, "files": files}
+
+
+def preflight(env: Mapping[str, str], config_path: str | None = None) -> int:
+    """`--preflight`: observe, decide, report (never fails the pod: it reports)."""
+    try:
+        config = load(config_path or launch_config_path(env))
+        role = role_from_env(env)
+    except LaunchConfigError as exc:
+        print(f"epd-engine: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    text = report_text(decide(asked(config, role), observe()))
+    print(text, flush=True)
+    out = output_path(env)
+    if out is not None:
+        try:
+            Path(out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"epd-engine: cannot write the report to {out}: {exc.strerror}",
+                  file=sys.stderr)
+    return 0
 
 
 def write_files(files: Mapping[str, str]) -> None:
@@ -91,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         help="launch config path (default: $EPD_LAUNCH_CONFIG or /etc/epd/launch.json)",
     )
     p.add_argument(
+        "--preflight",
+        action="store_true",
+        help="report which transport this pod's transfers will use (RDMA or a TCP fallback) "
+        "as one JSON line on stdout and in $EPD_PREFLIGHT_OUT or the termination log; exit 0",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help='print {"engine", "config", "argv", "env", "files"} as JSON and exit instead of '
@@ -104,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.preflight:
+        return preflight(os.environ, args.config)
     try:
         what = plan(os.environ, args.config)
     except LaunchConfigError as exc:

@@ -29,6 +29,7 @@ from ..api.parse import (
 from ..api.quantity import canonical_quantity
 from .launch import role_checksum
 from .names import configmap_name, metadata, role_name, selector_labels, stable_hash
+from .preflight import preflight_container
 from .store import encoder_pinned_bytes, raise_memory
 
 ENGINE_CONTAINER = "engine"
@@ -200,6 +201,9 @@ def pod_template(
         "containers": [container],
         "volumes": volumes,
     }
+    preflight = preflight_container(spec, container)
+    if preflight is not None:
+        pod_spec["initContainers"] = [preflight]
     if pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
     if rs.node_selector:
