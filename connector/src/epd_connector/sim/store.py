@@ -10,8 +10,9 @@ same client (`mooncake.store.MooncakeDistributedStore`), configured from the fil
 wrote (MOONCAKE_CONFIG_PATH), so two encoders share outputs for real: the bytes of a hit come
 from whichever encoder's segment holds them, over the Store's transport.
 
-The client is blocking C++: every call runs on one worker thread of this module, never on the
-event loop, and one at a time.
+The client is blocking C++: calls run on worker threads, never on the event loop; lookups and
+publishing have a thread each (as in vLLM, where the scheduler looks up while a publisher
+thread puts), so a GET never queues behind a PUT.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class EncoderStore:
 
     def __init__(self, config: LaunchConfig, metrics: SimMetrics, client: Any) -> None:
         self.config, self.metrics, self._client = config, metrics, client
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mooncake-store")
+        self._gets = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-get")
+        self._puts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-put")
         self._pending = 0
 
     @classmethod
@@ -99,14 +101,15 @@ class EncoderStore:
                  conf["master_server_address"], conf["global_segment_size"])
         return cls(config, metrics, client)
 
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    @staticmethod
+    async def _call(pool: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     async def get(self, mm_hash: str, nbytes: int) -> bytes | None:
         """The cached output of `mm_hash`, or None (a miss, or an error: then encode)."""
         started = time.perf_counter()
         try:
-            data = await self._call(self._client.get, store_key(self.config, mm_hash))
+            data = await self._call(self._gets, self._client.get, store_key(self.config, mm_hash))
         except Exception as exc:  # a Store failure must never fail the request
             self.metrics.store_lookups.labels("error").inc()
             log.warning("Store get %s failed: %s", mm_hash, exc)
@@ -127,7 +130,9 @@ class EncoderStore:
             return
         self._pending += 1
         try:
-            ret = await self._call(self._client.put, store_key(self.config, mm_hash), data)
+            ret = await self._call(
+                self._puts, self._client.put, store_key(self.config, mm_hash), data
+            )
         except Exception as exc:
             ret = -1
             log.warning("Store put %s failed: %s", mm_hash, exc)
@@ -141,7 +146,8 @@ class EncoderStore:
             self.metrics.store_puts.labels("failed").inc()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._gets, self._puts):
+            pool.shutdown(wait=False, cancel_futures=True)
         try:
             self._client.close()
         except Exception as exc:  # pragma: no cover - best effort at exit
