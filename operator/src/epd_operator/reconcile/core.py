@@ -132,6 +132,9 @@ def _transport(
                  if isinstance(x, Mapping) and x.get("type") == TRANSPORT_READY), None)
     if rdma_enabled is None:
         return kept
+    if not rdma_enabled:
+        # TCP is what the spec asks for: no report to read (and no API call to make).
+        return transport_condition(False, [], previous, generation, now)
     try:
         pods = kube.list_pods(ns, name)
     except KubeError as exc:
