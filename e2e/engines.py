@@ -226,6 +226,13 @@ def wait_healthy(group: ProcGroup, engines: dict[str, Proc]) -> dict[str, float]
     return ready
 
 
+def probe_count(path: Path, kind: str) -> int:
+    """Lines `<pid> <kind> <n>` the probe plugin wrote to `path`."""
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if line.split()[1:2] == [kind])
+
+
 class EngineCluster:
     """The engines and the router of one EPDCluster, as local processes."""
 
@@ -266,13 +273,19 @@ class EngineCluster:
                 port = self.config.role(role).port
                 self.engines[pod] = self.group.spawn(pod, role, host, port, cmd=[launcher], env=env)
         self.ready_s = wait_healthy(self.group, self.engines)
-        self.router = start_router(
+        self.router = self.add_router()
+        return self
+
+    def add_router(self, *args: str, name: str = "router") -> Proc:
+        """A router in front of all the engines (the cluster's own one, or another with other
+        options, e.g. `--consumer-media raw`)."""
+        return start_router(
             self.group,
             self.launch_path,
             list(self.engines.values()),
-            ["--health-interval-s", "1", "--health-timeout-s", "5"],
+            ["--health-interval-s", "1", "--health-timeout-s", "5", *args],
+            name=name,
         )
-        return self
 
     @property
     def url(self) -> str:
@@ -282,10 +295,10 @@ class EngineCluster:
     def engine(self, role: str, ordinal: int = 0) -> Proc:
         return self.engines[f"{role_name(self.config.cluster, role)}-{ordinal}"]
 
-    def probe_calls(self, proc: Proc) -> int:
-        """Vision-tower calls the probe plugin recorded in this engine so far."""
-        path = self.workdir / f"{proc.name}.probe"
-        return len(path.read_text().splitlines()) if path.exists() else 0
+    def probe_calls(self, proc: Proc, kind: str = "vit") -> int:
+        """Calls of `kind` the probe plugin recorded in this engine so far: `vit` vision-tower
+        forwards, `pre` image preprocessing runs (e2e/vision_probe)."""
+        return probe_count(self.workdir / f"{proc.name}.probe", kind)
 
     def metrics(self, proc: Proc) -> dict[str, float]:
         return scrape(proc.url + "/metrics")
@@ -351,9 +364,8 @@ class SingleEngine:
         assert self.proc is not None
         return self.proc.url
 
-    def probe_calls(self) -> int:
-        path = self.workdir / "single.probe"
-        return len(path.read_text().splitlines()) if path.exists() else 0
+    def probe_calls(self, kind: str = "vit") -> int:
+        return probe_count(self.workdir / "single.probe", kind)
 
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None

@@ -37,6 +37,7 @@ def test_image_chat_equals_aggregated_with_kv_pulled_by_decode(
 ) -> None:
     encoder, prefill, decode = (e_p_d.engine(r) for r in ("encoder", "prefill", "decode"))
     calls = {p.name: e_p_d.probe_calls(p) for p in (encoder, prefill, decode)}
+    pre = {p.name: e_p_d.probe_calls(p, "pre") for p in (encoder, prefill, decode)}
     kv_before = nixl_transfers(e_p_d)
     files_before = saved_outputs(e_p_d)
 
@@ -46,6 +47,10 @@ def test_image_chat_equals_aggregated_with_kv_pulled_by_decode(
     assert e_p_d.probe_calls(encoder) > calls[encoder.name]
     assert e_p_d.probe_calls(prefill) == calls[prefill.name], "prefill ran its vision tower"
     assert e_p_d.probe_calls(decode) == calls[decode.name], "decode ran its vision tower"
+    # Media by reference (the router's default): only the encoder preprocessed the pixels.
+    assert e_p_d.probe_calls(encoder, "pre") > pre[encoder.name]
+    assert e_p_d.probe_calls(prefill, "pre") == pre[prefill.name], "prefill preprocessed"
+    assert e_p_d.probe_calls(decode, "pre") == pre[decode.name], "decode preprocessed"
     assert nixl_transfers(e_p_d) > kv_before
     assert len(saved_outputs(e_p_d) - files_before) == 1  # the prefill loaded it from here
 

@@ -65,6 +65,7 @@ def test_image_chat_equals_aggregated_and_consumer_never_encodes(
 ) -> None:
     encoder, pd = epd.engine("encoder"), epd.engine("decode")
     enc_before, pd_before = epd.probe_calls(encoder), epd.probe_calls(pd)
+    enc_pre, pd_pre = epd.probe_calls(encoder, "pre"), epd.probe_calls(pd, "pre")
     files_before = saved_outputs(epd)
 
     got = answer_of(*chat(epd.url, REQUESTS["image"]))
@@ -72,6 +73,10 @@ def test_image_chat_equals_aggregated_and_consumer_never_encodes(
     assert_same_answer(got, baseline.answers["image"])
     assert epd.probe_calls(encoder) > enc_before
     assert epd.probe_calls(pd) == pd_before, "the PD ran its vision tower"
+    # Media by reference (the router's default): the PD got the encoder's uuid and grid, not
+    # the pixels, so only the encoder preprocessed the image.
+    assert epd.probe_calls(encoder, "pre") > enc_pre
+    assert epd.probe_calls(pd, "pre") == pd_pre, "the PD preprocessed the image"
     # The encoder wrote exactly this image's output to the shared volume, under its mm_hash.
     new_files = saved_outputs(epd) - files_before
     assert len(new_files) == 1, new_files
@@ -153,6 +158,20 @@ def test_control_the_probe_sees_the_pd_encode_pixels_sent_to_it(epd: EngineClust
     status, body = chat(pd.url, [image_part(png(80, 56, (10, 20, 200), seed=9))])
     assert status == 200, body
     assert epd.probe_calls(pd) > before
+
+
+def test_raw_media_give_the_same_tokens_and_the_pd_preprocesses_again(
+    epd: EngineCluster, baseline: Baseline
+) -> None:
+    """The fallback (`--consumer-media raw`) on the same engines: equal answers, the PD still
+    never encodes, but it preprocesses the pixels itself (the control case of the probe)."""
+    raw = epd.add_router("--consumer-media", "raw", name="router-raw")
+    pd = epd.engine("decode")
+    vit, pre = epd.probe_calls(pd), epd.probe_calls(pd, "pre")
+    for name in ("image", "two_images"):
+        assert_same_answer(answer_of(*chat(raw.url, REQUESTS[name])), baseline.answers[name])
+    assert epd.probe_calls(pd, "pre") > pre
+    assert epd.probe_calls(pd) == vit, "the PD ran its vision tower"
 
 
 def _router_upstream(cluster: EngineCluster, role: str) -> float:

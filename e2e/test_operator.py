@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
 
 from e2e.argocd_health import health
 from e2e.operator_proc import (
@@ -51,7 +53,7 @@ SA = f"{RELEASE}-epd-operator"
 RESYNC = 3.0
 SAMPLES = sorted((REPO / "crds" / "samples").glob("*.yaml"))
 EXTRA_NODES = 8  # 20 clusters at once (test 5) need more GPUs than the provider's 4 nodes
-WATCHED = "configmaps,services,statefulsets,deployments"
+WATCHED = f"configmaps,services,statefulsets,deployments,{c.SCALER_PLURAL}"
 
 
 @dataclass
@@ -250,6 +252,9 @@ CAN_I = [
     ("get", "configmaps", NS, False),
     ("delete", "epdclusters.epd-operator.io", NS, False),
     ("patch", "nodes", None, False),
+    ("patch", f"{c.SCALER_PLURAL}.{c.GROUP}/scale", NS, True),  # seed / revert, as HPA does
+    ("patch", f"{c.SCALER_PLURAL}.{c.GROUP}/status", NS, True),
+    ("update", f"{c.SCALER_PLURAL}.{c.GROUP}", NS, False),
 ]
 
 
@@ -302,7 +307,7 @@ def test_zero_writes_on_a_resync_with_nothing_to_do(env: Env) -> None:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
             if labels.get("verb") in ("POST", "PUT", "PATCH", "APPLY", "DELETE") and labels.get(
                     "resource") in ("configmaps", "services", "statefulsets", "deployments",
-                                    c.PLURAL):
+                                    c.PLURAL, c.SCALER_PLURAL):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
@@ -596,6 +601,133 @@ def test_8_argocd_health_follows_a_real_lifecycle(env: Env) -> None:
     bad, _, _ = operator_invalid_sample()
     set_spec(env, name, bad["spec"])
     assert health(wait_condition(env, name, "Degraded"))["status"] == "Degraded"
+    env.kubectl("delete", "epdc", name, "--wait=false")
+
+
+def scale_api(env: Env) -> Any:
+    """The custom-objects client HPA's scale client amounts to, with admin credentials."""
+    api = k8s_config.new_client_from_config(config_file=str(env.cluster.kubeconfig))
+    return k8s_client.CustomObjectsApi(api)
+
+
+def sts_of(env: Env, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(env.kubectl("get", "sts", name, "-o", "json"))
+    return out
+
+
+def scaler_of(env: Env, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(env.kubectl("get", c.SCALER_PLURAL, name, "-o", "json"))
+    return out
+
+
+def pod_uids(env: Env, cluster: str, role: str) -> dict[str, str]:
+    items = json.loads(env.kubectl("get", "pods", "-l", f"{c.LABEL_INSTANCE}={cluster},"
+                                   f"{c.LABEL_ROLE}={role}", "-o", "json"))["items"]
+    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in items}
+
+
+SCALING_TIMELINE = REPO / "artifacts" / "scaling-timeline.txt"
+
+
+def test_8b_per_role_scaling_through_the_role_scalers(env: Env) -> None:
+    name = "scaled"
+    enc, dec = f"{name}-encoder", f"{name}-decode"
+    obj = minimal(name)
+    obj["spec"]["roles"]["decode"] = {"replicasFrom": "Scaler", "maxReplicas": 4}
+    env.apply(obj)
+    wait_condition(env, name, "Ready")
+    # One scaler per role, seeded from the spec, with the /scale subresource HPA reads.
+    assert scaler_of(env, enc)["spec"]["replicas"] == 1
+    assert scaler_of(env, dec)["spec"]["replicas"] == 1
+    api = scale_api(env)
+    scale = api.get_namespaced_custom_object_scale(c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec)
+    assert (scale["apiVersion"], scale["kind"]) == ("autoscaling/v1", "Scale")
+    assert scale["spec"]["replicas"] == 1
+    assert scale["status"]["replicas"] == 1
+    sel = dict(kv.split("=") for kv in scale["status"]["selector"].split(","))
+    assert sel[c.LABEL_INSTANCE] == name
+    assert sel[c.LABEL_ROLE] == "decode"
+    enc_gen = sts_of(env, enc)["metadata"]["generation"]
+    timeline: list[str] = []
+
+    def step(what: str, t0: float, cond: Callable[[], bool]) -> None:
+        wait_for(what, cond, timeout=RESYNC + 30, interval=0.05)
+        timeline.append(f"  +{time.monotonic() - t0:6.2f}s  {what}")
+
+    # Scale-up with the real kubectl: only the decode StatefulSet follows, and stays.
+    t0 = time.monotonic()
+    timeline.append("scale-up: kubectl scale epdrs/scaled-decode --replicas=3")
+    env.kubectl("scale", c.SCALER_PLURAL, dec, "--replicas=3")
+    step("decode StatefulSet spec.replicas = 3", t0,
+         lambda: sts_of(env, dec)["spec"]["replicas"] == 3)
+    step("3 decode pods exist", t0, lambda: len(pod_uids(env, name, "decode")) == 3)
+    step("scaler status.readyReplicas = 3 (/scale status.replicas = 3)", t0,
+         lambda: scaler_of(env, dec).get("status", {}).get("readyReplicas") == 3)
+    step("EPDCluster Ready, status.roles.decode 3/3", t0, lambda: (
+        (o := env.get(name))["status"]["roles"]["decode"].get("ready") == "3/3"
+        and condition(o, "Ready").get("status") == "True"))
+    time.sleep(RESYNC + 1)  # a resync later: not reverted
+    assert scaler_of(env, dec)["spec"]["replicas"] == 3
+    assert sts_of(env, dec)["spec"]["replicas"] == 3
+    assert sts_of(env, enc)["metadata"]["generation"] == enc_gen
+    assert sts_of(env, enc)["spec"]["replicas"] == 1
+    roles = env.get(name)["status"]["roles"]
+    assert roles["decode"]["replicasFrom"] == "Scaler"
+    assert roles["decode"]["desiredReplicas"] == 3
+    assert roles["encoder"]["replicasFrom"] == "Spec"
+
+    # Scale-down exactly as HPA writes: read the Scale, PUT it back with a new spec.replicas.
+    t0 = time.monotonic()
+    timeline.append("scale-down: PUT /scale (autoscaling/v1 Scale) spec.replicas=1, as HPA")
+    scale = api.get_namespaced_custom_object_scale(c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec)
+    scale["spec"]["replicas"] = 1
+    api.replace_namespaced_custom_object_scale(c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec,
+                                               scale)
+    step("decode StatefulSet spec.replicas = 1", t0,
+         lambda: sts_of(env, dec)["spec"]["replicas"] == 1)
+    step("1 decode pod left", t0, lambda: len(pod_uids(env, name, "decode")) == 1)
+    step("/scale status.replicas = 1", t0, lambda: api.get_namespaced_custom_object_scale(
+        c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec)["status"]["replicas"] == 1)
+    SCALING_TIMELINE.parent.mkdir(exist_ok=True)
+    SCALING_TIMELINE.write_text("\n".join(timeline) + "\n")
+    print("\n".join(timeline))
+
+    # Clamp: maxReplicas 4 holds, and says so in status and in one Event.
+    env.kubectl("scale", c.SCALER_PLURAL, dec, "--replicas=9")
+    wait_for("the clamped count", lambda: sts_of(env, dec)["spec"]["replicas"] == 4,
+             timeout=RESYNC + 10)
+    wait_for("the clamp in status", lambda: "maxReplicas 4" in (
+        env.get(name)["status"]["roles"]["decode"].get("clamped") or ""), timeout=RESYNC + 10)
+    assert scaler_of(env, dec)["spec"]["replicas"] == 9  # the autoscaler's number is kept
+    wait_for("the scaler's status to show the clamp", lambda: scaler_of(env, dec).get(
+        "status", {}).get("desiredReplicas") == 4, timeout=RESYNC + 10)
+    cols = printer_columns(env.kubectl("get", c.SCALER_PLURAL, dec))
+    assert (cols["ROLE"], cols["OWNER"], cols["WANTED"], cols["DESIRED"]) == (
+        "decode", "Scaler", "9", "4")
+    events = json.loads(env.kubectl("get", "events", "--field-selector",
+                                    f"involvedObject.name={name},reason="
+                                    f"{c.REASON_REPLICAS_CLAMPED}", "-o", "json"))["items"]
+    assert [e["message"] for e in events] == ["decode: lowered from 9 to maxReplicas 4"]
+
+    # A role whose number the spec owns: a hand scale of its scaler is put back.
+    env.kubectl("scale", c.SCALER_PLURAL, enc, "--replicas=3")
+    wait_for("the spec-owned scaler to be reverted",
+             lambda: scaler_of(env, enc)["spec"]["replicas"] == 1, timeout=RESYNC + 10)
+    assert sts_of(env, enc)["metadata"]["generation"] == enc_gen
+
+    # Switching the owner back to the spec restarts no pod: same pods, same template.
+    wait_condition(env, name, "Ready")
+    pods = pod_uids(env, name, "decode")
+    dec_gen = sts_of(env, dec)["metadata"]["generation"]
+    spec = env.get(name)["spec"]
+    spec["roles"]["decode"] = {"replicasFrom": "Spec", "replicas": 4}
+    set_spec(env, name, spec)
+    live = wait_condition(env, name, "Ready")
+    assert live["status"]["roles"]["decode"]["replicasFrom"] == "Spec"
+    assert pod_uids(env, name, "decode") == pods
+    assert sts_of(env, dec)["metadata"]["generation"] == dec_gen
+    wait_for("the scaler to follow the spec", lambda: scaler_of(env, dec)["spec"][
+        "replicas"] == 4, timeout=RESYNC + 10)
     env.kubectl("delete", "epdc", name, "--wait=false")
 
 

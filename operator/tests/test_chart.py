@@ -73,7 +73,10 @@ def test_chart_crds_equal_the_generated_crds() -> None:
     assert filecmp.cmp(top, chart, shallow=False), (
         f"{chart} differs from {top}: regenerate with python -m epd_operator.api.crdgen --write"
     )
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [c.CRD_FILENAME]
+    assert filecmp.cmp(REPO / "crds" / c.SCALER_CRD_FILENAME,
+                       CHART / "crds" / c.SCALER_CRD_FILENAME, shallow=False)
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(
+        [c.CRD_FILENAME, c.SCALER_CRD_FILENAME])
 
 
 def test_defaults(helm: Path) -> None:
@@ -181,7 +184,7 @@ def test_rbac_is_exactly_what_the_operator_calls(helm: Path) -> None:
         group = kind.api_version.rpartition("/")[0]
         # Server-side apply is a PATCH, but creating an object that way also needs "create".
         want = {"list", "create", "patch", "delete"}
-        if kind.kind in ("StatefulSet", "Deployment"):
+        if kind.kind in ("StatefulSet", "Deployment", c.SCALER_KIND):
             want.add("watch")  # their events trigger a reconcile of the owner
         assert allowed(rules, group, kind.plural) == want, kind.plural
     assert allowed(rules, c.GROUP, c.PLURAL) == {"list", "watch", "patch"}
@@ -189,9 +192,12 @@ def test_rbac_is_exactly_what_the_operator_calls(helm: Path) -> None:
     assert allowed(rules, "", "events") == {"create"}
     assert allowed(rules, "", "nodes") == {"list"}
     assert allowed(rules, "", "pods") == {"list"}  # read-only: transport preflight reports
+    for sub in ("scale", "status"):  # seed/revert the number as HPA does; write its status
+        assert allowed(rules, c.GROUP, f"{c.SCALER_PLURAL}/{sub}") == {"patch"}
     granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
     expected = {(k.api_version.rpartition("/")[0], k.plural) for k in CHILD_KINDS} | {
         (c.GROUP, c.PLURAL), (c.GROUP, f"{c.PLURAL}/status"), ("", "events"), ("", "nodes"),
+        (c.GROUP, f"{c.SCALER_PLURAL}/scale"), (c.GROUP, f"{c.SCALER_PLURAL}/status"),
         ("", "pods")}
     assert granted == expected
 

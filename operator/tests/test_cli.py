@@ -37,8 +37,10 @@ def test_render_prints_a_yaml_stream(monkeypatch: pytest.MonkeyPatch) -> None:
         "ConfigMap",
         "Service",
         "StatefulSet",
+        "EPDRoleScaler",
         "Service",
         "StatefulSet",
+        "EPDRoleScaler",
         "Deployment",
         "Service",
     ]
@@ -151,10 +153,10 @@ def test_every_pod_of_every_sample_launches(sample: Path) -> None:
 def test_crds(tmp_path: Path) -> None:
     code, text = run(["crds"])
     assert code == 0
-    assert text == crdgen.render_yaml()
+    assert text == crdgen.render_yaml() + crdgen.render_scaler_yaml()
     code, text = run(["crds", "--write", "--root", str(tmp_path)])
     assert code == 0
-    assert text.count("wrote ") == 2
+    assert text.count("wrote ") == 4
     assert (
         tmp_path / "crds" / "epd-operator.io_epdclusters.yaml"
     ).read_text() == crdgen.render_yaml()

@@ -22,6 +22,14 @@ def test_committed_crd_matches_models(path: Path) -> None:
     assert path.read_text(encoding="utf-8") == crdgen.render_yaml(), f"{path} is stale; {HINT}"
 
 
+@pytest.mark.parametrize("path", crdgen.targets(REPO, c.SCALER_CRD_FILENAME),
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_committed_scaler_crd_matches_models(path: Path) -> None:
+    assert path.exists(), f"{path} is missing; {HINT}"
+    assert path.read_text(encoding="utf-8") == crdgen.render_scaler_yaml(), (
+        f"{path} is stale; {HINT}")
+
+
 def _walk(node: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
     out = [(path, node)]
     for name, child in node.get("properties", {}).items():
@@ -34,7 +42,7 @@ def _walk(node: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 SCHEMA = crdgen.openapi_schema()
-NODES = _walk(SCHEMA, "")
+NODES = _walk(SCHEMA, "") + _walk(crdgen.scaler_openapi_schema(), "")
 
 
 def test_schema_is_structural() -> None:
@@ -125,9 +133,32 @@ def test_write_and_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert [p.relative_to(tmp_path).as_posix() for p in written] == [
         f"crds/{c.CRD_FILENAME}",
         f"charts/epd-operator/crds/{c.CRD_FILENAME}",
+        f"crds/{c.SCALER_CRD_FILENAME}",
+        f"charts/epd-operator/crds/{c.SCALER_CRD_FILENAME}",
     ]
-    assert all(p.read_text() == crdgen.render_yaml() for p in written)
+    assert all(p.read_text() == crdgen.render_yaml() for p in written[:2])
+    assert all(p.read_text() == crdgen.render_scaler_yaml() for p in written[2:])
     assert crdgen.main([]) == 0
-    assert capsys.readouterr().out == crdgen.render_yaml()
+    assert capsys.readouterr().out == crdgen.render_yaml() + crdgen.render_scaler_yaml()
     assert crdgen.main(["--write", "--root", str(tmp_path / "x")]) == 0
     assert (tmp_path / "x" / "crds" / c.CRD_FILENAME).exists()
+
+
+def test_scaler_crd_has_the_scale_subresource_hpa_reads() -> None:
+    crd = yaml.safe_load(crdgen.render_scaler_yaml())
+    assert crd["metadata"]["name"] == c.SCALER_CRD_NAME
+    names = crd["spec"]["names"]
+    assert (names["kind"], names["plural"], names["shortNames"]) == (
+        c.SCALER_KIND, c.SCALER_PLURAL, ["epdrs"])
+    (version,) = crd["spec"]["versions"]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    props = version["schema"]["openAPIV3Schema"]["properties"]
+    # Each path the scale subresource maps exists in the schema with the type it needs.
+    assert props["spec"]["properties"]["replicas"]["type"] == "integer"
+    assert props["status"]["properties"]["replicas"]["type"] == "integer"
+    assert props["status"]["properties"]["selector"]["type"] == "string"
+    assert props["spec"]["properties"]["replicas"]["minimum"] == 1

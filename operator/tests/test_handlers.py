@@ -42,8 +42,8 @@ def test_registered_triggers(runtime: Runtime) -> None:
     watching = {(h.selector.group, h.selector.any_name): h
                 for h in registry._watching.get_all_handlers() if h.selector}
     assert set(watching) == {(c.GROUP, c.PLURAL), ("apps", "statefulsets"),
-                             ("apps", "deployments")}
-    for key in (("apps", "statefulsets"), ("apps", "deployments")):
+                             ("apps", "deployments"), (c.GROUP, c.SCALER_PLURAL)}
+    for key in (("apps", "statefulsets"), ("apps", "deployments"), (c.GROUP, c.SCALER_PLURAL)):
         assert watching[key].labels == {c.LABEL_MANAGED_BY: c.MANAGED_BY}
     activities = sorted(str(h.activity) for h in registry._activities.get_all_handlers())
     assert activities == ["authentication", "cleanup", "probe", "startup"]
@@ -70,7 +70,8 @@ def test_settings_use_our_prefix_and_post_no_kopf_events() -> None:
     assert settings.execution.max_workers == 3
     selectors = {(s.group, s.any_name): v for s, v in settings.watching.label_selectors.items()}
     assert selectors == {("apps", "statefulsets"): f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}",
-                         ("apps", "deployments"): f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"}
+                         ("apps", "deployments"): f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}",
+                         (c.GROUP, c.SCALER_PLURAL): f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"}
 
 
 def test_passes_of_one_object_never_overlap_and_extra_pokes_coalesce(

@@ -33,6 +33,7 @@ class FakeApiserver:
         self.events: list[dict[str, Any]] = []
         self.statuses: list[dict[str, Any]] = []
         self.fail_apply_of: str | None = None
+        self.scales: list[tuple[str, int]] = []
 
     def __call__(self, method: str, path: str, headers: Any, body: Any) -> tuple[int, bytes]:
         url = urlsplit(path)
@@ -44,6 +45,15 @@ class FakeApiserver:
             items = [o for k, o in self.objects.items() if k.rsplit("/", 1)[0] == p
                      and all(o["metadata"].get("labels", {}).get(a) == b for a, b in sel.items())]
             return self._ok({"items": copy.deepcopy(items)})
+        if method == "PATCH" and p.endswith("/scale"):  # merge patch of spec.replicas
+            scaler = self.objects[p.rsplit("/", 1)[0]]
+            scaler.setdefault("spec", {})["replicas"] = body["spec"]["replicas"]
+            self.scales.append((scaler["metadata"]["name"], body["spec"]["replicas"]))
+            return self._ok({"spec": body["spec"]})
+        if method == "PATCH" and "/epdrolescalers/" in p and p.endswith("/status"):
+            scaler = self.objects[p.rsplit("/", 1)[0]]
+            scaler["status"] = copy.deepcopy(body["status"])
+            return self._ok(scaler)
         if method == "PATCH" and p.endswith("/status"):
             self.statuses.append(body["status"])
             return self._ok(body)
@@ -52,6 +62,12 @@ class FakeApiserver:
                 return 500, json.dumps({"message": "etcdserver: timeout"}).encode()
             obj = copy.deepcopy(body)
             obj["metadata"]["uid"] = f"uid-{p}"
+            old = self.objects.get(p) or {}
+            # Like server-side apply: fields other writers own survive (status, and the
+            # scaler's spec.replicas, which our apply never sends).
+            for kept in ("status", "spec"):
+                if kept in old and kept not in obj:
+                    obj[kept] = old[kept]
             self.objects[p] = obj
             return self._ok(obj)
         if method == "DELETE":
@@ -216,3 +232,72 @@ def test_an_odd_spec_is_served_with_a_warning_event_and_a_ready_note_once() -> N
     assert "warnings: spec.encoderCache.limitMmPerPrompt" in ready["message"]
     reconcile(kube, dict(obj, status=api.statuses[-1]), CFG, memory)
     assert len([e for e in api.events if e["reason"] == "SpecWarning"]) == 1
+
+
+def scaler_path(api: FakeApiserver, name: str) -> str:
+    return next(p for p, o in api.objects.items()
+                if o["kind"] == "EPDRoleScaler" and o["metadata"]["name"] == name)
+
+
+def sts_replicas(api: FakeApiserver, name: str) -> int:
+    return int(next(o for o in api.objects.values() if o["kind"] == "StatefulSet"
+                    and o["metadata"]["name"] == name)["spec"]["replicas"])
+
+
+def test_scalers_are_seeded_and_a_scale_counts_only_where_the_scaler_owns_the_number() -> None:
+    api = FakeApiserver()
+    kube = Kube(api)
+    memory = StatusMemory()
+    obj = sample()
+    obj["spec"]["roles"]["decode"] = {"replicasFrom": "Scaler", "replicas": 2, "maxReplicas": 6}
+    first = reconcile(kube, obj, CFG, memory)
+    assert first.problems == []
+    # Seeded through /scale from the spec (the apply never carries spec.replicas).
+    assert sorted(api.scales) == [("qwen-vl-decode", 2), ("qwen-vl-encoder", 1)]
+    assert "replicas" not in next(o for o in api.objects.values()
+                                  if o["kind"] == "EPDRoleScaler").get("metadata", {})
+    enc, dec = scaler_path(api, "qwen-vl-encoder"), scaler_path(api, "qwen-vl-decode")
+    assert api.objects[dec]["status"]["replicasFrom"] == "Scaler"
+    assert api.objects[dec]["status"]["selector"].endswith("epd-operator.io/role=decode")
+    # An autoscaler scales both roles' scalers.
+    api.objects[enc]["spec"]["replicas"] = 3
+    api.objects[dec]["spec"]["replicas"] = 9
+    api.scales.clear()
+    out = reconcile(kube, dict(obj, status=api.statuses[-1]), CFG, memory)
+    assert api.scales == [("qwen-vl-encoder", 1)]  # spec-owned: reverted
+    assert api.objects[dec]["spec"]["replicas"] == 9  # scaler-owned: kept
+    assert sts_replicas(api, "qwen-vl-decode") == 6  # clamped to maxReplicas
+    assert sts_replicas(api, "qwen-vl-encoder") == 1
+    roles = api.statuses[-1]["roles"]
+    assert roles["decode"]["desiredReplicas"] == 6
+    assert roles["decode"]["requestedReplicas"] == 9
+    assert roles["decode"]["clamped"] == "lowered from 9 to maxReplicas 6"
+    assert api.objects[dec]["status"]["clamped"] == "lowered from 9 to maxReplicas 6"
+    clamps = [e for e in api.events if e["reason"] == "ReplicasClamped"]
+    assert [e["message"] for e in clamps] == ["decode: lowered from 9 to maxReplicas 6"]
+    assert out.scaler_writes
+    # Steady state (one more pass settles the order of the rollout message): nothing more to
+    # write, and the clamp is not announced again.
+    reconcile(kube, dict(obj, status=api.statuses[-1]), CFG, memory)
+    again = reconcile(kube, dict(obj, status=api.statuses[-1]), CFG, memory)
+    assert again.writes == 0
+    assert len([e for e in api.events if e["reason"] == "ReplicasClamped"]) == 1
+
+
+def test_without_the_scaler_crd_the_rest_is_applied_and_the_fix_is_named() -> None:
+    class NoScalerCRD(FakeApiserver):
+        def __call__(self, method: str, path: str, headers: Any, body: Any
+                     ) -> tuple[int, bytes]:
+            if "/epdrolescalers" in path:
+                return 404, json.dumps({"message": "the server could not find the requested "
+                                                   "resource"}).encode()
+            return super().__call__(method, path, headers, body)
+
+    api = NoScalerCRD()
+    out = reconcile(Kube(api), sample(), CFG, StatusMemory())
+    # Pods keep running as specified; the cluster says what to install.
+    assert {k for k, _ in api.kinds()} == {"ConfigMap", "Service", "StatefulSet", "Deployment"}
+    assert out.retry
+    assert out.problems
+    assert all("epdrolescalers.epd-operator.io is not installed" in p.message
+               for p in out.problems)

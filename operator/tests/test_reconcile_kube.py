@@ -138,3 +138,45 @@ def test_render_emits_only_kinds_observe_lists(sample: Path) -> None:
     assert manifests
     for m in manifests:
         kind_of(m)
+
+
+def test_scale_is_a_merge_patch_of_the_scale_subresource_as_hpa_writes() -> None:
+    rec = Recorder()
+    kube = Kube(rec)
+    kube.scale("ns", "demo-decode", 3)
+    ((method, path, query, headers, body),) = rec.calls
+    assert (method, path) == (
+        "PATCH", "/apis/epd-operator.io/v1alpha1/namespaces/ns/epdrolescalers/demo-decode/scale")
+    # An update, not an apply: our apply of the object never owns spec.replicas.
+    assert query == {"fieldManager": ["epd-operator"]}
+    assert headers["Content-Type"] == "application/merge-patch+json"
+    assert body == {"spec": {"replicas": 3}}
+    kube.apply_scaler_status("ns", "demo-decode", {"replicas": 1})
+    method, path, query, headers, body = rec.calls[1]
+    assert path.endswith("/epdrolescalers/demo-decode/status")
+    assert query == {"fieldManager": ["epd-operator"], "force": ["true"]}
+    assert body["kind"] == "EPDRoleScaler"
+    assert body["status"] == {"replicas": 1}
+    assert kube.writes.snapshot() == {("EPDRoleScaler", "scale"): 1,
+                                      ("EPDRoleScaler", "apply-status"): 1}
+
+
+class MissingScalerCRD(Recorder):
+    """An apiserver without the EPDRoleScaler CRD (an operator upgraded by `helm upgrade`)."""
+
+    def __call__(self, method: str, path: str, headers: Any, body: Any) -> tuple[int, bytes]:
+        if "/epdrolescalers" in path:
+            self.calls.append((method, path, {}, dict(headers), body))
+            return 404, json.dumps({"message": "the server could not find the requested "
+                                               "resource"}).encode()
+        return super().__call__(method, path, headers, body)
+
+
+def test_list_children_without_the_scaler_crd_lists_the_rest() -> None:
+    rec = MissingScalerCRD(body={"items": [{"metadata": {"name": "x"}}]})
+    out = Kube(rec).list_children("ns", "demo")
+    assert [o["kind"] for o in out] == ["ConfigMap", "Service", "StatefulSet", "Deployment"]
+    with pytest.raises(KubeError) as info:
+        Kube(rec).apply({"apiVersion": "epd-operator.io/v1alpha1", "kind": "EPDRoleScaler",
+                         "metadata": {"name": "demo-decode", "namespace": "ns"}})
+    assert info.value.not_found

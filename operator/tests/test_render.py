@@ -65,8 +65,10 @@ def config_of(manifests: list[dict[str, Any]]) -> launch.LaunchConfig:
                 ("ConfigMap", "demo-launch"),
                 ("Service", "demo-encoder"),
                 ("StatefulSet", "demo-encoder"),
+                ("EPDRoleScaler", "demo-encoder"),
                 ("Service", "demo-decode"),
                 ("StatefulSet", "demo-decode"),
+                ("EPDRoleScaler", "demo-decode"),
                 ("Deployment", "demo-router"),
                 ("Service", "demo-router"),
             ],
@@ -77,10 +79,13 @@ def config_of(manifests: list[dict[str, Any]]) -> launch.LaunchConfig:
                 ("ConfigMap", "demo-launch"),
                 ("Service", "demo-encoder"),
                 ("StatefulSet", "demo-encoder"),
+                ("EPDRoleScaler", "demo-encoder"),
                 ("Service", "demo-prefill"),
                 ("StatefulSet", "demo-prefill"),
+                ("EPDRoleScaler", "demo-prefill"),
                 ("Service", "demo-decode"),
                 ("StatefulSet", "demo-decode"),
+                ("EPDRoleScaler", "demo-decode"),
                 ("Deployment", "demo-router"),
                 ("Service", "demo-router"),
             ],
@@ -514,3 +519,39 @@ def test_router() -> None:
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     ]
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_router_traffic_settings_become_flags_the_router_parses() -> None:
+    spec = {
+        "consumerMedia": "raw",
+        "encoderRouting": "round-robin",
+        "overload": {"healthTimeoutSeconds": 2.5, "maxInflightPerPod": 8, "queueSize": 1024},
+    }
+    obj = cluster(router=spec)
+    dep = by_kind(render_cluster(obj, CFG), "Deployment", "router")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    # queueSize equals the router's default: not rendered.
+    assert args[4:] == [
+        "--consumer-media", "raw",
+        "--encoder-routing", "round-robin",
+        "--health-timeout-s", "2.5",
+        "--max-inflight-per-pod", "8",
+    ]  # fmt: skip
+    parsed = router_parser().parse_args(args)
+    assert (parsed.consumer_media, parsed.encoder_routing) == ("raw", "round-robin")
+    assert (parsed.health_timeout_s, parsed.max_inflight_per_pod) == (2.5, 8)
+
+
+@pytest.mark.parametrize(
+    ("router", "field"),
+    [
+        ({"consumerMedia": "pixels"}, "consumerMedia"),
+        ({"encoderRouting": "random"}, "encoderRouting"),
+        ({"overload": {"maxEjectionPercent": 101}}, "maxEjectionPercent"),
+        ({"overload": {"unhealthyThreshold": 0}}, "unhealthyThreshold"),
+        ({"overload": {"queueTimeoutSeconds": "5s"}}, "queueTimeoutSeconds"),
+    ],
+)
+def test_bad_router_traffic_settings_name_the_field(router: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        cluster(router=router)

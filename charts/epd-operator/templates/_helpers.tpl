@@ -69,6 +69,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
+# Per-role scale targets (EPDRoleScaler): children like the above, watched so a `kubectl
+# scale` / HPA write reaches the StatefulSet at once; the operator seeds or reverts their
+# number through /scale (as HPA does) and writes their status.
+- apiGroups: ["epd-operator.io"]
+  resources: ["epdrolescalers"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["epd-operator.io"]
+  resources: ["epdrolescalers/scale", "epdrolescalers/status"]
+  verbs: ["patch"]
 # Events on EPDClusters when a condition changes.
 - apiGroups: [""]
   resources: ["events"]

@@ -1,11 +1,15 @@
-"""Command-line flags generated from a settings dataclass (the router's and the simulator's):
-one `--flag-name` per field, typed by its default, optionally overridable from the environment,
-so a knob is declared once (the dataclass) and documented once (its help text)."""
+"""Command-line helpers of our processes: flags generated from a settings dataclass (the
+router's and the simulator's: one `--flag-name` per field, typed by its default, optionally
+overridable from the environment, so a knob is declared once (the dataclass) and documented
+once (its help text)), and tying a child's life to its parent's."""
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
+import sys
 from collections.abc import Collection, Mapping
 from dataclasses import fields
 from typing import Any
@@ -50,3 +54,14 @@ def dataclass_values(
 ) -> dict[str, Any]:
     """The parsed values of the flags `add_dataclass_flags` added, as constructor kwargs."""
     return {f.name: getattr(args, f.name) for f in fields(cls) if f.name not in skip}
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """SIGTERM this process when its parent thread exits (Linux `PR_SET_PDEATHSIG`, kept across
+    exec): a child started as preexec_fn or right after fork, so none outlives a killed parent."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

@@ -6,8 +6,9 @@ import random
 
 import pytest
 
+from epd_connector.launch.router_options import Overload, RouterOptions
 from epd_connector.router.discovery import parse_static
-from epd_connector.router.pods import Pod, Pool, by_affinity, least_loaded
+from epd_connector.router.pods import Pod, Pool, by_affinity, least_loaded, round_robin
 
 
 def _pool(n: int, dp: int = 1) -> Pool:
@@ -108,3 +109,164 @@ def test_pod_defaults() -> None:
     pod = Pod("decode", "10.1.1.1", 8000, dp_size=2)
     assert pod.rank_inflight == [0, 0]
     assert pod.healthy is None
+
+
+# ---- overload: health thresholds, outlier ejection, panic, per-pod limits ---------------------
+
+OV = Overload(
+    unhealthy_threshold=3,
+    eject_after_failures=2,
+    base_ejection_s=10,
+    max_ejection_s=25,
+    max_ejection_percent=50,
+    panic_threshold_percent=50,
+)
+
+
+def _checked(n: int, overload: Overload = OV) -> Pool:
+    pool = Pool("decode", 8000, 1, overload)
+    pool.sync((f"10.0.0.{i}", 8000) for i in range(n))
+    for pod in pool.pods.values():
+        pool.health_result(pod, True)
+    return pool
+
+
+def _keys(pods: list[Pod]) -> set[str]:
+    return {p.key.removesuffix(":8000") for p in pods}
+
+
+@pytest.mark.parametrize(
+    ("reason", "checks_to_leave"),
+    [("timeout", 3), ("refused", 1), ("status", 1)],
+)
+def test_a_pod_leaves_rotation_at_once_on_hard_signals_and_after_a_run_of_timeouts(
+    reason: str, checks_to_leave: int
+) -> None:
+    pool = _checked(4)
+    pod = pool.pods["10.0.0.0:8000"]
+    for i in range(1, checks_to_leave + 1):
+        changed = pool.health_result(pod, False, reason)
+        assert changed == (i == checks_to_leave)
+        assert (pod in pool.in_rotation(0)) == (i < checks_to_leave)
+    assert pool.health_result(pod, True)  # one good answer brings it back
+    assert pod.health_timeouts == 0
+
+
+def test_timeouts_in_a_row_only() -> None:
+    pool = _checked(2)
+    pod = pool.pods["10.0.0.0:8000"]
+    for ok in (False, False, True, False, False):
+        pool.health_result(pod, ok, None if ok else "timeout")
+    assert pod in pool.in_rotation(0)
+
+
+def test_failed_requests_eject_for_a_growing_bounded_interval() -> None:
+    pool = _checked(4)
+    pod = pool.pods["10.0.0.0:8000"]
+    now = 100.0
+    intervals = []
+    for _ in range(4):
+        assert not pool.request_failed(pod, now)
+        assert pool.request_failed(pod, now)
+        assert pod not in pool.in_rotation(now)
+        intervals.append(pod.ejected_until - now)
+        now = pod.ejected_until
+        assert pod in pool.in_rotation(now)
+    assert intervals == [10, 20, 25, 25]  # base x ejections, at most max_ejection_s
+
+
+def test_a_success_breaks_the_run_and_a_long_good_spell_resets_the_interval() -> None:
+    pool = _checked(4)
+    pod = pool.pods["10.0.0.0:8000"]
+    pool.request_failed(pod, 0)
+    pool.request_succeeded(pod, 0)
+    assert not pool.request_failed(pod, 0)  # the run started again
+    assert pool.request_failed(pod, 0)
+    pool.request_succeeded(pod, pod.ejected_until + 26)  # > max_ejection_s back in
+    assert pod.ejections == 0
+
+
+def test_a_refused_connection_takes_the_pod_out_at_once() -> None:
+    pool = _checked(2)
+    pod = pool.pods["10.0.0.1:8000"]
+    assert pool.request_failed(pod, 0, refused=True)
+    assert pod.hard_down
+    assert _keys(pool.candidates(set(), 0)) == {"10.0.0.0"}
+
+
+def test_never_more_than_the_bounded_share_is_ejected() -> None:
+    pool = _checked(4)
+    ejected = []
+    for pod in pool.pods.values():
+        pool.request_failed(pod, 0)
+        if pool.request_failed(pod, 0):
+            ejected.append(pod.key)
+    assert len(ejected) == 2  # 50 % of 4
+    assert len(pool.in_rotation(0)) == 2
+    one = _checked(1)
+    only = one.pods["10.0.0.0:8000"]
+    one.request_failed(only, 0)
+    assert one.request_failed(only, 0)  # one pod always may be ejected ...
+
+
+def test_panic_routes_to_every_pod_that_accepts_connections() -> None:
+    pool = _checked(4)
+    pods = list(pool.pods.values())
+    for pod in pods[:3]:
+        for _ in range(3):
+            pool.health_result(pod, False, "timeout")  # busy: /health answers too late
+    assert _keys(pool.in_rotation(0)) == {"10.0.0.3"}
+    assert pool.panicking(0)
+    assert _keys(pool.candidates(set(), 0)) == {"10.0.0.0", "10.0.0.1", "10.0.0.2", "10.0.0.3"}
+    pool.health_result(pods[0], False, "refused")  # nothing listens: never a candidate
+    assert _keys(pool.candidates(set(), 0)) == {"10.0.0.1", "10.0.0.2", "10.0.0.3"}
+    for pod in pods[1:3]:
+        pool.health_result(pod, True)
+    assert not pool.panicking(0)  # 3 of 4 in rotation
+    assert _keys(pool.candidates(set(), 0)) == {"10.0.0.1", "10.0.0.2", "10.0.0.3"}
+
+
+def test_every_pod_ejected_still_serves_through_panic() -> None:
+    pool = _checked(2, Overload(eject_after_failures=1, max_ejection_percent=100))
+    for pod in pool.pods.values():
+        assert pool.request_failed(pod, 0)
+    assert pool.in_rotation(0) == []
+    assert len(pool.candidates(set(), 0)) == 2
+
+
+def test_pods_at_their_inflight_limit_are_not_candidates() -> None:
+    pool = _checked(2, Overload(max_inflight_per_pod=2))
+    a, b = pool.pods.values()
+    a.acquire()
+    a.acquire()
+    assert pool.candidates(set(), 0) == [b]
+    b.acquire()
+    b.acquire()
+    assert pool.candidates(set(), 0) == []  # the router queues
+    a.release()
+    assert pool.candidates(set(), 0) == [a]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("consumer_media", "pixels", "consumer_media 'pixels'"),
+        ("max_ejection_percent", 101, "max_ejection_percent 101"),
+        ("unhealthy_threshold", 0, "unhealthy_threshold 0"),
+        ("queue_size", -1, "queue_size"),
+    ],
+)
+def test_options_that_cannot_work_are_refused(field: str, value: object, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        RouterOptions(**{field: value}).check()  # type: ignore[arg-type]
+
+
+def test_round_robin_takes_turns_in_key_order() -> None:
+    pods = list(_pool(3).pods.values())
+    assert [round_robin(pods, t).key for t in range(4)] == [  # type: ignore[union-attr]
+        "10.0.0.0:8000",
+        "10.0.0.1:8000",
+        "10.0.0.2:8000",
+        "10.0.0.0:8000",
+    ]
+    assert round_robin([], 0) is None

@@ -77,8 +77,27 @@ ENCODER_ANSWERS = [
 
 
 @pytest.mark.parametrize(("answer", "tid", "want"), ENCODER_ANSWERS)
-def test_encoded_mm_hash(answer: dict, tid: str, want: str) -> None:
-    assert protocol.encoded_mm_hash(answer, tid) == want
+def test_encoded_item_is_found_by_transfer_id(answer: dict, tid: str, want: str) -> None:
+    ref = protocol.media_refs(BODY)[0]
+    assert protocol.encoded_item(answer, ref, tid).mm_hash == want
+
+
+def test_encoded_item_carries_metadata_and_modality() -> None:
+    ref = protocol.media_refs(BODY)[0]
+    answer = {
+        "ec_transfer_params": {
+            "h": {
+                "modality": "image",
+                "metadata": {"image_grid_thw": [[1, 4, 4]]},
+                "transfer_id": "t",
+            }
+        }
+    }
+    assert protocol.encoded_item(answer, ref, "t") == protocol.Encoded(
+        "h", "t", "image", {"image_grid_thw": [[1, 4, 4]]}
+    )
+    bare = protocol.encoded_item({"ec_transfer_params": {"h": {}}}, ref, "t")
+    assert (bare.modality, bare.metadata) == ("image", {})  # the part's type names the modality
 
 
 @pytest.mark.parametrize(
@@ -90,9 +109,85 @@ def test_encoded_mm_hash(answer: dict, tid: str, want: str) -> None:
         {"ec_transfer_params": {"a": {"transfer_id": "x"}, "b": {"transfer_id": "y"}}},
     ],
 )
-def test_encoded_mm_hash_rejects_answers_without_our_item(answer: dict) -> None:
+def test_encoded_item_rejects_answers_without_our_item(answer: dict) -> None:
     with pytest.raises(ValueError, match=r"ec_transfer_params|transfer_id"):
-        protocol.encoded_mm_hash(answer, "t")
+        protocol.encoded_item(answer, protocol.media_refs(BODY)[0], "t")
+
+
+def _enc(i: int, metadata: dict | None, modality: str = "image") -> protocol.Encoded:
+    return protocol.Encoded(f"h{i}", f"t{i}", modality, metadata or {})
+
+
+GRID = {"image_grid_thw": [[1, 4, 6]]}
+IMAGES = {
+    "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "a"}, IMG, IMG]},
+    ],
+}
+
+
+def test_encoder_request_names_the_item_by_uuid_in_reference_mode() -> None:
+    ref = protocol.media_refs(BODY)[0]
+    req = protocol.encoder_request(BODY, ref, None, "t", with_uuid=True)
+    assert req["messages"][0]["content"] == [{**IMG, "uuid": ref.content_key}]
+    given = protocol.media_refs({"messages": [{"content": [{**IMG, "uuid": "mine"}]}]})[0]
+    assert (
+        protocol.encoder_request(BODY, given, None, "t", with_uuid=True)["messages"][0]["content"][
+            0
+        ]["uuid"]
+        == "mine"
+    )  # a client's own uuid wins
+    assert (
+        "uuid" not in protocol.encoder_request(BODY, ref, None, "t")["messages"][0]["content"][0]
+    )  # raw mode: the consumer hashes the content, so must the encoder
+
+
+def test_by_reference_replaces_pixels_with_metadata_and_uuid() -> None:
+    refs = protocol.media_refs(IMAGES)
+    out = protocol.by_reference(IMAGES, refs, [_enc(0, GRID), _enc(1, GRID)])
+    assert out["messages"][0] == IMAGES["messages"][0]
+    text, first, second = out["messages"][1]["content"]
+    assert text == {"type": "text", "text": "a"}
+    assert first == {
+        "type": "image_embeds",
+        "image_embeds": {"image_grid_thw": [1, 4, 6]},
+        "uuid": refs[0].uuid,
+    }
+    assert second == first  # the same image twice: the same identifier, the same metadata
+    assert "data:" not in json.dumps(out)
+    assert IMAGES["messages"][1]["content"][1] is IMG  # the original is not modified
+
+
+def test_by_reference_keeps_an_item_without_metadata_raw_with_its_uuid() -> None:
+    refs = protocol.media_refs(IMAGES)
+    out = protocol.by_reference(IMAGES, refs, [_enc(0, None), _enc(1, GRID)])
+    first, second = out["messages"][1]["content"][1:]
+    assert first == {**IMG, "uuid": refs[0].uuid}
+    assert second["type"] == "image_embeds"
+
+
+def test_by_reference_keeps_an_audio_request_raw_when_any_item_lacks_metadata() -> None:
+    refs = protocol.media_refs(BODY)
+    encoded = [_enc(0, GRID), _enc(1, None, "audio"), _enc(2, GRID)]
+    out = protocol.by_reference(BODY, refs, encoded)
+    parts = [p for m in out["messages"] if isinstance(m["content"], list) for p in m["content"]]
+    assert [p["type"] for p in parts] == ["text", "image_url", "input_audio", "image_url"]
+    assert all(p["uuid"] == r.uuid for p, r in zip(parts[1:], refs, strict=True))
+    full = [_enc(0, GRID), _enc(1, {"audio_num_tokens": [30]}, "audio"), _enc(2, GRID)]
+    out = protocol.by_reference(BODY, refs, full)
+    parts = [p for m in out["messages"] if isinstance(m["content"], list) for p in m["content"]]
+    assert [p["type"] for p in parts] == ["text", "image_embeds", "audio_embeds", "image_embeds"]
+    assert parts[2]["audio_embeds"] == {"audio_num_tokens": [30]}
+
+
+def test_by_reference_leaves_client_embeds_alone() -> None:
+    embeds = {"type": "image_embeds", "image_embeds": "b64", "uuid": "u"}
+    body = {"messages": [{"role": "user", "content": [embeds, IMG]}]}
+    refs = protocol.media_refs(body)
+    out = protocol.by_reference(body, refs, [_enc(0, GRID), _enc(1, GRID)])
+    assert out["messages"][0]["content"][0] is embeds
+    assert out["messages"][0]["content"][1]["type"] == "image_embeds"
 
 
 def test_consumer_request_keeps_media_and_lists_items_in_order() -> None:

@@ -3,7 +3,9 @@
     epdctl render -f epdcluster.yaml                 the manifests the operator would apply
     epdctl render -f x.yaml --pod decode/0 --pod-ip 10.0.0.7
                                                      the argv (and env) that pod would exec
-    epdctl crds [--write]                            the generated CRD (or rewrite crds/)
+    epdctl crds [--write]                            the generated CRDs (or rewrite crds/)
+    epdctl autoscale -f x.yaml [--role decode] [--keda]
+                                                     an HPA (or KEDA ScaledObject) per role
 
 Invalid input exits with code 2 and a message naming the field. Output goes to stdout (this
 is a CLI); diagnostics to stderr.
@@ -31,6 +33,7 @@ from .api.models import EPDCluster
 from .api.operator_config import OperatorConfig, OperatorConfigError
 from .api.parse import SpecError, parse
 from .render import render_cluster
+from .render.autoscale import RecipeError, Targets, recipes
 from .render.launch import launch_config
 from .render.names import role_name
 
@@ -153,7 +156,26 @@ def _cmd_crds(args: argparse.Namespace, out: TextIO) -> int:
         for path in crdgen.write(args.root or crdgen.repo_root()):
             out.write(f"wrote {path}\n")
     else:
-        out.write(crdgen.render_yaml())
+        out.write(crdgen.render_all_yaml())
+    return 0
+
+
+def _cmd_autoscale(args: argparse.Namespace, out: TextIO) -> int:
+    clusters = load_clusters(args.file, args.namespace)
+    t = Targets(
+        waiting_per_pod=args.waiting_per_pod,
+        kv_cache_usage=args.kv_cache_usage,
+        encode_p90_seconds=args.encode_p90_seconds,
+        default_max_replicas=args.max_replicas,
+        prometheus_url=args.prometheus_url,
+    )
+    manifests: list[dict[str, Any]] = []
+    for cluster in clusters:
+        try:
+            manifests += recipes(cluster, args.role or None, keda=args.keda, t=t)
+        except RecipeError as exc:
+            raise CLIError(str(exc)) from exc
+    out.write(dump_yaml_stream(manifests))
     return 0
 
 
@@ -173,10 +195,36 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--pod", metavar="ROLE/ORDINAL", help="print this pod's argv and env")
     render.add_argument("--pod-ip", metavar="IP", help="the pod IP to assume with --pod")
     render.set_defaults(func=_cmd_render)
-    crds = sub.add_parser("crds", help="print the EPDCluster CRD, or write crds/ with --write")
+    crds = sub.add_parser("crds", help="print the CRDs, or write crds/ with --write")
     crds.add_argument("--write", action="store_true", help="rewrite crds/ and the chart's copy")
     crds.add_argument("--root", type=Path, help="repository root for --write")
     crds.set_defaults(func=_cmd_crds)
+    auto = sub.add_parser(
+        "autoscale",
+        help="print an HPA (or KEDA ScaledObject) per Scaler-owned role",
+        description="Print one autoscaler per role of the EPDCluster(s) in FILE whose "
+        "replicasFrom is Scaler, aimed at the role's EPDRoleScaler: HPA autoscaling/v2 on the "
+        "metric names of the Prometheus Adapter rules in docs/autoscaling.md, or with --keda "
+        "a ScaledObject querying Prometheus. Bounds come from the role's min/maxReplicas.",
+    )
+    auto.add_argument("-f", "--file", required=True, help="EPDCluster YAML ('-' = stdin)")
+    auto.add_argument("-n", "--namespace", help="namespace (default: the file's, or default)")
+    auto.add_argument("--role", action="append", choices=c.ROLE_NAMES,
+                      help="only this role (repeatable; default: every Scaler-owned role)")
+    auto.add_argument("--keda", action="store_true", help="KEDA ScaledObjects instead of HPAs")
+    defaults = Targets()
+    auto.add_argument("--waiting-per-pod", default=defaults.waiting_per_pod,
+                      help="prefill/decode: vllm:num_requests_waiting per pod "
+                      "(default %(default)s)")
+    auto.add_argument("--kv-cache-usage", default=defaults.kv_cache_usage,
+                      help="decode: vllm:kv_cache_usage_perc per pod (default %(default)s)")
+    auto.add_argument("--encode-p90-seconds", default=defaults.encode_p90_seconds,
+                      help="encoder: the router's p90 encode-stage seconds (default %(default)s)")
+    auto.add_argument("--max-replicas", type=int, default=defaults.default_max_replicas,
+                      help="for roles without maxReplicas (default %(default)s)")
+    auto.add_argument("--prometheus-url", default=defaults.prometheus_url,
+                      help="KEDA: Prometheus address (default %(default)s)")
+    auto.set_defaults(func=_cmd_autoscale)
     return parser
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 
+import uvloop
 from aiohttp import web
 
-from epd_connector.cliutil import add_dataclass_flags, dataclass_values
-from epd_connector.launch.config import ROLE_NAMES, LaunchConfigError, load
+from epd_connector.cliutil import add_dataclass_flags, dataclass_values, die_with_parent
+from epd_connector.launch.config import ROLE_NAMES, LaunchConfig, LaunchConfigError, load
 
 from .app import Router, RouterOptions
 from .discovery import parse_static
@@ -35,6 +38,24 @@ _HELP = {
     "this factor x the mean encoder load",
     "pool_size": "most open connections to engines in total (keep-alive pool)",
     "pool_per_host": "most open connections per engine pod (0: no per-pod limit)",
+    "unhealthy_threshold": "timed-out health checks in a row before a pod leaves rotation (a "
+    "refused connection or a non-200 answer takes it out at once)",
+    "eject_after_failures": "failed requests in a row (5xx, timeout, broken connection) that "
+    "eject a pod (passive outlier detection)",
+    "base_ejection_s": "an ejected pod is out for this x the number of its ejections",
+    "max_ejection_s": "longest ejection",
+    "max_ejection_percent": "most pods of a role ejected at once, in percent (one always may be)",
+    "panic_threshold_percent": "below this share of a role's pods in rotation, route to every "
+    "pod that still accepts connections",
+    "max_inflight_per_pod": "requests one pod takes at once before new ones queue (0: no limit)",
+    "queue_size": "most requests waiting for a pod, over all roles; more get HTTP 503",
+    "queue_timeout_s": "longest wait for a pod before HTTP 503 naming the stage",
+    "encoder_routing": "how an item picks its encoder: 'affinity' (rendezvous hash of its "
+    "content, under a load bound: repeats reach the encoder that cached them) or 'round-robin'",
+    "workers": "router processes sharing the port (SO_REUSEPORT), for many-core pods",
+    "consumer_media": "how media reach the EC consumer after encoding: 'reference' (a "
+    "metadata-only embeds item with the encoder's uuid: the consumer never preprocesses the "
+    "pixels) or 'raw' (the original item; the consumer preprocesses it again)",
 }
 
 
@@ -91,19 +112,65 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--static-pods {spec!r}: {exc}")
     values = dataclass_values(args, RouterOptions, skip={"static_pods"})
     opts = RouterOptions(static_pods=static, **values)
-    router = Router(config, opts)
+    try:
+        Router(config, opts)  # validates the options before any process starts
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.getLogger(__name__).info(
-        "epd-router (%s) on %s:%d", config.topology, opts.host, opts.port
+        "epd-router (%s) on %s:%d, %d worker(s)",
+        config.topology,
+        opts.host,
+        opts.port,
+        opts.workers,
     )
+    if opts.workers == 1:
+        _serve(config, opts)
+        return 0
+    return _serve_workers(config, opts)
+
+
+def _serve(config: LaunchConfig, opts: RouterOptions) -> None:
+    """One router process: its own pools, health checks and metrics, on uvloop."""
     web.run_app(
-        router.app(),
+        Router(config, opts).app(),
         host=opts.host,
         port=opts.port,
         print=None,
         access_log=None,
         handler_cancellation=True,
+        backlog=1024,
+        reuse_port=opts.workers > 1,
+        loop=uvloop.new_event_loop(),
     )
-    return 0
+
+
+def _serve_workers(config: LaunchConfig, opts: RouterOptions) -> int:
+    """`workers` processes bound to one port with SO_REUSEPORT (the kernel spreads connections);
+    the parent forwards SIGTERM/SIGINT and exits when they have. Each worker checks health and
+    counts metrics on its own, so a scrape of /metrics sees one worker's share."""
+    children: list[int] = []
+    for _ in range(opts.workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's exit is observed by the tests
+            die_with_parent()
+            try:
+                _serve(config, opts)
+            finally:
+                os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status))
+    return worst
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ Engine 4xx answers go back to the client unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import logging
 import time
@@ -22,44 +24,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from epd_connector.launch import wiring
 from epd_connector.launch.config import LaunchConfig, RoleName
+from epd_connector.launch.router_options import RouterOptions
 from epd_connector.launch.rules import DEFAULT_KV_BOOTSTRAP_PORT
 
 from . import protocol
 from .discovery import Discovery
 from .errors import ClientFacingError, UpstreamFailed, UpstreamRejected, error_response
 from .metrics import RouterMetrics
-from .pods import Pod, Pool, by_affinity, least_loaded
+from .pods import Pod, Pool, by_affinity, least_loaded, round_robin
+
+__all__ = ["Router", "RouterOptions"]
 
 log = logging.getLogger(__name__)
 
 DP_HEADER = "X-data-parallel-rank"
+JSON = "application/json"
 PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
-
-
-@dataclass(frozen=True)
-class RouterOptions:
-    host: str = "0.0.0.0"
-    port: int = 8000
-    static_pods: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-    dns_suffix: str = "svc"
-    dns_refresh_s: float = 3.0
-    health_interval_s: float = 2.0
-    health_timeout_s: float = 1.0
-    connect_timeout_s: float = 2.0
-    encoder_timeout_s: float = 60.0
-    prefill_timeout_s: float = 120.0
-    request_timeout_s: float = 600.0
-    stream_idle_timeout_s: float = 60.0
-    retries: int = 3
-    max_body_bytes: int = 32 << 20
-    affinity_load_factor: float = 1.5
-    pool_size: int = 1024
-    pool_per_host: int = 0
 
 
 @dataclass
@@ -81,6 +67,7 @@ class _Req:
     http: web.Request
     route: str
     body: dict[str, Any]
+    raw: bytes  # the body as received: forwarded as is where the router changes nothing
     refs: list[protocol.MediaRef]
     budget: _Budget
     started: float
@@ -97,12 +84,15 @@ class Router:
         # shares a volume keyed by mm_hash and needs no target (protocol.py).
         self.ec_push = config.ec.connector == "ECMooncakeConnector"
         self.served = {config.model.served_model_name or config.model.name}
+        opts.check()
+        self.by_reference = opts.consumer_media == "reference"
+        self._turns = itertools.count()  # encoder_routing round-robin
         self.metrics = RouterMetrics()
         self.pools: dict[str, Pool] = {}
         dns: dict[str, str] = {}
         for role in config.present_roles():
             launch = config.role(role)
-            pool = self.pools[role] = Pool(role, launch.port, launch.parallelism.data)
+            pool = self.pools[role] = Pool(role, launch.port, launch.parallelism.data, opts)
             if role in opts.static_pods:
                 pool.sync(opts.static_pods[role])
             else:
@@ -111,6 +101,11 @@ class Router:
         self._engine_ids: dict[str, dict[str, str]] = {}
         self.session: aiohttp.ClientSession | None = None
         self.discovery: Discovery | None = None
+        # Woken when a pod may have become available: a request released one, or discovery
+        # changed the rotation. Requests that found no pod wait on it (bounded, see _acquire).
+        self._capacity = asyncio.Condition()
+        self._queued = 0
+        self._wakers: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -154,8 +149,21 @@ class Router:
             await self.session.close()
 
     def _update_gauges(self) -> None:
+        now = time.monotonic()
         for role, pool in self.pools.items():
-            self.metrics.pods_in_rotation.labels(role).set(len(pool.in_rotation()))
+            self.metrics.pods_in_rotation.labels(role).set(len(pool.in_rotation(now)))
+            self.metrics.panic.labels(role).set(int(pool.panicking(now)))
+        if self._queued:
+            task = asyncio.get_running_loop().create_task(self._wake(all_waiters=True))
+            self._wakers.add(task)
+            task.add_done_callback(self._wakers.discard)
+
+    async def _wake(self, *, all_waiters: bool = False) -> None:
+        async with self._capacity:
+            if all_waiters:
+                self._capacity.notify_all()
+            else:
+                self._capacity.notify()
 
     # ---- plain endpoints ---------------------------------------------------------------------
 
@@ -177,9 +185,11 @@ class Router:
         )
 
     async def health(self, _: web.Request) -> web.Response:
-        counts = {role: len(pool.in_rotation()) for role, pool in self.pools.items()}
+        now = time.monotonic()
+        counts = {role: len(pool.in_rotation(now)) for role, pool in self.pools.items()}
         needed = [r for r in ("prefill", "decode") if r in self.pools]
-        ok = all(counts[r] > 0 for r in needed)
+        # Serving is what counts: in panic the router serves through pods out of rotation.
+        ok = all(self.pools[r].candidates(set(), now) for r in needed)
         return web.json_response(
             {"status": "ok" if ok else "unavailable", "pods": counts}, status=200 if ok else 503
         )
@@ -204,8 +214,8 @@ class Router:
         self.metrics.inflight.inc()
         outcome = "success"
         try:
-            body = await self._read_body(request, route)
-            resp = await self._run(request, route, body, started)
+            raw, body = await self._read_body(request, route)
+            resp = await self._run(request, route, raw, body, started)
             outcome = request.get("epd_outcome", "success")
         except ClientFacingError as exc:
             resp = exc.response()
@@ -215,11 +225,11 @@ class Router:
             outcome = "client_error"
         finally:
             self.metrics.inflight.dec()
-        self.metrics.requests.labels(route, outcome).inc()
-        self.metrics.request_seconds.labels(route).observe(time.monotonic() - started)
+        self.metrics.of(self.metrics.requests, route, outcome).inc()
+        self.metrics.of(self.metrics.request_seconds, route).observe(time.monotonic() - started)
         return resp
 
-    async def _read_body(self, request: web.Request, route: str) -> dict[str, Any]:
+    async def _read_body(self, request: web.Request, route: str) -> tuple[bytes, dict[str, Any]]:
         limit = self.opts.max_body_bytes
         too_big = ClientFacingError(
             413, f"request body exceeds {limit} bytes", "RequestEntityTooLarge"
@@ -231,7 +241,7 @@ class Router:
         except web.HTTPRequestEntityTooLarge:
             raise too_big from None
         try:
-            body = json.loads(raw)
+            body = orjson.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ClientFacingError(
                 400, f"request body is not valid JSON: {exc}", "BadRequestError"
@@ -249,13 +259,13 @@ class Router:
             raise ClientFacingError(
                 400, "`prompt` must be a string or a list", "BadRequestError", "prompt"
             )
-        return body
+        return raw, body
 
     async def _run(
-        self, request: web.Request, route: str, body: dict[str, Any], started: float
+        self, request: web.Request, route: str, raw: bytes, body: dict[str, Any], started: float
     ) -> web.StreamResponse:
         refs = protocol.media_refs(body) if route == "chat" else []
-        req = _Req(request, route, body, refs, _Budget(self.opts.retries), started)
+        req = _Req(request, route, body, raw, refs, _Budget(self.opts.retries), started)
         while True:
             req.encoders_used = set()
             try:
@@ -273,9 +283,13 @@ class Router:
     def _spend(self, budget: _Budget, exc: UpstreamFailed) -> None:
         """Account one failed upstream call; raise the client-facing error when out of budget."""
         pool = self.pools.get(exc.role)
-        if exc.pod_down and pool is not None and exc.pod in pool.pods:
-            pool.pods[exc.pod].healthy = False
-            self._update_gauges()
+        if pool is not None and exc.pod in pool.pods:
+            left = pool.request_failed(pool.pods[exc.pod], time.monotonic(), refused=exc.pod_down)
+            if left and not exc.pod_down:
+                self.metrics.ejections.labels(exc.role).inc()
+                log.warning("%s pod %s ejected after failed requests", exc.role, exc.pod)
+            if left:
+                self._update_gauges()
         log.warning("attempt failed: %s", exc)
         if budget.retries_left <= 0:
             if exc.timeout:
@@ -294,12 +308,49 @@ class Router:
         )
         self.metrics.retries.labels(exc.role, reason).inc()
 
-    def _pick(self, role: str, budget: _Budget) -> Pod:
+    async def _pick(self, role: str, budget: _Budget) -> Pod:
         pool = self.pools[role]
-        pod = least_loaded(pool.candidates(budget.of(role)))
-        if pod is None:
-            raise ClientFacingError(503, f"no {role} pods in rotation", "ServiceUnavailable")
-        return pod
+        return await self._acquire(
+            role, lambda: least_loaded(pool.candidates(budget.of(role), time.monotonic()))
+        )
+
+    async def _acquire(self, role: str, choose: Callable[[], Pod | None]) -> Pod:
+        """The pod `choose` picks; when there is none, wait in the bounded queue until one is
+        free (a request ends, or a pod enters rotation) or the queue timeout passes."""
+        pod = choose()
+        if pod is not None:
+            return pod
+        opts, pool = self.opts, self.pools[role]
+        if self._queued >= opts.queue_size:
+            raise self._unavailable(role, pool, "the queue is full")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + opts.queue_timeout_s
+        self._queued += 1
+        self.metrics.queued.labels(role).inc()
+        try:
+            async with self._capacity:
+                while (pod := choose()) is None:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        raise self._unavailable(
+                            role, pool, f"none became available within {opts.queue_timeout_s}s"
+                        )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._capacity.wait(), left)
+            return pod
+        finally:
+            self._queued -= 1
+            self.metrics.queued.labels(role).dec()
+
+    @staticmethod
+    def _unavailable(role: str, pool: Pool, why: str) -> ClientFacingError:
+        now = time.monotonic()
+        known, ready = len(pool.pods), len(pool.in_rotation(now))
+        return ClientFacingError(
+            503,
+            f"{role} stage: no {role} pod available ({why}; {known} known, {ready} in rotation)",
+            "ServiceUnavailable",
+        )
 
     @asynccontextmanager
     async def _using(self, pod: Pod, rank: int) -> AsyncIterator[None]:
@@ -308,16 +359,18 @@ class Router:
             yield
         finally:
             pod.release(rank)
+            if self._queued:
+                await self._wake()
 
     async def _attempt_epd(self, req: _Req) -> web.StreamResponse:
-        pd = self._pick("decode", req.budget)
+        pd = await self._pick("decode", req.budget)
         rank = pd.least_loaded_rank()
         async with self._using(pd, rank):
             body = await self._encode_all(req, pd, rank) if req.refs else req.body
             return await self._final(req, pd, rank, body)
 
     async def _attempt_e_p_d(self, req: _Req) -> web.StreamResponse:
-        p = self._pick("prefill", req.budget)
+        p = await self._pick("prefill", req.budget)
         rank = p.least_loaded_rank()
         transfer_id = protocol.new_transfer_id()
         async with self._using(p, rank):
@@ -336,7 +389,7 @@ class Router:
                 protocol.prefill_request(p_body, kv),
                 timeout_s=self.opts.prefill_timeout_s,
             )
-            self.metrics.stage_seconds.labels("prefill").observe(time.monotonic() - t0)
+            self.metrics.of(self.metrics.stage_seconds, "prefill").observe(time.monotonic() - t0)
             if mooncake:
                 if protocol.finish_reason(answer) == "stop":
                     # P sampled EOS: Mooncake KV sends nothing and this answer is final.
@@ -351,10 +404,12 @@ class Router:
                         "prefill", p.key, "answer without kv_transfer_params", pod_down=False
                     )
                 d_params = got
-        d = self._pick("decode", req.budget)
+        d = await self._pick("decode", req.budget)
         d_rank = d.least_loaded_rank()
+        # D gets P's body (media by reference, when rewritten): as a KV consumer it accepts
+        # metadata-only items too, and its EC items are dropped by decode_request.
         async with self._using(d, d_rank):
-            return await self._final(req, d, d_rank, protocol.decode_request(req.body, d_params))
+            return await self._final(req, d, d_rank, protocol.decode_request(p_body, d_params))
 
     def _bootstrap_port(self) -> int:
         kv = self.config.kv
@@ -394,7 +449,7 @@ class Router:
             wiring.consumer_zmq(self.config, consumer.host, rank) if self.ec_push else None
         )
         t0 = time.monotonic()
-        results: list[tuple[str, str]] = [("", "")] * len(req.refs)
+        results: list[protocol.Encoded] = [protocol.Encoded("", "", "", {})] * len(req.refs)
 
         async def one(ref: protocol.MediaRef) -> None:
             results[ref.index] = await self._encode_one(req, ref, consumer_zmq)
@@ -405,25 +460,24 @@ class Router:
                     group.create_task(one(ref))
         except BaseExceptionGroup as eg:
             raise eg.exceptions[0] from None
-        self.metrics.stage_seconds.labels("encode").observe(time.monotonic() - t0)
+        self.metrics.of(self.metrics.stage_seconds, "encode").observe(time.monotonic() - t0)
+        body = protocol.by_reference(req.body, req.refs, results) if self.by_reference else req.body
         if not self.ec_push:
-            return req.body
-        return protocol.with_ec_items(req.body, results)
+            return body
+        return protocol.with_ec_items(body, [(e.mm_hash, e.transfer_id) for e in results])
 
     async def _encode_one(
         self, req: _Req, ref: protocol.MediaRef, consumer_zmq: str | None
-    ) -> tuple[str, str]:
+    ) -> protocol.Encoded:
         pool = self.pools["encoder"]
         while True:
-            enc = by_affinity(
-                pool.candidates(req.budget.of("encoder")),
-                ref.content_key,
-                self.opts.affinity_load_factor,
+            enc = await self._acquire(
+                "encoder", lambda: self._pick_encoder(pool, req.budget, ref.content_key)
             )
-            if enc is None:
-                raise ClientFacingError(503, "no encoder pods in rotation", "ServiceUnavailable")
             transfer_id = protocol.new_transfer_id()
-            body = protocol.encoder_request(req.body, ref, consumer_zmq, transfer_id)
+            body = protocol.encoder_request(
+                req.body, ref, consumer_zmq, transfer_id, with_uuid=self.by_reference
+            )
             req.encoders_used.add(enc.key)
             try:
                 async with self._using(enc, 0):
@@ -431,11 +485,17 @@ class Router:
                         enc, None, PATHS["chat"], body, timeout_s=self.opts.encoder_timeout_s
                     )
                 try:
-                    return protocol.encoded_mm_hash(answer, transfer_id), transfer_id
+                    return protocol.encoded_item(answer, ref, transfer_id)
                 except ValueError as exc:
                     raise UpstreamFailed("encoder", enc.key, str(exc), pod_down=False) from exc
             except UpstreamFailed as exc:
                 self._spend(req.budget, exc)
+
+    def _pick_encoder(self, pool: Pool, budget: _Budget, content_key: str) -> Pod | None:
+        pods = pool.candidates(budget.of("encoder"), time.monotonic())
+        if self.opts.encoder_routing == "round-robin":
+            return round_robin(pods, next(self._turns))
+        return by_affinity(pods, content_key, self.opts.affinity_load_factor)
 
     # ---- upstream calls ----------------------------------------------------------------------
 
@@ -459,7 +519,7 @@ class Router:
             raise UpstreamFailed(
                 role, pod.key, f"no answer within {timeout_s}s", pod_down=False, timeout=True
             ) from exc
-        except (aiohttp.ClientError, json.JSONDecodeError) as exc:
+        except (aiohttp.ClientError, ValueError) as exc:
             raise UpstreamFailed(
                 role, pod.key, f"{type(exc).__name__}: {exc}", pod_down=False
             ) from exc
@@ -469,20 +529,29 @@ class Router:
     ) -> dict[str, Any]:
         role = pod.role
         assert self.session is not None
-        headers = {DP_HEADER: str(rank)} if rank is not None else {}
-        self.metrics.upstream_requests.labels(role, pod.key).inc()
+        headers = {"Content-Type": JSON}
+        if rank is not None:
+            headers[DP_HEADER] = str(rank)
+        self.metrics.of(self.metrics.upstream_requests, role, pod.key).inc()
         async with (
             self._upstream_errors(role, pod, timeout_s),
             self.session.post(
-                pod.base_url + path, json=body, headers=headers, timeout=self._timeout(timeout_s)
+                pod.base_url + path,
+                data=orjson.dumps(body),
+                headers=headers,
+                timeout=self._timeout(timeout_s),
             ) as resp,
         ):
             data = await resp.read()
             _raise_for_status(role, pod, resp, data)
-            answer = json.loads(data)
+            answer = orjson.loads(data)
         if not isinstance(answer, dict):
             raise UpstreamFailed(role, pod.key, "answer is not a JSON object", pod_down=False)
+        self._succeeded(pod)
         return answer
+
+    def _succeeded(self, pod: Pod) -> None:
+        self.pools[pod.role].request_succeeded(pod, time.monotonic())
 
     async def _final(
         self, req: _Req, pod: Pod, rank: int, body: dict[str, Any]
@@ -498,28 +567,31 @@ class Router:
         )
         limit = self.opts.stream_idle_timeout_s if stream else self.opts.request_timeout_s
         t0 = time.monotonic()
-        self.metrics.upstream_requests.labels(role, pod.key).inc()
+        self.metrics.of(self.metrics.upstream_requests, role, pod.key).inc()
         async with (
             self._upstream_errors(role, pod, limit),
             self.session.post(
                 pod.base_url + PATHS[req.route],
-                json=body,
-                headers={DP_HEADER: str(rank)},
+                # Unchanged (text in E/PD): the bytes as received, not parsed and re-encoded.
+                data=req.raw if body is req.body else orjson.dumps(body),
+                headers={DP_HEADER: str(rank), "Content-Type": JSON},
                 timeout=timeout,
             ) as up,
         ):
             if not stream or up.status >= 400:
                 data = await up.read()
                 _raise_for_status(role, pod, up, data)
+                self._succeeded(pod)
                 now = time.monotonic()
-                self.metrics.stage_seconds.labels("ttft").observe(now - started)
-                self.metrics.stage_seconds.labels("decode").observe(now - t0)
+                self.metrics.of(self.metrics.stage_seconds, "ttft").observe(now - started)
+                self.metrics.of(self.metrics.stage_seconds, "decode").observe(now - t0)
                 return web.Response(body=data, status=up.status, content_type=up.content_type)
             # Nothing has reached the client until the first chunk is in hand, so a pod
             # that dies before answering is still retried.
             first = await up.content.readany()
             if not first:
                 raise UpstreamFailed(role, pod.key, "stream ended before any data", pod_down=False)
+            self._succeeded(pod)
             out = web.StreamResponse(
                 status=up.status,
                 headers={
@@ -528,9 +600,9 @@ class Router:
                 },
             )
             await out.prepare(req.http)
-            self.metrics.stage_seconds.labels("ttft").observe(time.monotonic() - started)
+            self.metrics.of(self.metrics.stage_seconds, "ttft").observe(time.monotonic() - started)
             await self._pump(req.http, out, first, up.content.iter_any(), pod)
-            self.metrics.stage_seconds.labels("decode").observe(time.monotonic() - t0)
+            self.metrics.of(self.metrics.stage_seconds, "decode").observe(time.monotonic() - t0)
             return out
 
     async def _pump(
@@ -565,7 +637,7 @@ class Router:
 
     async def _reply_with(self, req: _Req, answer: dict[str, Any]) -> web.StreamResponse:
         """Send an already complete engine answer, as SSE when the client asked to stream."""
-        self.metrics.stage_seconds.labels("ttft").observe(time.monotonic() - req.started)
+        self.metrics.of(self.metrics.stage_seconds, "ttft").observe(time.monotonic() - req.started)
         answer = {k: v for k, v in answer.items() if k != "kv_transfer_params"}
         if not req.body.get("stream"):
             return web.json_response(answer)

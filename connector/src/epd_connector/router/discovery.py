@@ -103,19 +103,26 @@ class Discovery:
         self.on_change()
 
     async def check(self, pod: Pod) -> None:
+        reason: str | None = None
         try:
             async with self.session.get(
                 f"{pod.base_url}/health",
                 timeout=aiohttp.ClientTimeout(total=self.health_timeout_s),
             ) as resp:
                 ok = resp.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            ok = False
-        if ok != pod.healthy:
-            log.info("%s pod %s %s rotation", pod.role, pod.key, "enters" if ok else "leaves")
-        pod.healthy = ok
-        if ok:
-            pod.consecutive_failures = 0
+                reason = None if ok else "status"
+        except TimeoutError:
+            ok, reason = False, "timeout"
+        except (aiohttp.ClientError, OSError):
+            ok, reason = False, "refused"
+        if self.pools[pod.role].health_result(pod, ok, reason):
+            log.info(
+                "%s pod %s %s rotation%s",
+                pod.role,
+                pod.key,
+                "enters" if ok else "leaves",
+                "" if ok else f" ({reason})",
+            )
 
     async def check_all(self) -> None:
         pods = [p for pool in self.pools.values() for p in pool.pods.values()]

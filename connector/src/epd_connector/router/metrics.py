@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (
@@ -26,6 +28,9 @@ _LATENCY_BUCKETS = (
 
 class RouterMetrics:
     def __init__(self) -> None:
+        # labels() takes a lock and builds a key per call: on the per-request path the router
+        # asks `of` instead, which keeps each labelled child once.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "epd_router_requests", "Requests by route and outcome", ["route", "outcome"], registry=r
@@ -63,3 +68,29 @@ class RouterMetrics:
         self.inflight = Gauge(
             "epd_router_inflight_requests", "Client requests in progress", registry=r
         )
+        self.queued = Gauge(
+            "epd_router_queued_requests",
+            "Requests waiting for a pod of a role (none in rotation, or all at their limit)",
+            ["role"],
+            registry=r,
+        )
+        self.ejections = Counter(
+            "epd_router_ejections",
+            "Pods taken out of rotation by passive outlier detection",
+            ["role"],
+            registry=r,
+        )
+        self.panic = Gauge(
+            "epd_router_panic",
+            "1 while too few pods of a role are healthy and the router routes to all of them",
+            ["role"],
+            registry=r,
+        )
+
+    def of(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, memoised."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child

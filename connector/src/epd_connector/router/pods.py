@@ -1,12 +1,22 @@
-"""Pods in rotation per role, and how the router picks one (pure state + selection, no I/O).
+"""Pods in rotation per role, and how the router picks one (state + selection, no I/O; time
+is `now`, seconds of the monotonic clock, passed in by tests).
 
-A pod enters rotation only after a health check answered 200; it leaves on a failed check
-(including 503 from a draining engine), on a connection-level failure seen by a request
-(passive), or when discovery stops listing it (a terminating pod drops out of its headless
-Service). Selection: least outstanding requests, ties broken at random; for encoders,
-rendezvous hashing on the item's content with a load bound (an encoder keeps its items while
-its load stays under `load_factor` x the mean), so the same image reaches the encoder that has
-seen it.
+A pod enters rotation only after a health check answered 200. It leaves:
+- at once on a hard signal: a check answered non-200 (503 from a draining engine), or a check
+  or a request could not connect (nothing listens);
+- on soft signals only after a run of them: `unhealthy_threshold` timed-out checks in a row (a
+  busy engine answers /health late but is alive), or `eject_after_failures` failed requests in
+  a row (passive outlier detection), which eject it for `base_ejection_s` x the number of its
+  ejections (at most `max_ejection_s`), and never more than `max_ejection_percent` of the role
+  at once (one pod always may be);
+- when discovery stops listing it (a terminating pod drops out of its headless Service).
+Panic: when fewer than `panic_threshold_percent` of a role's checked pods are in rotation, the
+router routes to every pod that still accepts connections, soft-ejected ones included, rather
+than overload the few left (Envoy's panic threshold).
+Selection: least outstanding requests, ties broken at random; for encoders, rendezvous hashing
+on the item's content with a load bound (an encoder keeps its items while its load stays under
+`load_factor` x the mean), so the same image reaches the encoder that has seen it. With
+`max_inflight_per_pod`, a pod at the limit is not a candidate (the caller queues).
 """
 
 from __future__ import annotations
@@ -14,8 +24,13 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from epd_connector.launch.router_options import Overload
+
+HARD = ("refused", "status")  # down reasons that take a pod out at once, even in panic
 
 
 @dataclass(eq=False)
@@ -27,7 +42,11 @@ class Pod:
     healthy: bool | None = None  # None: not checked yet
     inflight: int = 0
     rank_inflight: list[int] = field(default_factory=list)
-    consecutive_failures: int = 0
+    consecutive_failures: int = 0  # failed requests in a row (passive)
+    health_timeouts: int = 0  # timed-out health checks in a row (active)
+    down_reason: str | None = None  # why healthy is False: refused | status | timeout
+    ejections: int = 0
+    ejected_until: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.rank_inflight:
@@ -53,12 +72,22 @@ class Pod:
         self.inflight -= 1
         self.rank_inflight[rank] -= 1
 
+    def in_rotation(self, now: float) -> bool:
+        return bool(self.healthy) and now >= self.ejected_until
+
+    @property
+    def hard_down(self) -> bool:
+        return self.healthy is False and self.down_reason in HARD
+
 
 class Pool:
     """The pods of one role, keyed by host:port."""
 
-    def __init__(self, role: str, port: int, dp_size: int) -> None:
+    def __init__(
+        self, role: str, port: int, dp_size: int, overload: Overload | None = None
+    ) -> None:
         self.role, self.port, self.dp_size = role, port, dp_size
+        self.overload = overload or Overload()
         self.pods: dict[str, Pod] = {}
 
     def sync(self, addresses: Iterable[tuple[str, int]]) -> list[Pod]:
@@ -74,14 +103,64 @@ class Pool:
                 new.append(pod)
         return new
 
-    def in_rotation(self) -> list[Pod]:
-        return [p for p in self.pods.values() if p.healthy]
+    def in_rotation(self, now: float | None = None) -> list[Pod]:
+        at = time.monotonic() if now is None else now
+        return [p for p in self.pods.values() if p.in_rotation(at)]
 
-    def candidates(self, exclude: set[str]) -> list[Pod]:
-        """Healthy pods not yet tried by this request; all healthy ones if every one was tried."""
-        healthy = self.in_rotation()
-        fresh = [p for p in healthy if p.key not in exclude]
-        return fresh or healthy
+    def panicking(self, now: float | None = None) -> bool:
+        checked = sum(1 for p in self.pods.values() if p.healthy is not None)
+        ready = len(self.in_rotation(now))
+        return checked > 0 and ready * 100 < self.overload.panic_threshold_percent * checked
+
+    def candidates(self, exclude: set[str], now: float | None = None) -> list[Pod]:
+        """Pods that may take a request now and were not yet tried by it (all of them if every
+        one was tried): those in rotation, or in panic every pod not hard down; without the
+        pods at `max_inflight_per_pod`."""
+        ready = self.in_rotation(now)
+        if self.panicking(now):
+            ready = [p for p in self.pods.values() if p.healthy is not None and not p.hard_down]
+        limit = self.overload.max_inflight_per_pod
+        if limit:
+            ready = [p for p in ready if p.inflight < limit]
+        fresh = [p for p in ready if p.key not in exclude]
+        return fresh or ready
+
+    def health_result(self, pod: Pod, ok: bool, reason: str | None = None) -> bool:
+        """Apply one health check's outcome (reason: refused | status | timeout when not ok);
+        returns whether the pod's rotation state changed."""
+        before = pod.healthy
+        if ok:
+            pod.healthy, pod.down_reason, pod.health_timeouts = True, None, 0
+            return before is not True
+        if reason == "timeout":
+            pod.health_timeouts += 1
+            if before is not None and pod.health_timeouts < self.overload.unhealthy_threshold:
+                return False  # slow but alive, so far
+        pod.healthy, pod.down_reason = False, reason or "status"
+        return before is not False
+
+    def request_failed(self, pod: Pod, now: float, *, refused: bool = False) -> bool:
+        """Passive outlier detection for one failed request; returns whether the pod left."""
+        if refused:
+            changed = pod.healthy is not False
+            pod.healthy, pod.down_reason = False, "refused"
+            return changed
+        pod.consecutive_failures += 1
+        o = self.overload
+        if pod.consecutive_failures < o.eject_after_failures:
+            return False
+        ejected = sum(1 for p in self.pods.values() if p.ejected_until > now and p is not pod)
+        if ejected and (ejected + 1) * 100 > o.max_ejection_percent * len(self.pods):
+            return False  # the share bound: keep serving with what is left
+        pod.ejections += 1
+        pod.ejected_until = now + min(o.base_ejection_s * pod.ejections, o.max_ejection_s)
+        pod.consecutive_failures = 0
+        return True
+
+    def request_succeeded(self, pod: Pod, now: float) -> None:
+        pod.consecutive_failures = 0
+        if pod.ejections and now - pod.ejected_until > self.overload.max_ejection_s:
+            pod.ejections = 0  # well behaved for a while: the next ejection is short again
 
 
 def least_loaded(pods: list[Pod], rng: random.Random | None = None) -> Pod | None:
@@ -107,3 +186,10 @@ def by_affinity(pods: list[Pod], content_key: str, load_factor: float) -> Pod | 
         if pod.inflight < bound:
             return pod
     return least_loaded(pods)
+
+
+def round_robin(pods: list[Pod], turn: int) -> Pod | None:
+    """The `turn`-th pod in key order (the baseline affinity is measured against)."""
+    if not pods:
+        return None
+    return sorted(pods, key=lambda p: p.key)[turn % len(pods)]

@@ -20,7 +20,19 @@ Checked against vLLM 0.33.0's source:
   mm_hash (`ec_connector/example_connector.py::save_caches`) and answers with
   `ec_transfer_params` {mm_hash: {item_indices, metadata}} (`request_finished`); the consumer
   loads a file that exists when it schedules the request, and encodes by itself otherwise. So
-  the consumer is called only after every encoder call has answered, with the original body.
+  the consumer is called only after every encoder call has answered;
+- preprocessing once (`consumer_media="reference"`): the encoder's `metadata` holds the fields
+  its model declares as sizing the placeholder (`embedding_fields` roles "metadata" in
+  `multimodal/parse.py`, collected by `ec_connector/utils.py::collect_ec_item_metadata`, e.g.
+  Qwen2-VL's `image_grid_thw`). An EC consumer (and a KV consumer) sets
+  `allow_missing_mm_embeddings` and accepts an `<modality>_embeds` part that carries only those
+  fields plus a `uuid` (`config/vllm.py`), so it never loads or preprocesses the pixels. Both
+  sides must derive the same mm_hash, so the encoder gets the same `uuid` on the raw item.
+  An item whose metadata is empty (a model that declares none for the modality, or a processor
+  cache hit under `--mm-processor-cache-type shm`) is sent raw (with its uuid); a request with
+  audio (or video with `use_audio_in_video`) stays raw as a whole when any item lacks metadata,
+  because audio processors may consume other modalities' placeholders. vLLM's own EPD proxy
+  (`examples/disaggregated/disaggregated_encoder/disagg_epd_proxy.py`) applies the same rules.
 """
 
 from __future__ import annotations
@@ -32,6 +44,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+CONSUMER_MEDIA_MODES = ("reference", "raw")
+DEFAULT_CONSUMER_MEDIA = "reference"
+
 MEDIA_TYPES = {
     "image_url": "image",
     "input_audio": "audio",
@@ -40,6 +57,13 @@ MEDIA_TYPES = {
     "image_embeds": "image",
     "audio_embeds": "audio",
     "video_embeds": "video",
+}
+# Raw media part type -> the embeds part type a consumer gets instead (reference mode).
+EMBEDS_OF = {
+    "image_url": "image_embeds",
+    "audio_url": "audio_embeds",
+    "input_audio": "audio_embeds",
+    "video_url": "video_embeds",
 }
 # Request keys that change multimodal identifiers; the encoder must see the same values.
 MM_KWARGS_KEYS = ("mm_processor_kwargs", "media_io_kwargs")
@@ -50,6 +74,28 @@ class MediaRef:
     index: int  # position among the request's media items (prompt order)
     part: dict[str, Any]
     content_key: str  # affinity key: a hash of the item as sent (data: URLs carry the content)
+
+    @property
+    def raw(self) -> bool:
+        """Pixels (or samples) the consumer would have to load and preprocess itself."""
+        return self.part.get("type") in EMBEDS_OF
+
+    @property
+    def uuid(self) -> str:
+        """The item's identifier: the client's `uuid`, else derived from the content, so a
+        repeat of the same item keys the same encoder cache entry."""
+        given = self.part.get("uuid")
+        return given if isinstance(given, str) and given else self.content_key
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """What one encoder call reported for one item."""
+
+    mm_hash: str
+    transfer_id: str
+    modality: str
+    metadata: dict[str, Any]
 
 
 def media_refs(body: dict[str, Any]) -> list[MediaRef]:
@@ -63,7 +109,7 @@ def media_refs(body: dict[str, Any]) -> list[MediaRef]:
             continue
         for part in content:
             if isinstance(part, dict) and part.get("type") in MEDIA_TYPES:
-                key = hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
+                key = hashlib.sha256(orjson.dumps(part, option=orjson.OPT_SORT_KEYS)).hexdigest()
                 refs.append(MediaRef(len(refs), part, key))
     return refs
 
@@ -74,12 +120,19 @@ def new_transfer_id() -> str:
 
 
 def encoder_request(
-    body: dict[str, Any], ref: MediaRef, consumer_zmq: str | None, transfer_id: str
+    body: dict[str, Any],
+    ref: MediaRef,
+    consumer_zmq: str | None,
+    transfer_id: str,
+    *,
+    with_uuid: bool = False,
 ) -> dict[str, Any]:
     """One encoder call per media item: only that item, non-streaming, with the EC target
-    (`consumer_zmq` None: a connector without push, such as ECExampleConnector)."""
+    (`consumer_zmq` None: a connector without push, such as ECExampleConnector). `with_uuid`
+    (reference mode) names the item by `ref.uuid`, the identifier the consumer will get."""
+    part = {**ref.part, "uuid": ref.uuid} if with_uuid and ref.raw else ref.part
     req: dict[str, Any] = {
-        "messages": [{"role": "user", "content": [ref.part]}],
+        "messages": [{"role": "user", "content": [part]}],
         "stream": False,
     }
     if consumer_zmq is not None:
@@ -95,17 +148,33 @@ def encoder_request(
     return req
 
 
-def encoded_mm_hash(response: dict[str, Any], transfer_id: str) -> str:
-    """The mm_hash the encoder reported for `transfer_id`; ValueError if it reported none."""
+def encoded_item(response: dict[str, Any], ref: MediaRef, transfer_id: str) -> Encoded:
+    """What the encoder reported for the item sent with `transfer_id`; ValueError if nothing."""
     params = response.get("ec_transfer_params")
     if not isinstance(params, dict) or not params:
         raise ValueError("encoder answer has no ec_transfer_params")
-    for mm_hash, entry in params.items():
-        if isinstance(entry, dict) and entry.get("transfer_id") == transfer_id:
-            return str(mm_hash)
-    if len(params) == 1:
-        return str(next(iter(params)))
-    raise ValueError(f"encoder answer names no item with transfer_id {transfer_id}")
+    found = next(
+        (
+            (h, e)
+            for h, e in params.items()
+            if isinstance(e, dict) and e.get("transfer_id") == transfer_id
+        ),
+        None,
+    )
+    if found is None and len(params) == 1:
+        found = next(iter(params.items()))
+    if found is None:
+        raise ValueError(f"encoder answer names no item with transfer_id {transfer_id}")
+    mm_hash, entry = found
+    entry = entry if isinstance(entry, dict) else {}
+    metadata = entry.get("metadata")
+    modality = entry.get("modality")
+    return Encoded(
+        str(mm_hash),
+        transfer_id,
+        modality if isinstance(modality, str) else MEDIA_TYPES[str(ref.part.get("type"))],
+        metadata if isinstance(metadata, dict) else {},
+    )
 
 
 def with_ec_items(body: dict[str, Any], items: list[tuple[str, str]]) -> dict[str, Any]:
@@ -115,6 +184,64 @@ def with_ec_items(body: dict[str, Any], items: list[tuple[str, str]]) -> dict[st
     params["ec_items"] = [{"mm_hash": h, "transfer_id": t} for h, t in items]
     req["ec_transfer_params"] = params
     return req
+
+
+def _flat(values: Any) -> list[Any]:
+    """vLLM stacks embeds metadata per item: [[1, 2, 4]] (one grid per item) -> [1, 2, 4]."""
+    items = values if isinstance(values, list) else [values]
+    return [x for v in items for x in (v if isinstance(v, list) else [v])]
+
+
+def _embeds_part(ref: MediaRef, enc: Encoded) -> dict[str, Any]:
+    fields = {k: _flat(v) for k, v in enc.metadata.items()}
+    return {
+        "type": EMBEDS_OF[str(ref.part["type"])],
+        f"{enc.modality}_embeds": fields,
+        "uuid": ref.uuid,
+    }
+
+
+def _audio_involved(body: dict[str, Any], refs: list[MediaRef]) -> bool:
+    in_video = bool((body.get("mm_processor_kwargs") or {}).get("use_audio_in_video"))
+    return any(
+        MEDIA_TYPES.get(str(r.part.get("type"))) == "audio"
+        or (r.part.get("type") == "video_url" and in_video)
+        for r in refs
+    )
+
+
+def by_reference(
+    body: dict[str, Any], refs: list[MediaRef], encoded: list[Encoded]
+) -> dict[str, Any]:
+    """The consumer body with each raw media item replaced by its metadata-only embeds part.
+
+    Items the encoder reported no metadata for stay raw, with the uuid the encoder hashed; a
+    request with audio stays raw as a whole when any item lacks metadata (module docstring)."""
+    assert len(refs) == len(encoded)
+    missing = any(r.raw and not e.metadata for r, e in zip(refs, encoded, strict=True))
+    whole_raw = missing and _audio_involved(body, refs)
+    at = iter(zip(refs, encoded, strict=True))
+    messages: list[Any] = []
+    # The same walk as media_refs, so the n-th media part met is refs[n].
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            messages.append(message)
+            continue
+        parts: list[Any] = []
+        for part in content:
+            if not (isinstance(part, dict) and part.get("type") in MEDIA_TYPES):
+                parts.append(part)
+                continue
+            ref, enc = next(at)
+            if not ref.raw:
+                parts.append(part)
+            elif whole_raw or not enc.metadata:
+                parts.append({**part, "uuid": ref.uuid})
+            else:
+                parts.append(_embeds_part(ref, enc))
+        messages.append({**message, "content": parts})
+    return {**body, "messages": messages}
 
 
 def prefill_request(body: dict[str, Any], kv_params: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,13 @@ _HELP = {
     "kv_slab_bytes": "KV staging slab on prefill pods (bytes)",
     "drain_timeout_s": "longest wait for running requests after SIGTERM",
     "drop_push_percent": "fault injection: share of encoder pushes silently skipped (0-100)",
+    "preprocess_cpu_s": "CPU seconds burnt per raw media item the engine loads (vLLM's "
+    "multimodal preprocessing runs on the API server's CPU)",
+    "encode_cpu_s": "CPU seconds burnt per item the encoder encodes (cache misses only)",
+    "encoder_cache_items": "items whose output the encoder keeps (LRU, by mm_hash); a repeat of "
+    "one is neither preprocessed nor encoded again, like vLLM's processor and encoder caches "
+    "(0: no cache)",
+    "health_delay_s": "fault injection: seconds /health takes to answer (a slow but alive engine)",
 }
 
 

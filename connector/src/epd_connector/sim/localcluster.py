@@ -140,6 +140,25 @@ class LocalCluster:
         )
         return self
 
+    def add_router(
+        self,
+        *args: str,
+        name: str,
+        wait_rotation: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> Proc:
+        """Another router in front of the same pods, with other options or code (`env`, e.g.
+        PYTHONPATH of another version), to compare with."""
+        return start_router(
+            self.group,
+            self.workdir / "launch.json",
+            [p for p in self.procs.values() if p.role != "router"],
+            ["--health-interval-s", "0.5", *args],
+            name=name,
+            wait_rotation=wait_rotation,
+            env=env,
+        )
+
     def start_sim(
         self, role: str, name: str, host: str | None = None, extra: list[str] | None = None
     ) -> Proc:

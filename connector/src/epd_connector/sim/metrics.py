@@ -62,6 +62,23 @@ class SimMetrics:
             "Items an EC consumer encoded itself (no encoder output found)",
             registry=r,
         )
+        self.encoder_cache = Counter(
+            "epd_sim_encoder_cache",
+            "Encoder cache lookups by result (hit: no preprocessing, no encoding)",
+            ["result"],
+            registry=r,
+        )
+        self.preprocessed_items = Counter(
+            "epd_sim_preprocessed_items",
+            "Raw media items this engine loaded and preprocessed (an encoder's own work; on a "
+            "consumer, the work a by-reference router saves)",
+            registry=r,
+        )
+        self.referenced_items = Counter(
+            "epd_sim_referenced_items",
+            "Metadata-only embeds items accepted (the encoder output comes by EC)",
+            registry=r,
+        )
         self.kv_pulls = Counter("epd_sim_kv_pulls", "KV pulls by outcome", ["outcome"], registry=r)
         self.kv_bytes = Counter("epd_sim_kv_bytes_verified", "Verified KV bytes pulled", registry=r)
         self.kv_staged = Counter("epd_sim_kv_staged", "KV blobs staged by prefill", registry=r)

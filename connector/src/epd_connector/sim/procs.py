@@ -12,7 +12,6 @@ started in the background by a non-interactive shell (which starts it with SIGIN
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import json
 import os
@@ -32,9 +31,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from epd_connector.cliutil import die_with_parent
+
 _subnet = 20 + os.getpid() % 200
 _hosts = itertools.count(2)
-_PR_SET_PDEATHSIG = 1
 
 
 def next_loopback_ip() -> str:
@@ -62,13 +62,6 @@ def free_port(span: int = 1) -> int:
         if ok:
             return port
     raise RuntimeError(f"no run of {span} free ports found")
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGTERM this child when the parent thread exits (Linux; kept across exec)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass
@@ -125,7 +118,7 @@ class ProcGroup:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **env},
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
             )
         proc = Proc(name, role, host, port, popen, log)
         self.procs.append(proc)
@@ -169,9 +162,14 @@ def start_router(
     pods: list[Proc],
     args: list[str],
     timeout_s: float = 60.0,
+    *,
+    name: str = "router",
+    wait_rotation: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Proc:
     """`epd-router` on 127.0.0.1 with `pods` as its static endpoints; returns once its /health
-    counts every pod of every role in rotation (raises with a log tail if a child exits)."""
+    counts every pod of every role in rotation (`wait_rotation`), else once it answers at all
+    (raises with a log tail if a child exits)."""
     roles = ("encoder", "prefill", "decode")
     static: list[str] = []
     expected: dict[str, int] = {}
@@ -194,17 +192,22 @@ def start_router(
         *static,
         *args,
     ]
-    router = group.spawn("router", "router", "127.0.0.1", port, cmd=cmd, env={})
-    wait_router(group, router, expected, timeout_s)
+    router = group.spawn(name, "router", "127.0.0.1", port, cmd=cmd, env=env or {})
+    wait_router(group, router, expected if wait_rotation else None, timeout_s)
     return router
 
 
-def wait_router(group: ProcGroup, router: Proc, expected: dict[str, int], timeout_s: float) -> None:
-    """Until the router's /health reports `expected` pods in rotation per role."""
+def wait_router(
+    group: ProcGroup, router: Proc, expected: dict[str, int] | None, timeout_s: float
+) -> None:
+    """Until the router's /health reports `expected` pods in rotation per role (None: until it
+    answers at all)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         group.check_alive()
         status, body = http_json("GET", router.url + "/health", timeout=2)
+        if expected is None and status in (200, 503):
+            return
         if status == 200 and body.get("pods") == expected:
             return
         time.sleep(0.1)

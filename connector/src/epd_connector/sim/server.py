@@ -32,6 +32,7 @@ import os
 import random
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,12 @@ class SimEngine:
         self.kv_role = wiring.kv_role(config, pod.role)
         self.is_encoder = self.role == "encoder"
         self.is_ec_consumer = self.ec_role == "ec_consumer"
+        self._encoder_cache: OrderedDict[str, None] = OrderedDict()
+        # vLLM's allow_missing_mm_embeddings (config/vllm.py): EC or KV consumers.
+        self.allows_missing_embeds = self.is_ec_consumer or self.kv_role in (
+            "kv_consumer",
+            "kv_both",
+        )
         self.shared_storage = (
             Path(config.ec.shared_storage_path)
             if config.ec.connector == "ECExampleConnector" and config.ec.shared_storage_path
@@ -196,6 +203,8 @@ class SimEngine:
         return app
 
     async def health(self, _: web.Request) -> web.Response:
+        if self.settings.health_delay_s:
+            await asyncio.sleep(self.settings.health_delay_s)
         if self.draining:
             return web.Response(status=503, text="draining")
         return web.Response(status=200)
@@ -279,6 +288,11 @@ class SimEngine:
                 await self._load_shared_outputs(parts)
             else:
                 await self._await_encoder_outputs(body, parts, dp_rank)
+        else:
+            # Any other engine still lays out the prompt's placeholders: raw items are loaded
+            # and preprocessed, metadata-only ones checked (a decode in E/P/D).
+            for part in parts:
+                await self._item_identity(part)
         await asyncio.sleep(self.settings.prefill_delay_s)
         kv_params = body.get("kv_transfer_params") or {}
         if self.kv_role == "kv_consumer" and kv_params.get("do_remote_prefill"):
@@ -314,8 +328,11 @@ class SimEngine:
 
     # ---- encoder -----------------------------------------------------------------------------
 
-    async def _item_identity(self, part: MediaPart) -> tuple[str, bytes | None]:
-        """(identifier, content or None for embeds items), like vLLM's get_mm_hashes."""
+    async def _item_identity(
+        self, part: MediaPart, *, preprocess: bool = True
+    ) -> tuple[str, bytes | None]:
+        """(identifier, content or None for embeds items), like vLLM's get_mm_hashes; with
+        `preprocess`, a raw item also costs its preprocessing (the encoder decides later)."""
         uid = part.part.get("uuid")
         if part.is_embeds:
             if not isinstance(uid, str) or not uid:
@@ -325,29 +342,84 @@ class SimEngine:
                     "BadRequestError",
                     "messages",
                 )
+            self._check_reference(part)
             return uid, None
         assert self.http is not None
         try:
             content = await load_media(part, self.http, self.settings.fetch_timeout_s)
         except MediaError as exc:
             raise RequestFailed(400, str(exc), "BadRequestError", "messages") from exc
+        if preprocess:
+            self._preprocess()
         return identifier(
             self.model, part.modality, content, uid if isinstance(uid, str) else None
         ), content
 
+    def _preprocess(self) -> None:
+        # vLLM's multimodal preprocessing is CPU work on the API server, in line.
+        _burn_cpu(self.settings.preprocess_cpu_s)
+        self.metrics.preprocessed_items.inc()
+
+    def _encoder_work(self, mm_hash: str) -> None:
+        """Preprocess and encode one raw item, unless the encoder's cache holds its output."""
+        cache, size = self._encoder_cache, self.settings.encoder_cache_items
+        if size and mm_hash in cache:
+            cache.move_to_end(mm_hash)
+            self.metrics.encoder_cache.labels("hit").inc()
+            return
+        self.metrics.encoder_cache.labels("miss").inc()
+        self._preprocess()
+        _burn_cpu(self.settings.encode_cpu_s)
+        if size:
+            cache[mm_hash] = None
+            while len(cache) > size:
+                cache.popitem(last=False)
+
+    def _check_reference(self, part: MediaPart) -> None:
+        """A metadata-only embeds item (no tensor), as vLLM 0.33 takes it: only where missing
+        embeddings are allowed (an EC or KV consumer), and with the fields that size the
+        placeholder (this simulated model is Qwen-VL-like: `<modality>_grid_thw`)."""
+        value = part.part.get(str(part.part.get("type")))
+        if value is not None and not isinstance(value, dict):
+            return  # a tensor payload: the embedding itself came with the request
+        tensor = f"{part.modality}_embeds"
+        if isinstance(value, dict) and tensor in value:
+            return
+        if not self.allows_missing_embeds:
+            raise RequestFailed(
+                400,
+                f"{part.part.get('type')} item {part.index}: `{tensor}` is required (only an "
+                "EC or KV consumer accepts metadata-only items)",
+                "BadRequestError",
+                "messages",
+            )
+        needed = f"{part.modality}_grid_thw"
+        if part.modality != "audio" and not (isinstance(value, dict) and needed in value):
+            raise RequestFailed(
+                400,
+                f"{part.part.get('type')} item {part.index}: `{needed}` is required when the "
+                "embedding is omitted",
+                "BadRequestError",
+                "messages",
+            )
+        self.metrics.referenced_items.inc()
+
     async def _encode(
         self, body: dict[str, Any], parts: list[MediaPart], prompt_tokens: int
     ) -> web.Response:
-        ids = [await self._item_identity(p) for p in parts]
+        ids = [await self._item_identity(p, preprocess=False) for p in parts]
         # The shared encoder cache first (images only, as vLLM): a hit is not encoded.
         cached: dict[str, bytes] = {}
         if self.store is not None:
-            for part, (mm_hash, _) in zip(parts, ids, strict=True):
-                if part.modality == "image" and mm_hash not in cached:
+            for part, (mm_hash, content) in zip(parts, ids, strict=True):
+                if part.modality == "image" and content is not None and mm_hash not in cached:
                     got = await self.store.get(mm_hash, self.settings.bytes_per_image)
                     if got is not None:
                         cached[mm_hash] = got
-        if any(mm_hash not in cached for mm_hash, _ in ids):
+        for mm_hash, content in ids:
+            if content is not None and mm_hash not in cached:
+                self._encoder_work(mm_hash)
+        if not ids or any(mm_hash not in cached for mm_hash, _ in ids):
             await asyncio.sleep(self.settings.encode_delay_s)
         params = body.get("ec_transfer_params") or {}
         ec_items = params.get("ec_items") or []
@@ -693,6 +765,12 @@ class SimEngine:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+def _burn_cpu(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
 
 def _shared_file(root: Path, mm_hash: str) -> Path:

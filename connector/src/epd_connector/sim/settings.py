@@ -51,6 +51,10 @@ class SimSettings:
     kv_slab_bytes: int = 64 << 20
     drain_timeout_s: float = 20.0
     drop_push_percent: int = 0
+    preprocess_cpu_s: float = 0.0
+    encode_cpu_s: float = 0.0
+    encoder_cache_items: int = 0
+    health_delay_s: float = 0.0
 
     @property
     def bytes_per_image(self) -> int:

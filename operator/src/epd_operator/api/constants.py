@@ -7,7 +7,7 @@ suite cannot disagree on a spelling.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 # The pod environment names are the launch contract's own (explicit re-exports).
 from epd_connector.launch.pod import DEFAULT_LAUNCH_CONFIG
@@ -87,3 +87,25 @@ REASON_AS_EXPECTED: Final = "AsExpected"
 # status.phase: a one-word summary for `kubectl get` (the conditions are the contract).
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded"]
 PHASES: Final = ("Pending", "Progressing", "Ready", "Degraded")
+
+# --------------------------------------------------------------------------- per-role scaling
+# EPDRoleScaler: one per role of an EPDCluster, created and owned by the operator; its /scale
+# subresource is what `kubectl scale`, HPA and KEDA drive (issue 17).
+SCALER_KIND: Final = "EPDRoleScaler"
+SCALER_LIST_KIND: Final = "EPDRoleScalerList"
+SCALER_PLURAL: Final = "epdrolescalers"
+SCALER_SINGULAR: Final = "epdrolescaler"
+SCALER_SHORT_NAMES: Final = ("epdrs",)
+SCALER_CRD_NAME: Final = f"{SCALER_PLURAL}.{GROUP}"
+SCALER_CRD_FILENAME: Final = f"{GROUP}_{SCALER_PLURAL}.yaml"
+
+# Who owns a role's replica count (roles.<role>.replicasFrom).
+ReplicasFrom = Literal["Spec", "Scaler"]
+REPLICAS_FROM_SPEC: Final = "Spec"
+REPLICAS_FROM_SCALER: Final = "Scaler"
+RoleName = Literal["encoder", "prefill", "decode"]
+ROLE_NAMES: Final[tuple[RoleName, ...]] = get_args(RoleName)
+MAX_ROLE_REPLICAS: Final = 1024
+
+# Event reason when the operator clamps a role's requested replicas to its bounds.
+REASON_REPLICAS_CLAMPED: Final = "ReplicasClamped"

@@ -27,6 +27,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from epd_connector.launch.config import Device
+from epd_connector.launch.router_options import CONSUMER_MEDIA_MODES, ENCODER_ROUTING, RouterOptions
 from epd_connector.launch.rules import (
     DEFAULT_EC_PORT,
     DEFAULT_KV_BOOTSTRAP_PORT,
@@ -48,7 +49,13 @@ from epd_connector.launch.rules import (
 )
 
 from .cel import CelRule
-from .constants import DEFAULT_RDMA_RESOURCE, ENGINE_HTTP_PORT
+from .constants import (
+    DEFAULT_RDMA_RESOURCE,
+    ENGINE_HTTP_PORT,
+    MAX_ROLE_REPLICAS,
+    ReplicasFrom,
+    RoleName,
+)
 from .imageref import REFERENCE_PATTERN, REPOSITORY_PATTERN, TAG_PATTERN
 from .quantity import QUANTITY_PATTERN, quantity_value
 
@@ -322,6 +329,98 @@ class ImageSpec(_Model):
     )
 
 
+# --------------------------------------------------------------------------- scaling (issue 17)
+
+ROLE_SCALING_RULES: tuple[CelRule, ...] = (
+    CelRule(
+        rule="!has(self.minReplicas) || !has(self.maxReplicas) || "
+        "self.minReplicas <= self.maxReplicas",
+        message="minReplicas must not exceed maxReplicas",
+        check=lambda r: (
+            r.min_replicas is None or r.max_replicas is None or r.min_replicas <= r.max_replicas
+        ),
+        field_path=".minReplicas",
+    ),
+    CelRule(
+        rule="self.replicasFrom != 'Spec' || ((!has(self.minReplicas) || "
+        "self.replicas >= self.minReplicas) && (!has(self.maxReplicas) || "
+        "self.replicas <= self.maxReplicas))",
+        message="replicas must lie within minReplicas..maxReplicas when replicasFrom is Spec",
+        check=lambda r: (
+            r.replicas_from != "Spec"
+            or (
+                (r.min_replicas is None or r.replicas >= r.min_replicas)
+                and (r.max_replicas is None or r.replicas <= r.max_replicas)
+            )
+        ),
+        field_path=".replicas",
+    ),
+)
+
+class RatioBound(_Model):
+    """Bounds on replicas(role) / replicas(per). The operator adjusts `role` (never `per`) to
+    the nearest count inside the bounds, then applies the role's own min/maxReplicas, which
+    win when the two cannot both hold."""
+
+    __cel__ = (
+        CelRule(
+            rule="self.role != self.per",
+            message="scaling.ratios: role and per must name two different roles",
+            check=lambda b: b.role != b.per,
+            field_path=".per",
+        ),
+        CelRule(
+            rule="has(self.min) || has(self.max)",
+            message="scaling.ratios: set min, max or both",
+            check=lambda b: b.min is not None or b.max is not None,
+        ),
+        CelRule(
+            rule="!has(self.min) || !has(self.max) || self.min <= self.max",
+            message="scaling.ratios: min must not exceed max",
+            check=lambda b: b.min is None or b.max is None or b.min <= b.max,
+            field_path=".min",
+        ),
+    )
+    role: RoleName = Field(description="The role whose pod count is bounded (and adjusted).")
+    per: RoleName = Field(description="The role it is counted against (never adjusted).")
+    min: float | None = Field(
+        default=None, ge=0, le=1024, description="Lowest replicas(role) / replicas(per)."
+    )
+    max: float | None = Field(
+        default=None, gt=0, le=1024, description="Highest replicas(role) / replicas(per)."
+    )
+
+
+class ScalingSpec(_Model):
+    """Bounds across roles, applied to every role's pod count whoever owns it."""
+
+    __cel__ = (
+        CelRule(
+            # A ratio of a role to itself is refused by RatioBound's own rule, at its path.
+            rule="self.ratios.all(r, r.role == r.per || ("
+            "self.ratios.filter(s, s.role == r.role).size() == 1 && "
+            "!self.ratios.exists(s, s.per == r.role && s.role != s.per)))",
+            message="scaling.ratios: a role is bounded by at most one ratio and is then not "
+            "the `per` of another (the bounds are applied in one pass)",
+            check=lambda s: all(
+                r.role == r.per
+                or (
+                    sum(x.role == r.role for x in s.ratios) == 1
+                    and not any(x.per == r.role and x.role != x.per for x in s.ratios)
+                )
+                for r in s.ratios
+            ),
+            field_path=".ratios",
+        ),
+    )
+    ratios: list[RatioBound] = Field(
+        default_factory=list,
+        max_length=3,
+        description="Ratio bounds between roles, e.g. {role: encoder, per: decode, min: 0.25, "
+        "max: 1}: between one encoder per four decode pods and one per decode pod.",
+    )
+
+
 # --------------------------------------------------------------------------- roles
 
 
@@ -342,10 +441,30 @@ class Parallelism(_Model):
 class RoleSpec(_Model):
     """One role's StatefulSet of vLLM engine pods."""
 
+    __cel__ = ROLE_SCALING_RULES
     # A role with no pods cannot serve: 0 is refused (delete the EPDCluster to stop it).
     replicas: int = Field(
-        default=1, ge=1, le=1024, description="Number of pods (at least 1: every role present "
-        "is needed to serve)."
+        default=1,
+        ge=1,
+        le=MAX_ROLE_REPLICAS,
+        description="Number of pods (at least 1: every role present is needed to serve). With "
+        "replicasFrom: Scaler only the initial value of the role's EPDRoleScaler.",
+    )
+    replicas_from: ReplicasFrom = Field(
+        default="Spec",
+        description="Who owns the number of pods: Spec (default: `replicas` above, so GitOps "
+        "owns it; a `kubectl scale` of the role's EPDRoleScaler is reverted) or Scaler (the "
+        "role's EPDRoleScaler <cluster>-<role>, driven by `kubectl scale`, HPA or KEDA "
+        "through its /scale subresource; `replicas` then only seeds it). Switching never "
+        "restarts pods.",
+    )
+    min_replicas: int | None = Field(
+        default=None, ge=1, le=MAX_ROLE_REPLICAS,
+        description="Lower bound the operator clamps the role's pod count to (either source).",
+    )
+    max_replicas: int | None = Field(
+        default=None, ge=1, le=MAX_ROLE_REPLICAS,
+        description="Upper bound the operator clamps the role's pod count to (either source).",
     )
     parallelism: Parallelism = Field(
         default_factory=Parallelism,
@@ -721,6 +840,75 @@ class MMProcessorKwargs(_VLLMKwargs):
         return self
 
 
+_ROUTER = RouterOptions()  # the router's own defaults: one definition, in the connector
+
+
+class RouterOverload(_Model):
+    """How the router treats busy, slow and failing engine pods (Envoy's habits)."""
+
+    health_timeout_seconds: float = Field(
+        default=_ROUTER.health_timeout_s,
+        gt=0,
+        le=60,
+        description="Timeout of one active health check (GET /health) of an engine pod; a busy "
+        "engine answers late but is alive.",
+    )
+    unhealthy_threshold: int = Field(
+        default=_ROUTER.unhealthy_threshold,
+        ge=1,
+        le=100,
+        description="Timed-out health checks in a row before a pod leaves rotation (a refused "
+        "connection or a non-200 answer takes it out at once).",
+    )
+    eject_after_failures: int = Field(
+        default=_ROUTER.eject_after_failures,
+        ge=1,
+        le=1000,
+        description="Failed requests in a row (5xx, timeout, broken connection) that eject a pod "
+        "from rotation (passive outlier detection).",
+    )
+    base_ejection_seconds: float = Field(
+        default=_ROUTER.base_ejection_s,
+        gt=0,
+        le=3600,
+        description="An ejected pod stays out this long times the number of its ejections.",
+    )
+    max_ejection_seconds: float = Field(
+        default=_ROUTER.max_ejection_s, gt=0, le=3600, description="The longest ejection."
+    )
+    max_ejection_percent: int = Field(
+        default=_ROUTER.max_ejection_percent,
+        ge=0,
+        le=100,
+        description="Most pods of a role ejected at once, in percent (one pod always may be).",
+    )
+    panic_threshold_percent: int = Field(
+        default=_ROUTER.panic_threshold_percent,
+        ge=0,
+        le=100,
+        description="Below this share of a role's pods in rotation, the router routes to every "
+        "pod of the role that still accepts connections.",
+    )
+    max_inflight_per_pod: int = Field(
+        default=_ROUTER.max_inflight_per_pod,
+        ge=0,
+        le=1_000_000,
+        description="Requests one engine pod gets at once before new ones queue (0: no limit).",
+    )
+    queue_size: int = Field(
+        default=_ROUTER.queue_size,
+        ge=0,
+        le=1_000_000,
+        description="Most requests waiting for a pod, per router pod; more get HTTP 503.",
+    )
+    queue_timeout_seconds: float = Field(
+        default=_ROUTER.queue_timeout_s,
+        ge=0,
+        le=600,
+        description="Longest wait for a pod before HTTP 503 naming the stage.",
+    )
+
+
 class RouterSpec(_Model):
     """The epd-router Deployment and Service, the cluster's OpenAI-compatible front door."""
 
@@ -733,6 +921,23 @@ class RouterSpec(_Model):
     port: Port = Field(default=8000, description="Router Service port.")
     resources: ResourceRequirements | None = Field(
         default=None, description="Router container resources."
+    )
+    consumer_media: Literal[CONSUMER_MEDIA_MODES] = Field(  # type: ignore[valid-type]
+        default=_ROUTER.consumer_media,
+        description="How media reach the EC consumer after encoding. reference: a metadata-only "
+        "embeds item named by the encoder's identifier, so the consumer never decodes or "
+        "preprocesses the pixels (vLLM accepts it on EC and KV consumers; a model or modality "
+        "whose encoder reports no placeholder metadata falls back to raw per item, and a request "
+        "with audio as a whole). raw: the original item; every consumer preprocesses it again.",
+    )
+    encoder_routing: Literal[ENCODER_ROUTING] = Field(  # type: ignore[valid-type]
+        default=_ROUTER.encoder_routing,
+        description="How a media item picks its encoder. affinity: by a hash of its content "
+        "under a load bound, so repeats reach the encoder that has them cached. round-robin.",
+    )
+    overload: RouterOverload = Field(
+        default_factory=RouterOverload,
+        description="Health checks, outlier ejection, panic routing and queueing.",
     )
 
 
@@ -987,6 +1192,22 @@ SHARED_CACHE_RULES: tuple[CelRule, ...] = (
 )
 
 
+SPEC_SCALING_RULES: tuple[CelRule, ...] = (
+    CelRule(
+        rule="!has(self.scaling) || has(self.roles.prefill) || "
+        "self.scaling.ratios.all(r, r.role != 'prefill' && r.per != 'prefill')",
+        message="scaling.ratios: a ratio names the prefill role, which this cluster does not "
+        "have (E/PD)",
+        check=lambda s: (
+            s.scaling is None
+            or s.roles.prefill is not None
+            or all("prefill" not in (r.role, r.per) for r in s.scaling.ratios)
+        ),
+        field_path=".scaling.ratios",
+    ),
+)
+
+
 class CPUSpec(_Model):
     """Settings of vLLM's CPU backend (device: cpu)."""
 
@@ -1003,7 +1224,7 @@ class CPUSpec(_Model):
 class EPDClusterSpec(_Model):
     """Desired state of an EPD (encoder / prefill / decode) disaggregated vLLM cluster."""
 
-    __cel__ = SPEC_RULES + SHARED_CACHE_RULES
+    __cel__ = SPEC_RULES + SPEC_SCALING_RULES + SHARED_CACHE_RULES
     model: ModelSpec = Field(description="The model every role serves.")
     device: Device = Field(
         default="cuda",
@@ -1051,6 +1272,11 @@ class EPDClusterSpec(_Model):
         json_schema_extra=_default_of(RouterSpec),
         description="The EPD router.",
     )
+    scaling: ScalingSpec | None = Field(
+        default=None,
+        description="Bounds across roles (ratios); per-role bounds are roles.<role>."
+        "minReplicas/maxReplicas.",
+    )
 
     @property
     def topology(self) -> Literal["E/PD", "E/P/D"]:
@@ -1088,6 +1314,20 @@ class RoleStatus(_Status):
     )
     ready: str | None = Field(
         default=None, max_length=32, description="readyReplicas/desired, for display."
+    )
+    desired_replicas: int | None = Field(
+        default=None, ge=0, description="Pods the operator asks for: the owner's number after "
+        "minReplicas/maxReplicas and scaling.ratios."
+    )
+    replicas_from: ReplicasFrom | None = Field(
+        default=None, description="Owner of the number: Spec or Scaler (the EPDRoleScaler)."
+    )
+    requested_replicas: int | None = Field(
+        default=None, ge=0, description="The owner's number before clamping."
+    )
+    clamped: str | None = Field(
+        default=None, max_length=1024, description="Why desiredReplicas differs from "
+        "requestedReplicas; absent when it does not."
     )
 
 

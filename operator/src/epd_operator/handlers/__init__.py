@@ -3,8 +3,9 @@
 - create / update / resume of an EPDCluster;
 - a resync loop (started at operator startup) over every EPDCluster seen, which restores
   hand edits of children nobody watches (Services, ConfigMaps);
-- events of the StatefulSets and router Deployments we own, so status follows pod readiness
-  (and a deleted or hand-edited workload is restored) without waiting for the resync;
+- events of the StatefulSets, router Deployments and EPDRoleScalers we own, so status follows
+  pod readiness, a deleted or hand-edited workload is restored and a role's scale target is
+  applied (or reverted) without waiting for the resync;
 - every EPDCluster watch event, to keep the newest body for the two triggers above;
 - a liveness probe (/healthz): fails when the API refuses our credentials or the watch is lost.
 
@@ -34,7 +35,14 @@ __all__ = ["Options", "Runtime", "configure", "register"]
 log = logging.getLogger(__name__)
 
 CHILD_SELECTOR = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
-CHILD_WORKLOADS = (("apps", "v1", "statefulsets"), ("apps", "v1", "deployments"))
+# Children whose events trigger a reconcile of their owner: workloads (status follows pod
+# readiness) and the per-role EPDRoleScalers (a `kubectl scale` / HPA write reaches the
+# StatefulSet at once, or is reverted at once when the spec owns the number).
+CHILD_WORKLOADS = (
+    ("apps", "v1", "statefulsets"),
+    ("apps", "v1", "deployments"),
+    (c.GROUP, c.VERSION, c.SCALER_PLURAL),
+)
 
 
 def configure(settings: kopf.OperatorSettings, options: Options) -> None:

@@ -23,11 +23,13 @@ from typing import Any
 
 from epd_operator.api import constants as c
 from epd_operator.api.admission import oddities
+from epd_operator.api.models import EPDCluster
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import SpecError, parse
 from epd_operator.render import render_cluster
+from epd_operator.render.names import role_name, selector_labels
 
-from . import resources
+from . import resources, scaling
 from .kube import Kube, KubeError
 from .plan import key_of, make_plan
 from .status import DEGRADED, Problem, compute_status, events_for, status_changed
@@ -38,6 +40,10 @@ log = logging.getLogger(__name__)
 REASON_SPEC_INVALID = c.REASON_SPEC_INVALID
 REASON_APPLY_FAILED = c.REASON_RECONCILE_ERROR
 REASON_SPEC_WARNING = "SpecWarning"
+_MISSING_SCALER_CRD = (
+    f" ({c.SCALER_CRD_NAME} is not installed: `kubectl apply -f crds/` or the chart's "
+    "crds/; `helm upgrade` does not add new CRDs)"
+)
 
 
 @dataclass
@@ -49,13 +55,16 @@ class Outcome:
     problems: list[Problem] = field(default_factory=list)
     status_written: bool = False
     events: int = 0
+    # EPDRoleScaler /scale (seed or revert) and /status writes: "<name>/scale", "<name>/status".
+    scaler_writes: list[str] = field(default_factory=list)
     retry: bool = False  # a transient API failure: try again soon
     conditions: dict[str, str] = field(default_factory=dict)  # type -> "True"/"False"
     duration_s: float = 0.0
 
     @property
     def writes(self) -> int:
-        return len(self.applied) + len(self.pruned) + int(self.status_written) + self.events
+        return (len(self.applied) + len(self.pruned) + int(self.status_written) + self.events
+                + len(self.scaler_writes))
 
 
 class StatusMemory:
@@ -162,6 +171,7 @@ def reconcile(
     desired: list[dict[str, Any]] | None = None
     rdma_enabled: bool | None = None  # known once the spec parses
     notes: list[str] = []
+    cluster: EPDCluster | None = None
     try:
         cluster = parse(dict(obj))
     except SpecError as exc:
@@ -171,7 +181,6 @@ def reconcile(
             msg = f"{path}: {msg}"
         out.problems.append(Problem(REASON_SPEC_INVALID, msg))
     else:
-        desired = render_cluster(cluster, cfg)
         rdma_enabled = cluster.spec.rdma.enabled
         notes = [f"{path}: {why}" for path, why in oddities(cluster.spec)]
 
@@ -183,6 +192,13 @@ def reconcile(
         out.retry = True
         observed = None
 
+    decisions: dict[str, scaling.RoleDecision] = {}
+    if cluster is not None and observed is not None:
+        # Each role's count: from its owner (spec or EPDRoleScaler), clamped (issue 17).
+        scalers = _by_role(observed, c.SCALER_KIND)
+        decisions = scaling.decide(cluster.spec, scaling.scaler_replicas(scalers))
+        desired = render_cluster(cluster, cfg, {r: d.desired for r, d in decisions.items()})
+
     if desired is not None and observed is not None:
         plan = make_plan(desired, observed, owner_uid=uid)
         children.extend(plan.unchanged)
@@ -191,7 +207,8 @@ def reconcile(
             try:
                 children.append(kube.apply(want))
             except KubeError as exc:
-                out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
+                hint = _MISSING_SCALER_CRD if exc.not_found and k[1] == c.SCALER_KIND else ""
+                out.problems.append(Problem(REASON_APPLY_FAILED, f"{exc}{hint}"))
                 out.retry = True
                 continue
             out.applied.append(f"{k[1]}/{k[2]}")
@@ -207,6 +224,8 @@ def reconcile(
                 continue
             out.pruned.append(f"{k[1]}/{k[2]}")
             log.info("%s/%s: pruned %s/%s", ns, name, k[1], k[2])
+        if cluster is not None:
+            _sync_scalers(kube, cluster, decisions, children, out)
         try:
             out.problems.extend(resources.check(desired, kube.list_nodes()))
         except KubeError as exc:
@@ -225,6 +244,10 @@ def reconcile(
                            generation=generation, now=now)
     if transport is not None:
         status["conditions"].append(transport)
+    for role, d in decisions.items():
+        if role in status["roles"]:
+            status["roles"][role].update(scaling.role_status_fields(d))
+    clamps = scaling.clamp_events(previous, decisions)
     out.conditions = {cond["type"]: cond["status"] for cond in status["conditions"]}
     if status_changed(previous, status):
         try:
@@ -251,6 +274,12 @@ def reconcile(
                     out.events += 1
                 except KubeError as exc:
                     log.warning("%s/%s: event not recorded: %s", ns, name, exc)
+            for line in clamps:
+                try:
+                    kube.create_event(obj, "Warning", c.REASON_REPLICAS_CLAMPED, line)
+                    out.events += 1
+                except KubeError as exc:
+                    log.warning("%s/%s: event not recorded: %s", ns, name, exc)
             for cond in events_for(previous, status):
                 etype = "Warning" if cond["type"] == DEGRADED else "Normal"
                 reason = cond["reason"] if cond["type"] == DEGRADED else cond["type"]
@@ -261,3 +290,51 @@ def reconcile(
                     log.warning("%s/%s: event not recorded: %s", ns, name, exc)
     out.duration_s = time.monotonic() - started
     return out
+
+
+def _by_role(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for o in objs:
+        role = ((o.get("metadata") or {}).get("labels") or {}).get(c.LABEL_ROLE)
+        if o.get("kind") == kind and role:
+            out[str(role)] = o
+    return out
+
+
+def _sync_scalers(
+    kube: Kube,
+    cluster: EPDCluster,
+    decisions: Mapping[str, scaling.RoleDecision],
+    children: list[dict[str, Any]],
+    out: Outcome,
+) -> None:
+    """Seed or revert each role's EPDRoleScaler spec.replicas (through /scale) and write its
+    status, each only when it differs."""
+    ns, name = cluster.metadata.namespace, cluster.metadata.name
+    scalers = _by_role(children, c.SCALER_KIND)
+    sets = _by_role(children, "StatefulSet")
+    for role, d in sorted(decisions.items()):
+        live = scalers.get(role)
+        if live is None:
+            continue  # its apply failed (reported above)
+        sname = role_name(name, role)
+        if d.scaler_write is not None:
+            try:
+                kube.scale(ns, sname, d.scaler_write)
+            except KubeError as exc:
+                out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
+                out.retry = True
+            else:
+                out.scaler_writes.append(f"{sname}/scale")
+                log.info("%s/%s: %s %s replicas -> %d (%s owns the number)", ns, name,
+                         c.SCALER_KIND, sname, d.scaler_write, d.source)
+        gen = int((live.get("metadata") or {}).get("generation") or 0)
+        want = scaling.scaler_status(d, name, selector_labels(name, role), sets.get(role), gen)
+        if scaling.scaler_status_differs(live.get("status"), want):
+            try:
+                kube.apply_scaler_status(ns, sname, want)
+            except KubeError as exc:
+                out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
+                out.retry = True
+            else:
+                out.scaler_writes.append(f"{sname}/status")

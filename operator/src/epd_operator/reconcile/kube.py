@@ -56,7 +56,13 @@ CHILD_KINDS: tuple[Kind, ...] = (
     Kind("v1", "Service", "services"),
     Kind("apps/v1", "StatefulSet", "statefulsets"),
     Kind("apps/v1", "Deployment", "deployments"),
+    Kind(c.API_VERSION, c.SCALER_KIND, c.SCALER_PLURAL),
 )
+SCALER = CHILD_KINDS[-1]
+# Kinds whose CRD may be missing (an operator upgraded without `kubectl apply -f crds/`:
+# `helm upgrade` installs no new CRD). Listing one yields nothing instead of failing the pass;
+# applying one fails with a message that says what to install.
+OPTIONAL_KINDS = frozenset({SCALER.kind})
 EPDCLUSTER = Kind(f"{c.GROUP}/{c.VERSION}", c.KIND, c.PLURAL)
 NODE = Kind("v1", "Node", "nodes", namespaced=False)
 EVENT = Kind("v1", "Event", "events")
@@ -192,10 +198,15 @@ class Kube:
         )
         out: list[dict[str, Any]] = []
         for kind in CHILD_KINDS:
-            body = self._call(
-                "list", f"{kind.plural} in {namespace}", "GET", kind.base(namespace),
-                query={"labelSelector": selector},
-            )
+            try:
+                body = self._call(
+                    "list", f"{kind.plural} in {namespace}", "GET", kind.base(namespace),
+                    query={"labelSelector": selector},
+                )
+            except KubeError as exc:
+                if exc.not_found and kind.kind in OPTIONAL_KINDS:
+                    continue
+                raise
             for item in body.get("items") or []:
                 # List items omit apiVersion/kind; plan keys objects by them.
                 item.setdefault("apiVersion", kind.api_version)
@@ -280,6 +291,36 @@ class Kube:
         return self._call(
             "apply status", f"{c.KIND} {namespace}/{name}", "PATCH",
             f"{EPDCLUSTER.base(namespace)}/{quote(name)}/status",
+            query={"fieldManager": self.field_manager, "force": "true"}, body=body,
+            content_type="application/apply-patch+yaml",
+        )
+
+    def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+        """Set an EPDRoleScaler's spec.replicas through its /scale subresource, as HPA does
+        (an update, not an apply: our field manager's apply never owns the number)."""
+        self.writes.add(SCALER.kind, "scale")
+        return self._call(
+            "scale", f"{SCALER.kind} {namespace}/{name}", "PATCH",
+            f"{SCALER.base(namespace)}/{quote(name)}/scale",
+            query={"fieldManager": self.field_manager},
+            body={"spec": {"replicas": replicas}},
+            content_type="application/merge-patch+json",
+        )
+
+    def apply_scaler_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Server-side apply of an EPDRoleScaler's status subresource."""
+        self.writes.add(SCALER.kind, "apply-status")
+        body = {
+            "apiVersion": SCALER.api_version,
+            "kind": SCALER.kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": dict(status),
+        }
+        return self._call(
+            "apply status", f"{SCALER.kind} {namespace}/{name}", "PATCH",
+            f"{SCALER.base(namespace)}/{quote(name)}/status",
             query={"fieldManager": self.field_manager, "force": "true"}, body=body,
             content_type="application/apply-patch+yaml",
         )

@@ -2,12 +2,17 @@
 
 No I/O, no kopf, no Kubernetes client (import-linter enforces it). Order: the launch-config
 ConfigMap, the shared encoder cache's master Service and Deployment (encoderCache.shared; the
-encoders dial it at start), then per role (encoder, prefill, decode) its headless Service and
-StatefulSet, then the router Deployment and Service. Same input, same output, byte for byte.
+encoders dial it at start), then per role (encoder, prefill, decode) its headless Service,
+StatefulSet and EPDRoleScaler, then the router Deployment and Service. Same input, same
+output, byte for byte.
+
+`replicas` overrides roles' pod counts (the reconcile pass's scaling decision: a count owned
+by the role's EPDRoleScaler, or clamped); the pod templates never depend on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from epd_connector.launch.config import CONFIGMAP_KEY
@@ -15,15 +20,19 @@ from epd_connector.launch.config import CONFIGMAP_KEY
 from ..api import constants as c
 from ..api.models import EPDCluster
 from ..api.operator_config import OperatorConfig
-from . import engine, router, store
+from . import engine, router, scaler, store
 from .launch import launch_config
 from .names import configmap_name, metadata
 
 __all__ = ["render_cluster"]
 
 
-def render_cluster(cluster: EPDCluster, cfg: OperatorConfig) -> list[dict[str, Any]]:
+def render_cluster(
+    cluster: EPDCluster, cfg: OperatorConfig, replicas: Mapping[str, int] | None = None
+) -> list[dict[str, Any]]:
     """Every object the operator owns for `cluster`, in apply order."""
+    if replicas:
+        cluster = with_replicas(cluster, replicas)
     config = launch_config(cluster)
     manifests: list[dict[str, Any]] = [
         {
@@ -41,6 +50,19 @@ def render_cluster(cluster: EPDCluster, cfg: OperatorConfig) -> list[dict[str, A
     for role in config.present_roles():
         manifests.append(engine.headless_service(cluster, role))
         manifests.append(engine.statefulset(cluster, role, cfg, config))
+        manifests.append(scaler.role_scaler(cluster, role))
     manifests.append(router.deployment(cluster, cfg, config))
     manifests.append(router.service(cluster))
     return manifests
+
+
+def with_replicas(cluster: EPDCluster, replicas: Mapping[str, int]) -> EPDCluster:
+    """`cluster` with roles' `replicas` replaced (roles absent from the cluster are ignored)."""
+    roles = cluster.spec.roles
+    update = {
+        role: getattr(roles, role).model_copy(update={"replicas": n})
+        for role, n in replicas.items()
+        if getattr(roles, role, None) is not None
+    }
+    spec = cluster.spec.model_copy(update={"roles": roles.model_copy(update=update)})
+    return cluster.model_copy(update={"spec": spec})

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from epd_connector.launch.config import LaunchConfig
+from epd_connector.launch.router_options import RouterOptions
 
 from ..api import constants as c
-from ..api.models import EPDCluster
+from ..api.models import EPDCluster, RouterSpec
 from ..api.operator_config import OperatorConfig
 from ..api.parse import VOLUME_LAUNCH_CONFIG
 from ..api.quantity import canonical_quantity
@@ -31,6 +32,32 @@ def _probe(period: int, failures: int) -> dict[str, Any]:
         "timeoutSeconds": 5,
         "successThreshold": 1,
     }
+
+
+def router_flags(router: RouterSpec) -> list[str]:
+    """`epd-router` flags for the spec's traffic settings that differ from the router's own
+    defaults (only those: a spec that leaves them alone renders as before, nothing restarts)."""
+    o = router.overload
+    wanted: dict[str, object] = {
+        "consumer_media": router.consumer_media,
+        "encoder_routing": router.encoder_routing,
+        "health_timeout_s": o.health_timeout_seconds,
+        "unhealthy_threshold": o.unhealthy_threshold,
+        "eject_after_failures": o.eject_after_failures,
+        "base_ejection_s": o.base_ejection_seconds,
+        "max_ejection_s": o.max_ejection_seconds,
+        "max_ejection_percent": o.max_ejection_percent,
+        "panic_threshold_percent": o.panic_threshold_percent,
+        "max_inflight_per_pod": o.max_inflight_per_pod,
+        "queue_size": o.queue_size,
+        "queue_timeout_s": o.queue_timeout_seconds,
+    }
+    defaults = RouterOptions()
+    flags: list[str] = []
+    for option, value in wanted.items():
+        if value != getattr(defaults, option):
+            flags += ["--" + option.replace("_", "-"), str(value)]
+    return flags
 
 
 def _resources(obj: EPDCluster) -> dict[str, dict[str, str]]:
@@ -53,7 +80,13 @@ def deployment(obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig) -> di
         "image": cfg.router_image,
         "imagePullPolicy": cfg.image_pull_policy,
         "command": ["epd-router"],
-        "args": ["--launch-config", c.LAUNCH_CONFIG_PATH, "--port", str(cfg.router_port)],
+        "args": [
+            "--launch-config",
+            c.LAUNCH_CONFIG_PATH,
+            "--port",
+            str(cfg.router_port),
+            *router_flags(obj.spec.router),
+        ],
         "env": [
             {"name": c.ENV_LAUNCH_CONFIG, "value": c.LAUNCH_CONFIG_PATH},
             {
