@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -243,6 +245,8 @@ CAN_I = [
     ("patch", "statefulsets.apps", "default", False),  # only the watched namespace
     ("list", "secrets", NS, False),
     ("create", "pods", NS, False),
+    ("list", "pods", NS, True),  # read-only: the transport preflight reports
+    ("get", "pods", NS, False),
     ("update", "statefulsets.apps", NS, False),
     ("create", "configmaps", NS, True),  # server-side apply that creates needs it
     ("get", "configmaps", NS, False),
@@ -535,6 +539,53 @@ def test_7_absent_rdma_resource_is_insufficient_resources(env: Env) -> None:
     assert "rdma/absent_hca" in degraded["message"]
     assert health(live)["status"] == "Degraded"
     env.kubectl("delete", "epdc", "no-rdma-here", "--wait=false")
+
+
+def test_7b_a_pod_that_can_only_do_tcp_shows_transport_not_ready(env: Env,
+                                                                 tmp_path: Path) -> None:
+    """rdma.enabled, but the pod sees no RDMA device (this machine has none): the real
+    preflight says so, and the operator turns it into TransportReady=False + an Event. kwok
+    runs no containers, so the test does the kubelet's one part: it puts the init container's
+    termination message (the preflight's real output here) into the pod status."""
+    obj = copy.deepcopy(load(REPO / "crds" / "samples" / "full-epd-rdma.yaml"))
+    name = "rdma-fallback"
+    obj["metadata"] = {"name": name}
+    env.apply(obj)
+    live = wait_condition(env, name, "Ready")
+    assert condition(live, "TransportReady")["status"] == "Unknown"  # nothing reported yet
+    cm = json.loads(env.kubectl("get", "configmap", f"{name}-launch", "-o", "json"))
+    launch = tmp_path / f"{name}-launch.json"
+    launch.write_text(cm["data"]["launch.json"], encoding="utf-8")
+    pod = f"{name}-prefill-0"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "epd-engine"), "--preflight"],
+        env={**os.environ, "EPD_LAUNCH_CONFIG": str(launch), "EPD_ROLE": "prefill",
+             "EPD_PREFLIGHT_OUT": str(launch.with_suffix(".report"))},
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    report = done.stdout.strip().splitlines()[-1]
+    assert json.loads(report)["reason"] == "NoRDMADevice"
+    spec = json.loads(env.kubectl("get", "pod", pod, "-o", "json"))["spec"]
+    (init,) = spec["initContainers"]
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status = {"initContainerStatuses": [{
+        "name": init["name"], "image": init["image"], "imageID": "", "ready": True,
+        "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": report,
+                                 "startedAt": now, "finishedAt": now}},
+    }]}
+    env.kubectl("patch", "pod", pod, "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": status}))
+    live = wait_condition(env, name, "TransportReady", status="False")
+    cond = condition(live, "TransportReady")
+    assert cond["reason"] == "NoRDMADevice"
+    assert pod in cond["message"]
+    assert condition(live, "Ready")["status"] == "True"  # slower, still serving
+    events = wait_for("NoRDMADevice Event", lambda: json.loads(env.kubectl(
+        "get", "events", "--field-selector", f"involvedObject.name={name},reason=NoRDMADevice",
+        "-o", "json"))["items"])
+    assert events[0]["type"] == "Warning"
+    env.kubectl("delete", "epdc", name, "--wait=false")
 
 
 def test_8_argocd_health_follows_a_real_lifecycle(env: Env) -> None:

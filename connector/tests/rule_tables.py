@@ -151,6 +151,42 @@ ZERO_REPLICAS_ROWS: list[tuple[str, tuple[str, ...]]] = [
 ZERO_REPLICAS_EXPECT = "greater than or equal to 1"
 
 
+# encoderCache.shared (vLLM's cross_encoder_cache) with what vLLM 0.33 refuses alongside it:
+# (id, spec fragment merged into the base, field path, expected fragment)
+SHARED_CACHE_ROWS: list[tuple[str, dict[str, Any], str, str]] = [
+    ("example-connector",
+     {"ecTransfer": {"connector": "ECExampleConnector", "sharedStorage": {"claimName": "rwx"}}},
+     "spec.ecTransfer.connector", "needs ECMooncakeConnector"),
+    ("ec-both", {"ecTransfer": {"encoderRole": "ec_both"}}, "spec.ecTransfer.encoderRole",
+     "needs an encode-only encoder (ec_producer)"),
+    ("processor-cache-off", {"encoderCache": {"mmProcessorCacheGb": 0}},
+     "spec.encoderCache.mmProcessorCacheGb", "needs the multimodal processor cache"),
+    ("user-cross-encoder-cache", {"ecTransfer": {"extraConfig": {"cross_encoder_cache": True}}},
+     "spec.ecTransfer.extraConfig.cross_encoder_cache", "set by the operator from "
+     "encoderCache.shared"),
+    ("user-config-path",
+     {"roles": {"encoder": {"env": [{"name": "MOONCAKE_CONFIG_PATH", "value": "/x.json"}]}}},
+     "spec.roles.encoder.env[0].name", "set by the launcher from encoderCache.shared"),
+    ("model-runner-v1",
+     {"roles": {"encoder": {"env": [{"name": "VLLM_USE_V2_MODEL_RUNNER", "value": "0"}]}}},
+     "spec.roles.encoder.env[0].value", "needs Model Runner V2"),
+    ("lora", {"roles": {"encoder": {"extraArgs": ["--enable-lora"]}}},
+     "spec.roles.encoder.extraArgs[0]", "does not support LoRA"),
+    ("segment-fractional", {"encoderCache": {"shared": {"segmentSize": "1.5"}}},
+     "spec.encoderCache.shared.segmentSize", "whole number of bytes"),
+    ("master-ports-equal", {"encoderCache": {"shared": {"master": {"metricsPort": 50051}}}},
+     "spec.encoderCache.shared.master.metricsPort", "must differ from port"),
+]  # fmt: skip
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
 # --------------------------------------------------------------------------- as EPDCluster specs
 
 
@@ -203,4 +239,9 @@ def bad_specs() -> list[tuple[str, str, dict[str, Any], str, str]]:
         spec = base()
         _set(spec, path, 0)
         out.append(("zero-replicas", rid, spec, "spec." + ".".join(path), ZERO_REPLICAS_EXPECT))
+    for rid, fragment, path_, expect in SHARED_CACHE_ROWS:
+        spec = base()
+        _merge(spec, {"encoderCache": {"shared": {"enabled": True}}})
+        _merge(spec, fragment)
+        out.append(("shared-encoder-cache", rid, spec, path_, expect))
     return out

@@ -43,7 +43,7 @@ def test_parse_refuses(rule: str, rid: str, spec: dict[str, Any], path: str,
 
 def test_every_rule_has_rows() -> None:
     assert {b[0] for b in BAD} == {"owned-flags", "control-text", "image-ref", "kv-extra-keys",
-                                   "typed-kwargs", "zero-replicas"}
+                                   "typed-kwargs", "zero-replicas", "shared-encoder-cache"}
 
 
 @pytest.mark.parametrize(("rid", "args"), t.ACCEPTED_FLAG_ROWS)

@@ -191,12 +191,14 @@ def test_rbac_is_exactly_what_the_operator_calls(helm: Path) -> None:
     assert allowed(rules, c.GROUP, f"{c.PLURAL}/status") == {"patch"}
     assert allowed(rules, "", "events") == {"create"}
     assert allowed(rules, "", "nodes") == {"list"}
+    assert allowed(rules, "", "pods") == {"list"}  # read-only: transport preflight reports
     for sub in ("scale", "status"):  # seed/revert the number as HPA does; write its status
         assert allowed(rules, c.GROUP, f"{c.SCALER_PLURAL}/{sub}") == {"patch"}
     granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
     expected = {(k.api_version.rpartition("/")[0], k.plural) for k in CHILD_KINDS} | {
         (c.GROUP, c.PLURAL), (c.GROUP, f"{c.PLURAL}/status"), ("", "events"), ("", "nodes"),
-        (c.GROUP, f"{c.SCALER_PLURAL}/scale"), (c.GROUP, f"{c.SCALER_PLURAL}/status")}
+        (c.GROUP, f"{c.SCALER_PLURAL}/scale"), (c.GROUP, f"{c.SCALER_PLURAL}/status"),
+        ("", "pods")}
     assert granted == expected
 
 

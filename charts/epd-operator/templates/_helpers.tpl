@@ -64,6 +64,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: ["apps"]
   resources: ["statefulsets", "deployments"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# Engine pods are only read: their status carries the transport preflight report
+# (TransportReady). Never written.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 # Per-role scale targets (EPDRoleScaler): children like the above, watched so a `kubectl
 # scale` / HPA write reaches the StatefulSet at once; the operator seeds or reverts their
 # number through /scale (as HPA does) and writes their status.

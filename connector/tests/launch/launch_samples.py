@@ -46,6 +46,11 @@ def config(topology: str = "E/PD", **overrides: Any) -> LaunchConfig:
 
 
 TP2_DP2 = {"parallelism": {"tensor": 2, "data": 2}}
+STORE = {
+    "master_address": "demo-store.llm.svc:50051",
+    "global_segment_size": 4 << 30,
+    "local_buffer_size": 1 << 30,
+}
 
 VALID: dict[str, LaunchConfig] = {
     "epd-minimal": config(),
@@ -89,6 +94,10 @@ VALID: dict[str, LaunchConfig] = {
     ),
     "epd-ipv6": config(),  # paired with an IPv6 pod in the case list
     "epd-highest-ec-ports": config(ec={"port": 65532}, roles={"decode": TP2_DP2}),
+    "epd-shared-store": config(ec={"protocol": "tcp", "store": STORE}),
+    "e-p-d-shared-store": config(
+        "E/P/D", ec={"store": STORE}, encoder_cache={"mm_processor_cache_gb": 2}
+    ),
     "e-p-d-mooncake": config("E/P/D", kv={"connector": "MooncakeConnector"}),
     "e-p-d-default-kv": config("E/P/D"),
     "e-p-d-nixl": config(

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from connector.tests.launch.launch_samples import IPV6_POD, POD, VALID, config, valid_cases
+from connector.tests.launch.launch_samples import IPV6_POD, POD, STORE, VALID, config, valid_cases
 from epd_connector.launch.argv import build_argv, build_env, compact_json
 from epd_connector.launch.config import LaunchConfig, LaunchConfigError, RoleName
 from epd_connector.launch.pod import PodContext
+from epd_connector.launch.store import ENV_STORE_CONFIG, store_files
 
 MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 HEAD = ["vllm", "serve", MODEL, "--host", "0.0.0.0", "--port", "8000"]
@@ -219,7 +220,54 @@ def test_ec_timeouts_from_typed_fields_only_when_set() -> None:
     assert extra == {"mooncake_protocol": "rdma"}  # vLLM's own defaults (30 s / 60 s) apply
 
 
+def test_shared_store_switches_cross_encoder_cache_on_the_encoder_only() -> None:
+    for name in ("epd-shared-store", "e-p-d-shared-store"):
+        cfg = VALID[name]
+        for role in cfg.present_roles():
+            argv = build_argv(cfg, role, POD)
+            if "--ec-transfer-config" not in argv:
+                continue
+            ec = json.loads(argv[argv.index("--ec-transfer-config") + 1])
+            extra = ec["ec_connector_extra_config"]
+            assert extra.get("cross_encoder_cache") is (True if role == "encoder" else None)
+            env = build_env(cfg, role, POD, run_dir="/run/epd")
+            assert (ENV_STORE_CONFIG in env) is (role == "encoder")
+            files = store_files(cfg, role, POD, run_dir="/run/epd")
+            assert list(files) == ([env[ENV_STORE_CONFIG]] if role == "encoder" else [])
+
+
+def test_store_config_file_holds_every_key_vllm_reads() -> None:
+    cfg = VALID["epd-shared-store"]
+    [(path, text)] = store_files(cfg, "encoder", POD, run_dir="/run/epd").items()
+    assert path == "/run/epd/epd-demo-encoder-3-store.json"
+    assert json.loads(text) == {
+        "metadata_server": "P2PHANDSHAKE",
+        "master_server_address": "demo-store.llm.svc:50051",
+        "protocol": "tcp",
+        "device_name": "",
+        "mode": "embedded",
+        "global_segment_size": 4 << 30,
+        "local_buffer_size": 1 << 30,
+        "enable_offload": False,
+    }
+    # The protocol follows the EC transfer's (rdma by default).
+    rdma = json.loads(next(iter(store_files(VALID["e-p-d-shared-store"], "encoder",
+                                            POD).values())))
+    assert rdma["protocol"] == "rdma"
+
+
 BAD: list[tuple[str, LaunchConfig, RoleName, str]] = [
+    ("store-with-example-connector",
+     config(ec={"connector": "ECExampleConnector", "shared_storage_path": "/x", "store": STORE}),
+     "encoder", "ec.connector: the shared encoder cache needs ECMooncakeConnector"),
+    ("store-with-ec-both", config(ec={"encoder_role": "ec_both", "store": STORE}), "decode",
+     "ec.encoder_role: the shared encoder cache needs an encode-only encoder"),
+    ("store-without-processor-cache",
+     config(ec={"store": STORE}, encoder_cache={"mm_processor_cache_gb": 0}), "encoder",
+     "encoder_cache.mm_processor_cache_gb: the shared encoder cache needs the multimodal"),
+    ("store-and-user-cross-encoder-cache",
+     config(ec={"store": STORE, "extra_config": {"cross_encoder_cache": False}}), "encoder",
+     "ec.extra_config.cross_encoder_cache: derived by the operator"),
     ("producer-tensor", config(roles={"encoder": {"parallelism": {"tensor": 2}}}), "encoder",
      "roles.encoder.parallelism.tensor: ECMooncakeConnector producers require 1, got 2"),
     ("producer-pipeline", config(roles={"encoder": {"parallelism": {"pipeline": 2}}}), "decode",

@@ -57,6 +57,7 @@ def test_dry_run_prints_the_exec_plan(pod_env: dict[str, str]) -> None:
         "config": pod_env["EPD_LAUNCH_CONFIG"],
         "argv": build_argv(CONFIG, "prefill", pod),
         "env": build_env(CONFIG, "prefill", pod),
+        "files": {},
     }
     assert plan["env"]["VLLM_HOST_IP"] == "10.244.0.9"
     assert json.loads(plan["argv"][-1])["engine_id"] == "demo-prefill-2"
@@ -121,6 +122,27 @@ def test_execs_vllm_in_place(pod_env: dict[str, str], tmp_path: Path) -> None:
     assert "VLLM_PORT" not in seen
     assert seen["POD_NAME"] == "demo-prefill-2"  # the pod's own environment is passed on
     assert "exec vllm serve" in stderr  # the argv is logged before exec
+
+
+def test_store_config_is_written_before_exec(pod_env: dict[str, str], tmp_path: Path) -> None:
+    cfg = tmp_path / "store-launch.json"
+    cfg.write_text(VALID["epd-shared-store"].to_json(), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    env = {**pod_env, "EPD_LAUNCH_CONFIG": str(cfg), "EPD_ROLE": "encoder",
+           "POD_NAME": "demo-encoder-1", "EPD_RUN_DIR": str(run_dir)}
+    dry = run(env, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    plan = json.loads(dry.stdout)
+    path = plan["env"]["MOONCAKE_CONFIG_PATH"]
+    assert path == str(run_dir / "epd-demo-encoder-1-store.json")
+    assert list(plan["files"]) == [path]
+    assert not run_dir.exists()  # a dry run writes nothing
+    # Exec fails (no engine on PATH) only after the file vLLM will read is in place.
+    done = run({**env, "PATH": str(tmp_path)})
+    assert done.returncode == 127, done.stderr
+    written = json.loads(Path(path).read_text(encoding="utf-8"))
+    assert written == json.loads(plan["files"][path])
+    assert written["master_server_address"] == "demo-store.llm.svc:50051"
 
 
 def test_missing_engine_executable_exits_127(pod_env: dict[str, str], tmp_path: Path) -> None:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from connector.tests.launch.launch_samples import VALID
+from connector.tests.launch.launch_samples import POD, VALID
 from connector.tests.vllm_contract.vllm_harness import REPO, vllm_python
 from epd_connector.launch.pod import DEFAULT_LAUNCH_CONFIG
+from epd_connector.launch.store import ENV_STORE_CONFIG, store_files
 
 DOCKERFILE = REPO / "connector" / "Dockerfile"
 ENGINE_REQUIREMENTS = REPO / "connector" / "engine-requirements.txt"
@@ -184,3 +185,32 @@ def test_launcher_runs_on_the_vllm_dependency_set(tmp_path: Path) -> None:
     plans = [json.loads(done.stdout) for done in runs.values()]
     assert plans[0]["argv"] == plans[1]["argv"]
     assert plans[0]["env"] == plans[1]["env"] == {"VLLM_HOST_IP": "10.244.3.3"}
+
+
+@pytest.mark.vllm
+def test_engine_env_reads_our_store_config_and_ships_the_master(tmp_path: Path) -> None:
+    """encoderCache.shared relies on the engine image for three things: vLLM 0.33 reads the
+    Store config file the launcher writes (MooncakeStoreConfig, its own validation), the
+    Mooncake wheel carries the Store client, and the `mooncake_master` the operator runs."""
+    cfg = VALID["epd-shared-store"]
+    [(_, text)] = store_files(cfg, "encoder", POD).items()
+    path = tmp_path / "store.json"
+    path.write_text(text, encoding="utf-8")
+    probe = (
+        "import dataclasses, importlib.util, json\n"
+        "from vllm.distributed.mooncake_store import MooncakeStoreConfig\n"
+        "c = MooncakeStoreConfig.load_from_config()\n"
+        "print(json.dumps({'config': dataclasses.asdict(c),\n"
+        "                  'store': importlib.util.find_spec('mooncake.store') is not None}))\n"
+    )
+    python = vllm_python()
+    done = subprocess.run(
+        [str(python), "-c", probe], env={**os.environ, ENV_STORE_CONFIG: str(path)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    want = json.loads(text)
+    assert got["config"] == {**want, "tenant_id": "default"}
+    assert got["store"] is True
+    assert (python.parent / "mooncake_master").exists()

@@ -25,6 +25,7 @@ import yaml
 from epd_connector.launch.argv import build_argv, build_env
 from epd_connector.launch.config import LaunchConfigError
 from epd_connector.launch.pod import PodContext
+from epd_connector.launch.store import store_files
 
 from .api import constants as c
 from .api import crdgen
@@ -121,9 +122,14 @@ def _pod_preview(cluster: EPDCluster, pod: str, pod_ip: str) -> dict[str, Any]:
         ctx = PodContext.from_env(env)
         argv = build_argv(config, role, ctx)
         extra_env = build_env(config, role, ctx)
+        files = store_files(config, role, ctx)
     except LaunchConfigError as exc:
         raise CLIError(f"--pod {pod}: {exc}") from exc
-    return {"pod": env[c.ENV_POD_NAME], "argv": argv, "env": extra_env}
+    out: dict[str, Any] = {"pod": env[c.ENV_POD_NAME], "argv": argv, "env": extra_env}
+    if files:
+        # What epd-engine writes before exec (the Mooncake Store config), parsed for reading.
+        out["files"] = {path: json.loads(text) for path, text in files.items()}
+    return out
 
 
 def _cmd_render(args: argparse.Namespace, out: TextIO) -> int:

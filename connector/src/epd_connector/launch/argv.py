@@ -45,8 +45,10 @@ from .rules import (
     ec_port_block,
     nixl_port_block,
     overlaps,
+    store_problem,
 )
 from .rules import MOONCAKE_EC_EXTRA_KEYS as MOONCAKE_EC_EXTRA_KEYS
+from .store import DEFAULT_RUN_DIR, ENV_STORE_CONFIG, store_config_path, uses_store
 from .wiring import ec_consumer_role, ec_role, kv_role
 
 BIND_HOST: Final = "0.0.0.0"
@@ -117,13 +119,19 @@ def ec_transfer_config(
         derived["control_timeout_s"] = ec.control_timeout_s
     if ec.push_wait_timeout_s is not None:
         derived["push_wait_timeout_s"] = ec.push_wait_timeout_s
+    reserved = {"control_timeout_s", "push_wait_timeout_s"}
+    if ec.store is not None:
+        # ec.store owns the switch; only the encode-only producer reads the Store.
+        reserved.add("cross_encoder_cache")
+        if ec_role_ == "ec_producer":
+            derived["cross_encoder_cache"] = True
     # The typed timeouts own these keys even when unset (then vLLM's defaults apply).
     out["ec_connector_extra_config"] = _merge_extra(
         "ec.extra_config",
         derived,
         ec.extra_config,
         MOONCAKE_EC_EXTRA_KEYS,
-        reserved=frozenset({"control_timeout_s", "push_wait_timeout_s"}),
+        reserved=frozenset(reserved),
     )
     return out
 
@@ -163,11 +171,16 @@ def effective_kv(config: LaunchConfig) -> KVTransferLaunch:
     return config.kv if config.kv is not None else KVTransferLaunch()
 
 
-def build_env(config: LaunchConfig, role: RoleName, pod: PodContext) -> dict[str, str]:
-    """Variables `epd-engine` adds to the pod's environment before exec."""
+def build_env(
+    config: LaunchConfig, role: RoleName, pod: PodContext, run_dir: str = DEFAULT_RUN_DIR
+) -> dict[str, str]:
+    """Variables `epd-engine` adds to the pod's environment before exec (`run_dir`: where it
+    writes the files of `store.store_files`)."""
     _check_pod_role(role, pod)
     check(config, role)
     env = {"VLLM_HOST_IP": pod.ip}
+    if uses_store(config, role):
+        env[ENV_STORE_CONFIG] = store_config_path(config, role, pod, run_dir)
     if config.cpu_kv_cache_space_gib is not None:
         env[ENV_CPU_KVCACHE_SPACE] = str(config.cpu_kv_cache_space_gib)
     role_kv = kv_role(config, role)
@@ -277,9 +290,23 @@ def check(config: LaunchConfig, role: RoleName) -> None:
     _check_ports(config, role)
 
 
+def _check_store(config: LaunchConfig) -> None:
+    ec = config.ec
+    if ec.store is None:
+        return
+    problem = store_problem(
+        ec.connector, ec.encoder_role, config.encoder_cache.mm_processor_cache_gb
+    )
+    if problem is not None:
+        key = "encoder_cache.mm_processor_cache_gb" if problem[0] == "mm_processor_cache_gb" \
+            else f"ec.{problem[0]}"
+        raise LaunchConfigError(f"{key}: {problem[1]} (ec.store is set)")
+
+
 def _check_ec(config: LaunchConfig) -> None:
     ec = config.ec
     if ec.connector == "ECExampleConnector":
+        _check_store(config)
         if ec.shared_storage_path is None:
             raise LaunchConfigError(
                 "ec.shared_storage_path: required with ECExampleConnector (a ReadWriteMany "
@@ -291,6 +318,7 @@ def _check_ec(config: LaunchConfig) -> None:
         return
     if ec.shared_storage_path is not None:
         raise LaunchConfigError("ec.shared_storage_path: only ECExampleConnector reads it")
+    _check_store(config)
     par = config.roles.encoder.parallelism
     for axis, value in (("tensor", par.tensor), ("pipeline", par.pipeline), ("data", par.data)):
         if value != 1:

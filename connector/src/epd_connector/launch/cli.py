@@ -20,11 +20,14 @@ import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .argv import build_argv, build_env
 from .config import LaunchConfigError, load
-from .pod import PodContext, engine_from_env, launch_config_path
+from .pod import PodContext, engine_from_env, launch_config_path, role_from_env
+from .preflight import asked, decide, observe, output_path, report_text
+from .store import DEFAULT_RUN_DIR, ENV_RUN_DIR, store_files
 
 log = logging.getLogger("epd_connector.launch")
 
@@ -34,7 +37,8 @@ SIM_ARGV: tuple[str, ...] = ("-m", "epd_connector.sim")
 
 
 def plan(env: Mapping[str, str], config_path: str | None = None) -> dict[str, Any]:
-    """What this pod executes: {"engine", "config", "argv", "env"} (env: the added variables).
+    """What this pod executes: {"engine", "config", "argv", "env", "files"} (env: the added
+    variables; files: {path: text} written before exec, e.g. the Mooncake Store config).
 
     The vLLM argv is built in sim mode too, so a config the real engine would refuse fails
     the same way under the simulator.
@@ -44,11 +48,43 @@ def plan(env: Mapping[str, str], config_path: str | None = None) -> dict[str, An
     pod = PodContext.from_env(env)
     assert pod.role is not None  # from_env always reads EPD_ROLE
     engine = engine_from_env(env)
+    run_dir = env.get(ENV_RUN_DIR, "").strip() or DEFAULT_RUN_DIR
     argv = build_argv(config, pod.role, pod)
-    added = build_env(config, pod.role, pod)
+    added = build_env(config, pod.role, pod, run_dir)
+    files = store_files(config, pod.role, pod, run_dir)
     if engine == "sim":
         argv = [sys.executable, *SIM_ARGV]
-    return {"engine": engine, "config": path, "argv": argv, "env": added}
+    return {"engine": engine, "config": path, "argv": argv, "env": added, "files": files}
+
+
+def preflight(env: Mapping[str, str], config_path: str | None = None) -> int:
+    """`--preflight`: observe, decide, report (never fails the pod: it reports)."""
+    try:
+        config = load(config_path or launch_config_path(env))
+        role = role_from_env(env)
+    except LaunchConfigError as exc:
+        print(f"epd-engine: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    text = report_text(decide(asked(config, role), observe()))
+    print(text, flush=True)
+    out = output_path(env)
+    if out is not None:
+        try:
+            Path(out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"epd-engine: cannot write the report to {out}: {exc.strerror}",
+                  file=sys.stderr)
+    return 0
+
+
+def write_files(files: Mapping[str, str]) -> None:
+    """Write the files of `plan` (atomically: a reader never sees half a config)."""
+    for name, text in files.items():
+        target = Path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)
 
 
 def exec_env(env: Mapping[str, str], added: Mapping[str, str]) -> dict[str, str]:
@@ -76,9 +112,16 @@ def _parser() -> argparse.ArgumentParser:
         help="launch config path (default: $EPD_LAUNCH_CONFIG or /etc/epd/launch.json)",
     )
     p.add_argument(
+        "--preflight",
+        action="store_true",
+        help="report which transport this pod's transfers will use (RDMA or a TCP fallback) "
+        "as one JSON line on stdout and in $EPD_PREFLIGHT_OUT or the termination log; exit 0",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
-        help='print {"engine", "config", "argv", "env"} as JSON and exit instead of exec',
+        help='print {"engine", "config", "argv", "env", "files"} as JSON and exit instead of '
+        "exec (writes nothing)",
     )
     return p
 
@@ -88,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.preflight:
+        return preflight(os.environ, args.config)
     try:
         what = plan(os.environ, args.config)
     except LaunchConfigError as exc:
@@ -96,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         print(json.dumps(what, indent=2))
         return 0
+    try:
+        write_files(what["files"])
+    except OSError as exc:
+        print(f"epd-engine: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
     command: list[str] = what["argv"]
     log.info(
         "role %s, engine %s: exec %s",

@@ -71,6 +71,23 @@ class Parallelism(_Strict):
         return self.tensor * self.pipeline * self.data
 
 
+class StoreLaunch(_Strict):
+    """The shared encoder cache (a Mooncake Store behind one `mooncake_master`), encoders only.
+
+    The launcher turns it into the JSON file vLLM 0.33 reads through MOONCAKE_CONFIG_PATH
+    (`distributed/mooncake_store.py`) and sets `cross_encoder_cache` on the encoder; embedded
+    mode: every encoder contributes `global_segment_size` bytes of host memory to the pool.
+    """
+
+    master_address: str = Field(
+        min_length=3, description="host:port of the mooncake_master RPC service."
+    )
+    global_segment_size: int = Field(
+        gt=0, description="Bytes each encoder contributes to the store (embedded mode)."
+    )
+    local_buffer_size: int = Field(gt=0, description="Per-encoder staging buffer, bytes.")
+
+
 class ECTransferLaunch(_Strict):
     connector: ECConnectorName = "ECMooncakeConnector"
     protocol: Protocol = "rdma"
@@ -86,6 +103,11 @@ class ECTransferLaunch(_Strict):
     )
     extra_config: dict[str, Any] = Field(
         default_factory=dict, description="Passed through into ec_connector_extra_config."
+    )
+    store: StoreLaunch | None = Field(
+        default=None,
+        description="ECMooncakeConnector with an ec_producer encoder only: the shared "
+        "encoder cache (cross_encoder_cache).",
     )
 
 

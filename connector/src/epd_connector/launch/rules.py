@@ -302,3 +302,40 @@ def check_extra_args(
         return FlagProblem(len(args) - 1, f"{args[-1]!r} expects a value")
     return None
 
+
+# ------------------------------------------------------------------------------- shared store
+
+DEFAULT_STORE_MASTER_PORT: Final = 50051
+"""mooncake_master's RPC port (its own default, `--rpc_port`)."""
+DEFAULT_STORE_METRICS_PORT: Final = 9003
+"""mooncake_master's HTTP admin port (`--metrics_port`): /health and /metrics."""
+DEFAULT_STORE_SEGMENT_BYTES: Final = 4 << 30
+"""global_segment_size: vLLM 0.33's default (distributed/mooncake_store.py), 4 GiB."""
+DEFAULT_STORE_LOCAL_BUFFER_BYTES: Final = 1 << 30
+"""local_buffer_size: ours (vLLM's 4 GiB default stages far more than an encoder puts at once)."""
+STORE_READ_BUFFER_BYTES: Final = 128 << 20
+"""store_read_buffer_bytes: vLLM 0.33's default pinned read buffer of the EC Store client."""
+
+
+def store_pinned_bytes(segment: int, local_buffer: int, read_buffer: int | None) -> int:
+    """Host memory one encoder pins for the shared store in embedded mode: its segment of the
+    pool, the local staging buffer and the Store client's read buffer (facts sheet §6)."""
+    return segment + local_buffer + (STORE_READ_BUFFER_BYTES if read_buffer is None
+                                     else read_buffer)
+
+
+def store_problem(
+    connector: str, encoder_role: str, mm_processor_cache_gb: float | None
+) -> tuple[str, str] | None:
+    """Why vLLM 0.33 would refuse `cross_encoder_cache` (ec_connector/mooncake/config.py), as
+    (what, why), or None: it needs ECMooncakeConnector, an encode-only producer and the
+    multimodal processor cache (vLLM's default 4 GiB counts, 0 disables it)."""
+    if connector != "ECMooncakeConnector":
+        return "connector", "the shared encoder cache needs ECMooncakeConnector"
+    if encoder_role != "ec_producer":
+        return "encoder_role", "the shared encoder cache needs an encode-only encoder " \
+            "(ec_producer)"
+    if mm_processor_cache_gb is not None and mm_processor_cache_gb <= 0:
+        return "mm_processor_cache_gb", "the shared encoder cache needs the multimodal " \
+            "processor cache (> 0)"
+    return None

@@ -19,6 +19,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from epd_connector.launch.argv import build_env
+from epd_connector.launch.cli import write_files
+from epd_connector.launch.config import LaunchConfig
+from epd_connector.launch.pod import PodContext, ordinal_of
+from epd_connector.launch.store import ENV_STORE_CONFIG, store_files
+
 from .procs import (
     Proc,
     ProcGroup,
@@ -29,6 +35,7 @@ from .procs import (
     scrape,
     signals_raise,
     start_router,
+    start_store_master,
     wait_router,
     watch,
 )
@@ -49,6 +56,12 @@ class LocalCluster:
     sim_args: dict[str, list[str]] = field(default_factory=dict)
     router_args: list[str] = field(default_factory=list)
     model: str = "Qwen/Qwen3-VL-8B-Instruct"
+    # The shared encoder cache: a real mooncake_master and each encoder's segment (bytes).
+    shared_store: bool = False
+    store_segment_bytes: int = 64 << 20
+    store_local_buffer_bytes: int = 32 << 20
+    store: Proc | None = None
+    store_ports: tuple[int, int] = (0, 0)
     procs: dict[str, Proc] = field(default_factory=dict)
     router: Proc | None = None
     config: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +87,13 @@ class LocalCluster:
             "port": free_port(consumer_dp),
             "push_wait_timeout_s": self.push_wait_timeout_s,
         }
+        if self.shared_store:
+            self.store_ports = (free_port(), free_port())
+            ec["store"] = {
+                "master_address": f"127.0.0.1:{self.store_ports[0]}",
+                "global_segment_size": self.store_segment_bytes,
+                "local_buffer_size": self.store_local_buffer_bytes,
+            }
         if self.ec_connector == "ECExampleConnector":
             # One shared directory stands in for the ReadWriteMany volume.
             ec = {
@@ -102,6 +122,8 @@ class LocalCluster:
         self.config = self.launch_config()
         path = self.workdir / "launch.json"
         path.write_text(json.dumps(self.config))
+        if self.shared_store:
+            self.start_store()
         for role, count in (
             ("encoder", self.encoders),
             ("prefill", self.prefills),
@@ -158,11 +180,32 @@ class LocalCluster:
             *self.sim_args.get(role, []),
             *(extra or []),
         ]
+        if self.shared_store and role == "encoder":
+            env.update(self._store_env(role, name, host))
         proc = self.group.spawn(
             name, role, host, self.config["roles"][role]["port"], cmd=cmd, env=env
         )
         self.procs[name] = proc
         return proc
+
+    def _store_env(self, role: str, name: str, host: str) -> dict[str, str]:
+        """What `epd-engine` does for an encoder pod: write the Store config file and point
+        MOONCAKE_CONFIG_PATH at it (the launcher's own functions, run dir = the workdir)."""
+        config = LaunchConfig.model_validate(self.config)
+        pod = PodContext.create(host, ordinal_of(name), name=name, role="encoder")
+        write_files(store_files(config, "encoder", pod, str(self.workdir)))
+        env = build_env(config, "encoder", pod, str(self.workdir))
+        return {ENV_STORE_CONFIG: env[ENV_STORE_CONFIG]}
+
+    def start_store(self) -> Proc:
+        """(Re)start the mooncake_master on its fixed ports: a restarted master is empty."""
+        self.store = start_store_master(self.group, *self.store_ports)
+        return self.store
+
+    def kill_store(self) -> None:
+        """SIGKILL the master, as a crashed or evicted master pod."""
+        assert self.store is not None
+        self.group.stop_one(self.store, signal.SIGKILL, grace_s=5)
 
     def wait_ready(self, timeout_s: float) -> None:
         expected = {"encoder": self.encoders, "decode": self.decodes}

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Fine enough for p50/p99 of a loopback GET of ~1 MiB (bench/shared_cache_bench.py).
+STORE_GET_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
+                     0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
+
 
 class SimMetrics:
     def __init__(self, model: str, engine: str) -> None:
@@ -78,6 +82,29 @@ class SimMetrics:
         self.kv_pulls = Counter("epd_sim_kv_pulls", "KV pulls by outcome", ["outcome"], registry=r)
         self.kv_bytes = Counter("epd_sim_kv_bytes_verified", "Verified KV bytes pulled", registry=r)
         self.kv_staged = Counter("epd_sim_kv_staged", "KV blobs staged by prefill", registry=r)
+        # The shared encoder cache (encoders with encoderCache.shared; sim/store.py).
+        self.store_lookups = Counter(
+            "epd_sim_store_lookups",
+            "Shared encoder cache lookups by outcome (hit, miss, error)",
+            ["outcome"],
+            registry=r,
+        )
+        self.store_get_bytes = Counter(
+            "epd_sim_store_get_bytes", "Bytes read from the shared encoder cache", registry=r
+        )
+        self.store_get_seconds = Histogram(
+            "epd_sim_store_get_seconds",
+            "Shared encoder cache GET latency",
+            buckets=STORE_GET_BUCKETS,
+            registry=r,
+        )
+        self.store_puts = Counter(
+            "epd_sim_store_puts", "Outputs published to the shared cache by outcome", ["outcome"],
+            registry=r,
+        )
+        self.store_put_bytes = Counter(
+            "epd_sim_store_put_bytes", "Bytes published to the shared encoder cache", registry=r
+        )
         for g in (self.running, self.waiting):
             g.labels(**self._labels).set(0)
         self.waiting_reason.labels(**self._labels, reason="deferred").set(0)

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -278,3 +279,31 @@ def scrape(url: str, timeout: float = 5) -> dict[str, float]:
             )
             out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
     return out
+
+
+def mooncake_master_path() -> str:
+    """The `mooncake_master` console script of the Mooncake wheel (next to this Python)."""
+    found = shutil.which("mooncake_master", path=str(Path(sys.executable).parent)) or shutil.which(
+        "mooncake_master"
+    )
+    if found is None:
+        raise RuntimeError("mooncake_master not found: install the `transport` extra")
+    return found
+
+
+def start_store_master(
+    group: ProcGroup, rpc_port: int, metrics_port: int, timeout_s: float = 30.0,
+    name: str = "store-master",
+) -> Proc:
+    """A real `mooncake_master` on 127.0.0.1 (the shared encoder cache's index), started with
+    the arguments the operator renders; returns once its /health answers ok."""
+    cmd = [mooncake_master_path(), f"--rpc_port={rpc_port}", f"--metrics_port={metrics_port}"]
+    proc = group.spawn(name, "store", "127.0.0.1", metrics_port, cmd=cmd, env={})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        group.check_alive()
+        status, body = http_json("GET", proc.url + "/health", timeout=2)
+        if status == 200 and isinstance(body, dict) and body.get("service_ready"):
+            return proc
+        time.sleep(0.1)
+    raise TimeoutError(f"mooncake_master not ready in {timeout_s}s; log {proc.log}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import time
 import uuid
@@ -59,6 +60,7 @@ from .media import (
 )
 from .metrics import SimMetrics
 from .settings import PodEnv, SimSettings
+from .store import EncoderStore
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ class SimEngine:
         self.control_timeout_s = config.ec.control_timeout_s or 30.0
         self.metrics = SimMetrics(self.model, pod.pod_name)
         self.engine: Engine | None = None
+        self.store: EncoderStore | None = None  # the shared encoder cache (encoders only)
         self.receivers: list[ec.ECReceiver] = []
         self.control_servers: list[ec.ControlServer] = []
         self.kv_source: kv.KVSource | None = None
@@ -127,6 +130,11 @@ class SimEngine:
         self.http = aiohttp.ClientSession()
         # Always TCP: simulator pods run where RDMA devices are not (kind, kwok, CI).
         self.engine = await asyncio.to_thread(Engine, self.pod.pod_ip, "tcp")
+        if self.is_encoder and self.config.ec.store is not None:
+            # Like vLLM's encoder: no Store, no start (the launcher wrote its config file).
+            self.store = await EncoderStore.open(
+                self.config, self.metrics, os.environ, self.pod.pod_ip
+            )
         host = self.settings.host
         if self.is_ec_consumer and self.shared_storage is None:
             for d in range(self.dp_size):
@@ -161,6 +169,8 @@ class SimEngine:
             await srv.close()
         for runner in self._kv_runners:
             await runner.cleanup()
+        if self.store is not None:
+            self.store.close()
         if self.http is not None:
             await self.http.close()
 
@@ -401,10 +411,19 @@ class SimEngine:
         self, body: dict[str, Any], parts: list[MediaPart], prompt_tokens: int
     ) -> web.Response:
         ids = [await self._item_identity(p, preprocess=False) for p in parts]
+        # The shared encoder cache first (images only, as vLLM): a hit is not encoded.
+        cached: dict[str, bytes] = {}
+        if self.store is not None:
+            for part, (mm_hash, content) in zip(parts, ids, strict=True):
+                if part.modality == "image" and content is not None and mm_hash not in cached:
+                    got = await self.store.get(mm_hash, self.settings.bytes_per_image)
+                    if got is not None:
+                        cached[mm_hash] = got
         for mm_hash, content in ids:
-            if content is not None:
+            if content is not None and mm_hash not in cached:
                 self._encoder_work(mm_hash)
-        await asyncio.sleep(self.settings.encode_delay_s)
+        if not ids or any(mm_hash not in cached for mm_hash, _ in ids):
+            await asyncio.sleep(self.settings.encode_delay_s)
         params = body.get("ec_transfer_params") or {}
         ec_items = params.get("ec_items") or []
         request_id = uuid.uuid4().hex
@@ -427,10 +446,14 @@ class SimEngine:
                 continue
             if _transfer_id(ec_items, part.index, mm_hash) is not None:
                 entry["transfer_id"] = tid
-            pushes.append(
-                ec.PushItem(tid, mm_hash, encoder_output(mm_hash, self.settings.bytes_per_image))
-            )
-            self.metrics.encoded_items.inc()
+            payload = cached.get(mm_hash)
+            if payload is None:
+                payload = encoder_output(mm_hash, self.settings.bytes_per_image)
+                self.metrics.encoded_items.inc()
+                if self.store is not None and part.modality == "image":
+                    cached[mm_hash] = payload  # a repeat within the request is no new miss
+                    self._spawn(self.store.put(mm_hash, payload))
+            pushes.append(ec.PushItem(tid, mm_hash, payload))
         consumer = params.get("consumer_zmq")
         if consumer and pushes:
             try:

@@ -45,9 +45,10 @@ LABEL_REVISION: Final = f"{GROUP}/revision"
 APP_NAME: Final = "epd"
 MANAGED_BY: Final = "epd-operator"
 
-Component = Literal["encoder", "prefill", "decode", "router", "config"]
+Component = Literal["encoder", "prefill", "decode", "router", "config", "store"]
 COMPONENT_ROUTER: Final = "router"
 COMPONENT_CONFIG: Final = "config"
+COMPONENT_STORE: Final = "store"  # the shared encoder cache's mooncake_master
 
 # Pod-template annotation: checksum of the launch-config part a role's pods read, so a
 # config change rolls exactly the pods it affects.

@@ -32,6 +32,10 @@ from epd_connector.launch.rules import (
     DEFAULT_EC_PORT,
     DEFAULT_KV_BOOTSTRAP_PORT,
     DEFAULT_NIXL_SIDE_CHANNEL_PORT,
+    DEFAULT_STORE_LOCAL_BUFFER_BYTES,
+    DEFAULT_STORE_MASTER_PORT,
+    DEFAULT_STORE_METRICS_PORT,
+    DEFAULT_STORE_SEGMENT_BYTES,
     ENV_VALUE_PATTERN,
     NO_CONTROL_PATTERN,
     ec_consumer_cel,
@@ -41,6 +45,7 @@ from epd_connector.launch.rules import (
     ec_port_block_cel,
     nixl_port_block,
     overlaps,
+    store_problem,
 )
 
 from .cel import CelRule
@@ -675,6 +680,73 @@ class RDMASpec(_Model):
     count: int = Field(default=1, ge=0, le=64, description="Devices requested per pod.")
 
 
+# --------------------------------------------------------------------------- shared cache
+
+
+class StoreMasterSpec(_Model):
+    """The `mooncake_master` Deployment (one replica) and Service the operator runs for the
+    shared encoder cache. It holds only the key -> segment index: the cached bytes live in the
+    encoders' segments. A restarted master starts empty (encoders keep serving and encode
+    again until the cache refills)."""
+
+    __cel__ = (
+        CelRule(
+            rule="self.port != self.metricsPort",
+            message="encoderCache.shared.master.metricsPort must differ from port",
+            check=lambda m: m.port != m.metrics_port,
+            field_path=".metricsPort",
+        ),
+    )
+    port: Port = Field(
+        default=DEFAULT_STORE_MASTER_PORT, description="RPC port of the master (--rpc_port)."
+    )
+    metrics_port: Port = Field(
+        default=DEFAULT_STORE_METRICS_PORT,
+        description="HTTP port of the master's /health (probes) and /metrics (--metrics_port).",
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description="Master container resources; default requests cpu 250m, memory 256Mi.",
+    )
+    eviction_high_watermark_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Pool fill ratio that starts eviction (--eviction_high_watermark_ratio; "
+        "Mooncake's default 0.9).",
+    )
+    eviction_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Share of objects evicted when the pool is full (--eviction_ratio; "
+        "Mooncake's default 0.05).",
+    )
+
+
+class SharedEncoderCacheSpec(_Model):
+    """vLLM 0.33's cross_encoder_cache: encode-only encoders look every image up in a Mooncake
+    Store before encoding it and publish what they encode. Embedded mode: each encoder pod
+    pins segmentSize + localBufferSize + the Store client's 128 MiB read buffer of host
+    memory, which the operator adds to the encoder's memory request (and limit, if set)."""
+
+    enabled: bool = Field(default=False, description="Run the shared encoder cache.")
+    segment_size: Quantity = Field(
+        default=f"{DEFAULT_STORE_SEGMENT_BYTES >> 30}Gi",
+        description="Host memory each encoder contributes to the cache (global_segment_size), "
+        "e.g. 8Gi; the cache holds encoders x segmentSize.",
+    )
+    local_buffer_size: Quantity = Field(
+        default=f"{DEFAULT_STORE_LOCAL_BUFFER_BYTES >> 30}Gi",
+        description="Per-encoder staging buffer of the Store client (local_buffer_size).",
+    )
+    master: StoreMasterSpec = Field(
+        default_factory=StoreMasterSpec,
+        json_schema_extra=_default_of(StoreMasterSpec),
+        description="The mooncake_master the operator runs.",
+    )
+
+
 class EncoderCacheSpec(_Model):
     """Encoder compute / cache budgets (vLLM 0.33 flags), applied to the encoder and the EC
     consumer alike so multimodal identifiers and budgets match."""
@@ -693,6 +765,11 @@ class EncoderCacheSpec(_Model):
     )
     mm_encoder_tp_mode: Literal["weights", "data"] | None = Field(
         default=None, description="--mm-encoder-tp-mode."
+    )
+    shared: SharedEncoderCacheSpec | None = Field(
+        default=None,
+        description="A cluster-wide encoder cache shared by every encoder (a Mooncake Store "
+        "run by the operator): an image encoded once by any encoder is reused by all.",
     )
 
 
@@ -1073,6 +1150,48 @@ SPEC_RULES: tuple[CelRule, ...] = (
 )
 
 
+def shared_cache_on(spec: EPDClusterSpec) -> bool:
+    return spec.encoder_cache.shared is not None and spec.encoder_cache.shared.enabled
+
+
+def _store_problem(spec: EPDClusterSpec) -> str | None:
+    problem = store_problem(
+        spec.ec_transfer.connector,
+        spec.ec_transfer.encoder_role,
+        spec.encoder_cache.mm_processor_cache_gb,
+    )
+    return None if problem is None or not shared_cache_on(spec) else problem[0]
+
+
+_SHARED = "has(self.encoderCache.shared) && self.encoderCache.shared.enabled"
+# The shared encoder cache's rules: vLLM 0.33's cross_encoder_cache checks
+# (ec_connector/mooncake/config.py), one definition in `store_problem`.
+SHARED_CACHE_RULES: tuple[CelRule, ...] = (
+    CelRule(
+        rule=f"!({_SHARED}) || self.ecTransfer.connector == 'ECMooncakeConnector'",
+        message="ecTransfer.connector: encoderCache.shared (vLLM's cross_encoder_cache) needs "
+        "ECMooncakeConnector",
+        check=lambda s: _store_problem(s) != "connector",
+        field_path=".ecTransfer.connector",
+    ),
+    CelRule(
+        rule=f"!({_SHARED}) || self.ecTransfer.encoderRole == 'ec_producer'",
+        message="ecTransfer.encoderRole: encoderCache.shared needs an encode-only encoder "
+        "(ec_producer); vLLM shares encoder outputs only from encode-only producers",
+        check=lambda s: _store_problem(s) != "encoder_role",
+        field_path=".ecTransfer.encoderRole",
+    ),
+    CelRule(
+        rule=f"!({_SHARED}) || !has(self.encoderCache.mmProcessorCacheGb) || "
+        "self.encoderCache.mmProcessorCacheGb > 0",
+        message="encoderCache.mmProcessorCacheGb: encoderCache.shared needs the multimodal "
+        "processor cache (> 0, or unset for vLLM's default 4)",
+        check=lambda s: _store_problem(s) != "mm_processor_cache_gb",
+        field_path=".encoderCache.mmProcessorCacheGb",
+    ),
+)
+
+
 SPEC_SCALING_RULES: tuple[CelRule, ...] = (
     CelRule(
         rule="!has(self.scaling) || has(self.roles.prefill) || "
@@ -1105,7 +1224,7 @@ class CPUSpec(_Model):
 class EPDClusterSpec(_Model):
     """Desired state of an EPD (encoder / prefill / decode) disaggregated vLLM cluster."""
 
-    __cel__ = SPEC_RULES + SPEC_SCALING_RULES
+    __cel__ = SPEC_RULES + SPEC_SCALING_RULES + SHARED_CACHE_RULES
     model: ModelSpec = Field(description="The model every role serves.")
     device: Device = Field(
         default="cuda",

@@ -27,11 +27,21 @@ from epd_connector.launch.rules import (
     MOONCAKE_EC_EXTRA_KEYS,
     NO_CONTROL_PATTERN,
     check_extra_args,
+    resolve_flag,
 )
+from epd_connector.launch.store import ENV_STORE_CONFIG
 
 from . import constants as c
 from .imageref import IMAGE_REF_PROBLEM, REFERENCE_PATTERN, REPOSITORY_PATTERN
-from .models import ABS_PATH, ROOT_RULES, EPDCluster, EPDClusterSpec, ResourceRequirements, RoleSpec
+from .models import (
+    ABS_PATH,
+    ROOT_RULES,
+    EPDCluster,
+    EPDClusterSpec,
+    ResourceRequirements,
+    RoleSpec,
+    shared_cache_on,
+)
 from .quantity import QuantityError, quantity_value
 
 
@@ -218,6 +228,7 @@ def check_operator_rules(spec: EPDClusterSpec) -> None:
     if spec.router.resources is not None:
         _check_resources(spec.router.resources, "spec.router.resources", owned={})
     _check_buffer_size(spec)
+    _check_shared_cache(spec)
     _check_ec_extra(spec)
     _check_kv_extra(spec)
 
@@ -395,12 +406,68 @@ def _check_cross_encoder_cache(spec: EPDClusterSpec, value: Any, path: str) -> N
     if not (spec.encoder_cache.mm_processor_cache_gb or 0) > 0:
         raise SpecError(path, "needs encoderCache.mmProcessorCacheGb > 0")
     env_names = {e.name for e in spec.roles.encoder.env or ()}
-    if "MOONCAKE_CONFIG_PATH" not in env_names:
+    if ENV_STORE_CONFIG not in env_names:
         raise SpecError(
             path,
-            "needs a Mooncake Store: set MOONCAKE_CONFIG_PATH in roles.encoder.env to its "
-            "config file (mounted from roles.encoder.volumes)",
+            "needs a Mooncake Store: set encoderCache.shared.enabled (the operator runs one), "
+            "or set MOONCAKE_CONFIG_PATH in roles.encoder.env to your store's config file",
         )
+
+
+# --------------------------------------------------------------------------- shared cache
+
+SHARED_PATH = "spec.encoderCache.shared"
+
+
+def store_sizes(spec: EPDClusterSpec) -> tuple[int, int]:
+    """(segmentSize, localBufferSize) of encoderCache.shared in whole bytes (> 0)."""
+    shared = spec.encoder_cache.shared
+    assert shared is not None
+    out = []
+    for name, amount in (("segmentSize", shared.segment_size),
+                         ("localBufferSize", shared.local_buffer_size)):
+        value = quantity_value(amount)
+        if value <= 0 or value != value.to_integral_value():
+            raise SpecError(
+                f"{SHARED_PATH}.{name}", f"{amount!r} must be a whole number of bytes above 0"
+            )
+        out.append(int(value))
+    return out[0], out[1]
+
+
+def _check_shared_cache(spec: EPDClusterSpec) -> None:
+    """What vLLM's cross_encoder_cache needs beyond the CEL rules: whole-byte sizes, no user
+    setting of what the operator derives, Model Runner V2 and no LoRA on the encoder."""
+    if not shared_cache_on(spec):
+        return
+    store_sizes(spec)
+    extra = spec.ec_transfer.extra_config or {}
+    if "cross_encoder_cache" in extra:
+        raise SpecError(
+            "spec.ecTransfer.extraConfig.cross_encoder_cache",
+            "set by the operator from encoderCache.shared; remove it",
+        )
+    encoder = spec.roles.encoder
+    for i, env in enumerate(encoder.env or ()):
+        if env.name == ENV_STORE_CONFIG:
+            raise SpecError(
+                f"spec.roles.encoder.env[{i}].name",
+                f"{ENV_STORE_CONFIG} is set by the launcher from encoderCache.shared",
+            )
+        if env.name == "VLLM_USE_V2_MODEL_RUNNER" and (env.value or "").strip().lower() in (
+            "0", "false"
+        ):
+            raise SpecError(
+                f"spec.roles.encoder.env[{i}].value",
+                "encoderCache.shared needs Model Runner V2 (vLLM's cross_encoder_cache)",
+            )
+    for i, arg in enumerate(encoder.extra_args or ()):
+        negated = arg.replace("_", "-").startswith(("--no-", "--disable-"))
+        if resolve_flag(arg).option == "--enable-lora" and not negated:
+            raise SpecError(
+                f"spec.roles.encoder.extraArgs[{i}]",
+                "encoderCache.shared does not support LoRA (vLLM's cross_encoder_cache)",
+            )
 
 
 def _check_kv_extra(spec: EPDClusterSpec) -> None:

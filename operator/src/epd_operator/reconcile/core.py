@@ -33,6 +33,7 @@ from . import resources, scaling
 from .kube import Kube, KubeError
 from .plan import key_of, make_plan
 from .status import DEGRADED, Problem, compute_status, events_for, status_changed
+from .transport import TRANSPORT_READY, transport_condition, transport_event
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,27 @@ def _rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _transport(
+    kube: Kube, ns: str, name: str, *, rdma_enabled: bool | None,
+    previous: Mapping[str, Any] | None, generation: int, now: str,
+) -> dict[str, Any] | None:
+    """TransportReady from the engine pods' preflight reports; without a valid spec, or when
+    the pods cannot be listed, the condition the object holds is kept as it is."""
+    kept = next((dict(x) for x in (previous or {}).get("conditions") or []
+                 if isinstance(x, Mapping) and x.get("type") == TRANSPORT_READY), None)
+    if rdma_enabled is None:
+        return kept
+    if not rdma_enabled:
+        # TCP is what the spec asks for: no report to read (and no API call to make).
+        return transport_condition(False, [], previous, generation, now)
+    try:
+        pods = kube.list_pods(ns, name)
+    except KubeError as exc:
+        log.warning("%s/%s: transport reports not read: %s", ns, name, exc)
+        return kept
+    return transport_condition(rdma_enabled, pods, previous, generation, now)
+
+
 def reconcile(
     kube: Kube,
     obj: Mapping[str, Any],
@@ -147,6 +169,7 @@ def reconcile(
         return out
 
     desired: list[dict[str, Any]] | None = None
+    rdma_enabled: bool | None = None  # known once the spec parses
     notes: list[str] = []
     cluster: EPDCluster | None = None
     try:
@@ -158,6 +181,7 @@ def reconcile(
             msg = f"{path}: {msg}"
         out.problems.append(Problem(REASON_SPEC_INVALID, msg))
     else:
+        rdma_enabled = cluster.spec.rdma.enabled
         notes = [f"{path}: {why}" for path, why in oddities(cluster.spec)]
 
     children: list[dict[str, Any]] = []
@@ -211,10 +235,15 @@ def reconcile(
         children = observed
 
     previous = memory.previous(uid, obj) if memory else obj.get("status") or None
+    now = _rfc3339(clock())
     status = compute_status(
         generation=generation, children=children, problems=out.problems,
-        previous=previous, now=_rfc3339(clock()), notes=notes,
+        previous=previous, now=now, notes=notes,
     )
+    transport = _transport(kube, ns, name, rdma_enabled=rdma_enabled, previous=previous,
+                           generation=generation, now=now)
+    if transport is not None:
+        status["conditions"].append(transport)
     for role, d in decisions.items():
         if role in status["roles"]:
             status["roles"][role].update(scaling.role_status_fields(d))
@@ -235,6 +264,13 @@ def reconcile(
                 # Valid but odd: say so once, as a Warning Event (and in the Ready message).
                 try:
                     kube.create_event(obj, "Warning", REASON_SPEC_WARNING, "; ".join(notes))
+                    out.events += 1
+                except KubeError as exc:
+                    log.warning("%s/%s: event not recorded: %s", ns, name, exc)
+            event = transport_event(previous, transport) if transport is not None else None
+            if event is not None:
+                try:
+                    kube.create_event(obj, *event)
                     out.events += 1
                 except KubeError as exc:
                     log.warning("%s/%s: event not recorded: %s", ns, name, exc)

@@ -66,6 +66,7 @@ OPTIONAL_KINDS = frozenset({SCALER.kind})
 EPDCLUSTER = Kind(f"{c.GROUP}/{c.VERSION}", c.KIND, c.PLURAL)
 NODE = Kind("v1", "Node", "nodes", namespaced=False)
 EVENT = Kind("v1", "Event", "events")
+POD = Kind("v1", "Pod", "pods")  # read only (list_pods)
 _BY_KIND = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, EPDCLUSTER, NODE, EVENT)}
 
 
@@ -226,6 +227,16 @@ class Kube:
                 meta = item.get("metadata") or {}
                 out[str(meta.get("uid"))] = str(meta.get("resourceVersion"))
         return out
+
+    def list_pods(self, namespace: str, instance: str) -> list[dict[str, Any]]:
+        """The engine pods of `instance` (read-only: their status carries the transport
+        preflight reports; pods are never written, so they are no CHILD_KINDS)."""
+        selector = f"{c.LABEL_INSTANCE}={instance},{c.LABEL_NAME}={c.APP_NAME}"
+        body = self._call(
+            "list", f"pods in {namespace}", "GET", POD.base(namespace),
+            query={"labelSelector": selector},
+        )
+        return list(body.get("items") or [])
 
     def list_nodes(self) -> list[dict[str, Any]]:
         body = self._call("list", "nodes", "GET", NODE.base(None))

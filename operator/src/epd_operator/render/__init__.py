@@ -1,8 +1,10 @@
 """epd_operator.render: PURE (EPDCluster, OperatorConfig) -> ordered list of manifests.
 
 No I/O, no kopf, no Kubernetes client (import-linter enforces it). Order: the launch-config
-ConfigMap, then per role (encoder, prefill, decode) its headless Service, StatefulSet and
-EPDRoleScaler, then the router Deployment and Service. Same input, same output, byte for byte.
+ConfigMap, the shared encoder cache's master Service and Deployment (encoderCache.shared; the
+encoders dial it at start), then per role (encoder, prefill, decode) its headless Service,
+StatefulSet and EPDRoleScaler, then the router Deployment and Service. Same input, same
+output, byte for byte.
 
 `replicas` overrides roles' pod counts (the reconcile pass's scaling decision: a count owned
 by the role's EPDRoleScaler, or clamped); the pod templates never depend on it.
@@ -18,7 +20,7 @@ from epd_connector.launch.config import CONFIGMAP_KEY
 from ..api import constants as c
 from ..api.models import EPDCluster
 from ..api.operator_config import OperatorConfig
-from . import engine, router, scaler
+from . import engine, router, scaler, store
 from .launch import launch_config
 from .names import configmap_name, metadata
 
@@ -42,6 +44,9 @@ def render_cluster(
             "data": {CONFIGMAP_KEY: config.to_json()},
         }
     ]
+    if store.shared(cluster) is not None:
+        manifests.append(store.service(cluster))
+        manifests.append(store.deployment(cluster, cfg, engine.engine_image(cluster.spec, cfg)))
     for role in config.present_roles():
         manifests.append(engine.headless_service(cluster, role))
         manifests.append(engine.statefulset(cluster, role, cfg, config))

@@ -29,6 +29,8 @@ from ..api.parse import (
 from ..api.quantity import canonical_quantity
 from .launch import role_checksum
 from .names import configmap_name, metadata, role_name, selector_labels, stable_hash
+from .preflight import preflight_container
+from .store import encoder_pinned_bytes, raise_memory
 
 ENGINE_CONTAINER = "engine"
 PORT_NAME = "http"
@@ -173,7 +175,10 @@ def pod_template(
         "command": ["epd-engine"],
         "env": env,
         "ports": [{"name": PORT_NAME, "containerPort": rs.port, "protocol": "TCP"}],
-        "resources": _resources(rs.resources, extra),
+        "resources": raise_memory(
+            _resources(rs.resources, extra),
+            encoder_pinned_bytes(obj) if role == "encoder" else 0,
+        ),
         # Model loading can take long: the startup probe holds off liveness until /health
         # answers once; readiness then gates traffic and liveness catches a wedged engine.
         "startupProbe": _probe(c.HEALTH_PATH, 10, math.ceil(cfg.startup_timeout_seconds / 10), 5),
@@ -196,6 +201,9 @@ def pod_template(
         "containers": [container],
         "volumes": volumes,
     }
+    preflight = preflight_container(spec, container)
+    if preflight is not None:
+        pod_spec["initContainers"] = [preflight]
     if pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
     if rs.node_selector:

@@ -28,6 +28,7 @@ from epd_connector.launch.config import (
 from ..api.models import EPDCluster, EPDClusterSpec, RoleSpec
 from ..api.parse import MODEL_MOUNT, buffer_size_bytes
 from .names import role_name, stable_hash
+from .store import store_launch
 
 
 def model_path(spec: EPDClusterSpec) -> str | None:
@@ -93,6 +94,7 @@ def launch_config(obj: EPDCluster) -> LaunchConfig:
             push_wait_timeout_s=ec.push_wait_timeout_seconds,
             shared_storage_path=ec.shared_storage.path if ec.shared_storage else None,
             extra_config=dict(ec.extra_config or {}),
+            store=store_launch(obj),
         ),
         kv=kv,
         encoder_cache=EncoderCacheLaunch(

@@ -44,6 +44,11 @@ def role_name(cluster: str, role: str) -> str:
     return child_name(cluster, role, MAX_STATEFULSET_NAME)
 
 
+def store_name(cluster: str) -> str:
+    """The shared encoder cache's master Deployment and Service."""
+    return child_name(cluster, "store", MAX_STATEFULSET_NAME)
+
+
 def router_name(cluster: str) -> str:
     return child_name(cluster, "router", MAX_STATEFULSET_NAME)
 
