@@ -47,17 +47,8 @@ class Watch:
     """`kubectl get -w --output-watch-events -o json`, timestamping each event on arrival."""
 
     def __init__(self, cluster: Cluster, *args: str) -> None:
-        cmd = [
-            str(cluster.bin_dir / "kubectl"),
-            "-n",
-            NS,
-            "get",
-            *args,
-            "-w",
-            "--output-watch-events",
-            "-o",
-            "json",
-        ]
+        cmd = [str(cluster.bin_dir / "kubectl"), "-n", NS, "get", *args, "-w",
+               "--output-watch-events", "-o", "json"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=cluster.env)
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -86,18 +77,15 @@ def apiserver_writes(cluster: Cluster) -> float:
     for line in text.splitlines():
         if line.startswith("apiserver_request_total{"):
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            if (
-                labels.get("verb") in ("POST", "PUT", "PATCH", "APPLY", "DELETE")
-                and labels.get("resource") in KINDS
-            ):
+            if labels.get("verb") in ("POST", "PUT", "PATCH", "APPLY", "DELETE") and labels.get(
+                    "resource") in KINDS:
                 total += float(line.rsplit(" ", 1)[1])
     return total
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clusters", type=int, default=200)
     ap.add_argument("--resync", type=float, default=30.0)
     ap.add_argument("--workers", type=int, default=8)
@@ -115,34 +103,19 @@ def main() -> int:
         gpus = 0
         for role in sample["spec"]["roles"].values():
             par = (role or {}).get("parallelism") or {}
-            gpus += (
-                (role or {}).get("replicas", 1)
-                * par.get("tensor", 1)
-                * par.get("pipeline", 1)
-                * par.get("data", 1)
-            )
-        nodes = [
-            fake_gpu_node(f"bench-node-{i}", "zone-a") for i in range(args.clusters * gpus // 8 + 2)
-        ]
-        cluster.kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}),
-        )
-        cluster.kubectl(
-            "apply", "--server-side", "-f", str(REPO / "crds" / "epd-operator.io_epdclusters.yaml")
-        )
-        cluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "crd/epdclusters.epd-operator.io",
-            "--timeout=60s",
-        )
+            gpus += (role or {}).get("replicas", 1) * par.get("tensor", 1) * par.get(
+                "pipeline", 1) * par.get("data", 1)
+        nodes = [fake_gpu_node(f"bench-node-{i}", "zone-a")
+                 for i in range(args.clusters * gpus // 8 + 2)]
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": nodes}))
+        cluster.kubectl("apply", "--server-side", "-f",
+                        str(REPO / "crds" / "epd-operator.io_epdclusters.yaml"))
+        cluster.kubectl("wait", "--for=condition=Established",
+                        "crd/epdclusters.epd-operator.io", "--timeout=60s")
         cluster.kubectl("create", "namespace", NS)
-        op = OperatorProcess(
-            cluster.kubeconfig, [NS], args.resync, work / "operator.log", workers=args.workers
-        )
+        op = OperatorProcess(cluster.kubeconfig, [NS], args.resync, work / "operator.log",
+                             workers=args.workers)
         op.start()
         op.wait_healthy()
 
@@ -155,15 +128,8 @@ def main() -> int:
             obj["metadata"] = {"name": f"bench-{i:04d}"}
             items.append(obj)
         t_apply = time.monotonic()
-        cluster.kubectl(
-            "-n",
-            NS,
-            "apply",
-            "-f",
-            "-",
-            timeout=300,
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
-        )
+        cluster.kubectl("-n", NS, "apply", "-f", "-", timeout=300, input=json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": items}))
         apply_s = time.monotonic() - t_apply
 
         created: dict[str, float] = {}
@@ -175,10 +141,8 @@ def main() -> int:
                 obj = ev["object"]
                 name = obj["metadata"]["name"]
                 created.setdefault(name, t) if ev["type"] == "ADDED" else None
-                conds = {
-                    c["type"]: c["status"]
-                    for c in (obj.get("status") or {}).get("conditions") or []
-                }
+                conds = {c["type"]: c["status"]
+                         for c in (obj.get("status") or {}).get("conditions") or []}
                 if conds.get("Ready") == "True":
                     ready.setdefault(name, t)
             for t, ev in list(routers_w.events):
@@ -190,10 +154,8 @@ def main() -> int:
         clusters_w.stop()
         routers_w.stop()
         if len(ready) < args.clusters:
-            print(
-                f"only {len(ready)}/{args.clusters} Ready after {args.timeout}s; see {op.log_path}",
-                file=sys.stderr,
-            )
+            print(f"only {len(ready)}/{args.clusters} Ready after {args.timeout}s; "
+                  f"see {op.log_path}", file=sys.stderr)
             return 1
         to_applied = [applied[n] - created[n] for n in created if n in applied]
         to_ready = [ready[n] - created[n] for n in created if n in ready]
@@ -216,30 +178,18 @@ def main() -> int:
         resync_server = apiserver_writes(cluster) - server
         rss = op.rss_bytes()
 
-        print(
-            f"operator benchmark: {args.clusters} EPDClusters (minimal sample, "
-            f"{len(sample['spec']['roles'])} roles + router), kwok, workers={args.workers}"
-        )
-        print(
-            f"  kubectl apply of all {args.clusters}: {apply_s:.2f}s; "
-            f"first create -> last Ready: {total_s:.2f}s"
-        )
-        print(
-            f"  create -> all children applied: p50 {pct(to_applied, 0.5):.2f}s  "
-            f"p99 {pct(to_applied, 0.99):.2f}s  (mean {statistics.mean(to_applied):.2f}s)"
-        )
-        print(
-            f"  create -> Ready:                 p50 {pct(to_ready, 0.5):.2f}s  "
-            f"p99 {pct(to_ready, 0.99):.2f}s  (mean {statistics.mean(to_ready):.2f}s)"
-        )
-        print(
-            f"  API writes by the operator, total: {writes_total:.0f} "
-            f"({writes_total / args.clusters:.1f} per cluster)"
-        )
-        print(
-            f"  writes during one no-op resync of all {args.clusters}: operator "
-            f"{resync_ours:.0f}, apiserver (our kinds) {resync_server:.0f}"
-        )
+        print(f"operator benchmark: {args.clusters} EPDClusters (minimal sample, "
+              f"{len(sample['spec']['roles'])} roles + router), kwok, workers={args.workers}")
+        print(f"  kubectl apply of all {args.clusters}: {apply_s:.2f}s; "
+              f"first create -> last Ready: {total_s:.2f}s")
+        print(f"  create -> all children applied: p50 {pct(to_applied, .5):.2f}s  "
+              f"p99 {pct(to_applied, .99):.2f}s  (mean {statistics.mean(to_applied):.2f}s)")
+        print(f"  create -> Ready:                 p50 {pct(to_ready, .5):.2f}s  "
+              f"p99 {pct(to_ready, .99):.2f}s  (mean {statistics.mean(to_ready):.2f}s)")
+        print(f"  API writes by the operator, total: {writes_total:.0f} "
+              f"({writes_total / args.clusters:.1f} per cluster)")
+        print(f"  writes during one no-op resync of all {args.clusters}: operator "
+              f"{resync_ours:.0f}, apiserver (our kinds) {resync_server:.0f}")
         print(f"  operator RSS: {rss / 2**20:.1f} MiB")
         return 0 if resync_ours == 0 else 1
     finally:
