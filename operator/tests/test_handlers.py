@@ -41,10 +41,9 @@ def test_registered_triggers(runtime: Runtime) -> None:
     assert {h.selector.any_name for h in changing if h.selector} == {c.PLURAL}
     watching = {(h.selector.group, h.selector.any_name): h
                 for h in registry._watching.get_all_handlers() if h.selector}
-    assert set(watching) == {(c.GROUP, c.PLURAL), ("apps", "statefulsets"),
-                             ("apps", "deployments"), (c.GROUP, c.SCALER_PLURAL)}
-    for key in (("apps", "statefulsets"), ("apps", "deployments"), (c.GROUP, c.SCALER_PLURAL)):
-        assert watching[key].labels == {c.LABEL_MANAGED_BY: c.MANAGED_BY}
+    # kopf watches EPDClusters only: children reach the runtime through its own caches
+    # (reconcile.cache), one watch per kind for both the triggers and what passes observe.
+    assert set(watching) == {(c.GROUP, c.PLURAL)}
     activities = sorted(str(h.activity) for h in registry._activities.get_all_handlers())
     assert activities == ["authentication", "cleanup", "probe", "startup"]
 
@@ -68,10 +67,7 @@ def test_settings_use_our_prefix_and_post_no_kopf_events() -> None:
     assert settings.peering.standalone is True
     assert settings.scanning.disabled is True
     assert settings.execution.max_workers == 3
-    selectors = {(s.group, s.any_name): v for s, v in settings.watching.label_selectors.items()}
-    assert selectors == {("apps", "statefulsets"): f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}",
-                         ("apps", "deployments"): f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}",
-                         (c.GROUP, c.SCALER_PLURAL): f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"}
+    assert dict(settings.watching.label_selectors) == {}  # kopf watches no child kind
 
 
 def test_passes_of_one_object_never_overlap_and_extra_pokes_coalesce(
@@ -82,7 +78,8 @@ def test_passes_of_one_object_never_overlap_and_extra_pokes_coalesce(
     calls: list[str] = []
     lock = threading.Lock()
 
-    def slow_reconcile(kube: Any, obj: Any, cfg: Any, memory: Any) -> core.Outcome:
+    def slow_reconcile(kube: Any, obj: Any, cfg: Any, memory: Any,
+                       cache: Any = None) -> core.Outcome:
         uid = obj["metadata"]["uid"]
         with lock:
             running[uid] = running.get(uid, 0) + 1

@@ -3,6 +3,11 @@ the per-object serialisation, the reconcile thread pool and the metrics.
 
 Resync: one asyncio task re-reconciles every known EPDCluster each `resync_seconds`.
 
+Caches: the children we own and the nodes are watched once (`reconcile.cache`), started with
+the resync loop; passes observe from them, so a resync with nothing to do makes no API
+request. A change of a child that is news (not the echo of our own write) runs a pass of its
+owner, like the kopf child watches did before.
+
 Serialisation: kopf runs change handlers of one object one after another, but our resync loop
 and child-object watchers run beside them. Every trigger therefore goes through `run()`, which
 holds one asyncio lock per EPDCluster uid around the (blocking, thread-pooled) `reconcile()`.
@@ -34,6 +39,7 @@ from typing import Any
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.metrics import Metrics
 from epd_operator.reconcile.backoff import Backoff, BackoffPolicy
+from epd_operator.reconcile.cache import Caches
 from epd_operator.reconcile.core import Outcome, StatusMemory, reconcile
 from epd_operator.reconcile.health import WatchCheck
 from epd_operator.reconcile.kube import Kube, KubeError
@@ -81,6 +87,9 @@ class Runtime:
         self._resync_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Outcome | None]] = set()
         kube.writes.listeners.append(self.metrics.count_write)
+        kube.reads.listeners.append(self.metrics.count_read)
+        self.caches = Caches(kube, options.namespaces, on_change=self._child_changed)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def remember(self, uid: str, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -91,9 +100,26 @@ class Runtime:
         return self.bodies.get(uid)
 
     def start_resync(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self.caches.start()
         if self._resync_task is None:
             self._resync_task = asyncio.get_running_loop().create_task(
                 self._resync_forever(), name="epd-resync")
+
+    def _child_changed(self, namespace: str, instance: str) -> None:
+        """From a cache thread: a child of (namespace, instance) changed; reconcile the owner."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.poke_owner, namespace, instance)
+
+    def poke_owner(self, namespace: str, instance: str) -> None:
+        uid = self.uid_by_name.get((namespace, instance))
+        if uid is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.run("child", uid, functools.partial(self.newest, uid), coalesce=True))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def stop_resync(self) -> None:
         if self._resync_task is not None:
@@ -141,7 +167,9 @@ class Runtime:
                 loop = asyncio.get_running_loop()
                 try:
                     outcome = await loop.run_in_executor(
-                        self.executor, reconcile, self.kube, obj, self.cfg, self.memory
+                        self.executor, functools.partial(
+                            reconcile, self.kube, obj, self.cfg, self.memory,
+                            cache=self.caches)
                     )
                 except Exception:
                     self.metrics.reconcile_errors.labels(reason="Exception").inc()
@@ -234,4 +262,5 @@ class Runtime:
             del self._locks[uid]
 
     def close(self) -> None:
+        self.caches.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
