@@ -17,7 +17,14 @@ import pytest
 
 from epd_operator.api import constants as c
 from epd_operator.reconcile import resources
-from epd_operator.reconcile.cache import CHILD_SELECTOR, Caches, ChildCache, NodeCache, Reflector, newer
+from epd_operator.reconcile.cache import (
+    CHILD_SELECTOR,
+    Caches,
+    ChildCache,
+    NodeCache,
+    Reflector,
+    newer,
+)
 from epd_operator.reconcile.kube import CHILD_KINDS, NODE, Kind, Kube, KubeError, Listing
 
 CM = next(k for k in CHILD_KINDS if k.kind == "ConfigMap")
@@ -260,7 +267,8 @@ def test_the_node_index_ignores_heartbeats_and_follows_capacity_changes() -> Non
     assert nodes.capacity() is cap
     nodes.event("MODIFIED", node("n1", "2", 4))  # a GPU went away
     cap2 = nodes.capacity()
-    assert cap2 is not cap and cap2 is not None
+    assert cap2 is not cap
+    assert cap2 is not None
     assert cap2.largest("nvidia.com/gpu", None) == 4
     nodes.event("DELETED", node("n2", "4", 5, pool="b"))
     assert (nodes.capacity() or cap).largest("nvidia.com/gpu", {"pool": "b"}) == 0

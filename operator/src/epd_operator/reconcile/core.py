@@ -140,6 +140,7 @@ def reconcile(
     cfg: OperatorConfig,
     memory: StatusMemory | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    *,
     cache: Caches | None = None,
 ) -> Outcome:
     started = time.monotonic()
@@ -211,7 +212,7 @@ def reconcile(
             out.pruned.append(f"{k[1]}/{k[2]}")
             log.info("%s/%s: pruned %s/%s", ns, name, k[1], k[2])
         if cluster is not None:
-            _sync_scalers(kube, cluster, decisions, children, out, cache)
+            _sync_scalers(kube, cluster, decisions, children, out, cache=cache)
         try:
             capacity = cache.nodes.capacity() if cache is not None else None
             out.problems.extend(resources.check(
@@ -292,6 +293,7 @@ def _sync_scalers(
     decisions: Mapping[str, scaling.RoleDecision],
     children: list[dict[str, Any]],
     out: Outcome,
+    *,
     cache: Caches | None = None,
 ) -> None:
     """Seed or revert each role's EPDRoleScaler spec.replicas (through /scale) and write its
