@@ -370,6 +370,11 @@ class Caches:
         self.children.start()
         self.nodes.start()
 
+    def synced(self) -> bool:
+        """Whether every cache holds a current listing."""
+        return (self.children.synced(r.scope for r in self.children.reflectors)
+                and self.nodes.synced([self.nodes.reflector.scope]))
+
     def stop(self) -> None:
         self.children.stop()
         self.nodes.stop()
