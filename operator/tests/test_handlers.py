@@ -119,3 +119,54 @@ def test_the_admission_webhook_handler_validates_epdclusters_only() -> None:
     assert handler.selector is not None
     assert (handler.selector.group, handler.selector.any_name) == (c.GROUP, c.PLURAL)
     assert sorted(handler.operations or ()) == ["CREATE", "UPDATE"]
+
+
+def test_a_burst_of_child_events_for_one_object_does_not_starve_another(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the caches produce when one EPDCluster's children churn: many pokes for it. They
+    # coalesce into at most one running and one waiting pass, so another object's pass waits
+    # behind two passes at most, not behind the whole burst.
+    order: list[str] = []
+
+    def reconcile_once(kube: Any, obj: Any, cfg: Any, memory: Any,
+                       cache: Any = None) -> core.Outcome:
+        order.append(obj["metadata"]["uid"])
+        time.sleep(0.01)
+        return core.Outcome()
+
+    monkeypatch.setattr("epd_operator.handlers.runtime.reconcile", reconcile_once)
+
+    def body(uid: str) -> Any:
+        return lambda: {"metadata": {"uid": uid, "name": uid, "namespace": "ns"}}
+
+    async def scenario() -> None:
+        burst = [runtime.run("child", "a", body("a"), coalesce=True) for _ in range(200)]
+        await asyncio.gather(*burst, runtime.run("create", "b", body("b")))
+
+    asyncio.run(scenario())
+    assert order.count("a") <= 2
+    assert order.count("b") == 1
+    runtime.close()
+
+
+def test_a_child_change_seen_by_the_caches_runs_a_pass_of_its_owner(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[tuple[str, Any]] = []
+
+    def record(kube: Any, obj: Any, cfg: Any, memory: Any, cache: Any = None) -> core.Outcome:
+        ran.append((obj["metadata"]["uid"], cache))
+        return core.Outcome()
+
+    monkeypatch.setattr("epd_operator.handlers.runtime.reconcile", record)
+    runtime.remember("u1", {"metadata": {"uid": "u1", "name": "demo", "namespace": "ns"}})
+
+    async def scenario() -> None:
+        runtime.poke_owner("ns", "demo")
+        runtime.poke_owner("ns", "unknown")  # not an EPDCluster we serve: nothing
+        await asyncio.gather(*runtime._tasks)
+
+    asyncio.run(scenario())
+    assert ran == [("u1", runtime.caches)]  # the pass observes through the caches
+    runtime.close()
