@@ -151,9 +151,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="epd-bench-"))
     policy = work / "audit-policy.yaml"
     policy.write_text(json.dumps(AUDIT_POLICY))
-    provider = KwokProvider(f"epd-bench-{int(time.time())}", work / "c", audit_policy=policy)
+    provider = KwokProvider(f"epd-bench-{int(time.time())}", work / "c", audit_policy=policy,
+                            service_cidr="10.96.0.0/16")
     cluster = provider.up()
     op: OperatorProcess | None = None
+    watches: list[Watch] = []
     try:
         log_path = provider.audit_log()
         if log_path is None:
@@ -199,6 +201,7 @@ def main() -> int:
 
         clusters_w = Watch(cluster, "epdc")
         routers_w = Watch(cluster, "services", "-l", "app.kubernetes.io/component=router")
+        watches += [clusters_w, routers_w]
         time.sleep(1.0)  # both watches established
         items = []
         for i in range(args.clusters):
@@ -297,6 +300,8 @@ def main() -> int:
         print(f"  operator RSS: {rss / 2**20:.1f} MiB now, {rss_peak / 2**20:.1f} MiB peak")
         return 0 if idle_writes == 0 else 1
     finally:
+        for w in watches:
+            w.stop()
         if op is not None:
             op.stop()
         provider.down()
