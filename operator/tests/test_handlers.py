@@ -170,3 +170,32 @@ def test_a_child_change_seen_by_the_caches_runs_a_pass_of_its_owner(
     asyncio.run(scenario())
     assert ran == [("u1", runtime.caches)]  # the pass observes through the caches
     runtime.close()
+
+
+@pytest.mark.parametrize(("debounce", "passes"), [(0.0, 3), (0.3, 1)])
+def test_child_events_in_quick_succession_make_one_pass(
+    monkeypatch: pytest.MonkeyPatch, debounce: float, passes: int
+) -> None:
+    ran: list[str] = []
+
+    def record(kube: Any, obj: Any, cfg: Any, memory: Any, cache: Any = None) -> core.Outcome:
+        ran.append(obj["metadata"]["uid"])
+        return core.Outcome()
+
+    monkeypatch.setattr("epd_operator.handlers.runtime.reconcile", record)
+    rt = Runtime(Kube(lambda *a: (200, b"{}")), OperatorConfig.from_env({}),
+                 Options(child_debounce_s=debounce))
+
+    def body() -> Any:
+        return {"metadata": {"uid": "a", "name": "a", "namespace": "ns"}}
+
+    async def scenario() -> None:
+        tasks = []
+        for _ in range(3):  # three status changes of a rolling update, 0.1 s apart
+            tasks.append(asyncio.ensure_future(rt.run("child", "a", body, coalesce=True)))
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+    assert len(ran) == passes
+    rt.close()

@@ -15,7 +15,8 @@ and child-object watchers run beside them. Every trigger therefore goes through 
 holds one asyncio lock per EPDCluster uid around the (blocking, thread-pooled) `reconcile()`.
 Triggers that only say "look again" (the resync timer, a child changed) coalesce: while one
 such pass is already waiting for the lock, another adds nothing, since the waiting pass will
-read the newest body anyway.
+read the newest body anyway. A child-triggered pass also waits `child_debounce_s` before it
+queues for the lock, so a burst of child events makes one pass.
 
 Retries: a pass that hit an API error (or crashed) is retried by this runtime, not by kopf
 (kopf's TemporaryError would retry at a fixed delay and write its progress annotations onto
@@ -61,6 +62,10 @@ class Options:
     resync_seconds: float = 60.0
     workers: int = 8
     retry: BackoffPolicy = field(default_factory=BackoffPolicy)
+    # A child-triggered pass waits this long first, so one pass follows a burst of child
+    # events (a rolling update changes a StatefulSet's status several times a second)
+    # instead of one status write per intermediate state.
+    child_debounce_s: float = 1.0
 
 
 class HealthError(RuntimeError):
@@ -176,6 +181,8 @@ class Runtime:
         lock = self._locks.setdefault(uid, asyncio.Lock())
         self._waiting.add(uid)
         try:
+            if trigger == "child" and self.options.child_debounce_s > 0:
+                await asyncio.sleep(self.options.child_debounce_s)  # still "waiting"
             async with lock:
                 self._waiting.discard(uid)
                 await self._first_listings()
