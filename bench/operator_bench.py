@@ -265,6 +265,16 @@ def main() -> int:
         cpu0, wall0, writes0 = cpu_seconds(pid), time.time(), op.writes()
         cluster.kubectl("-n", NS, "apply", "-f", "-", timeout=300, input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": items}))
+
+        def observed_all() -> bool:
+            listed = json.loads(cluster.kubectl("-n", NS, "get", "epdc", "-o", "json").stdout)
+            return all((o.get("status") or {}).get("observedGeneration")
+                       == o["metadata"]["generation"] for o in listed["items"])
+
+        # Every new spec reconciled (kubectl's reads are not the operator's), then quiet.
+        deadline = time.monotonic() + args.timeout
+        while not observed_all() and time.monotonic() < deadline:
+            time.sleep(2.0)
         wall1 = settle(5.0)
         cpu_update = cpu_seconds(pid) - cpu0
         writes_update = op.writes() - writes0
