@@ -1,17 +1,22 @@
 """Operator benchmark on the local control plane (kwok): N EPDClusters at once.
 
-    .venv/bin/python bench/operator_bench.py [--clusters 200] [--resync 30] [--workers 8]
+    .venv/bin/python bench/operator_bench.py [--clusters 100] [--nodes 200] [--resync 60]
+                                             [--idle 120] [--workers 8]
 
-Brings up its own kwok cluster (same provider as the tests) with enough fake GPU nodes,
-installs the CRD, runs the operator as a local process, creates N copies of the minimal
-sample in one `kubectl apply` and prints:
+Brings up its own kwok cluster (same provider as the tests) with an apiserver audit log limited
+to the operator's ServiceAccount, at least `--nodes` fake 8-GPU nodes, installs the chart
+(CRDs, RBAC, ServiceAccount; `replicas=0`) and runs the operator as a local process with that
+ServiceAccount's token, creates N copies of the minimal sample in one `kubectl apply` and
+prints:
 
-- p50 / p99 from each EPDCluster's creation (its ADDED watch event) to all its children
-  applied (the router Service, the last object render emits, appears) and to Ready=True;
-- total API writes of the operator (its own counter, which counts every write call);
-- writes during one no-op resync pass over every cluster (must be 0), by the operator's
-  counter and by the apiserver's own request counter for our resource kinds;
-- operator RSS.
+- create wave: p50 / p99 / total from each EPDCluster's creation (its ADDED watch event) to all
+  its children applied (the router Service, the last object render emits, appears) and to
+  Ready=True; API requests of the operator per object (audit log: reads and writes); operator
+  CPU seconds per object;
+- idle: API requests (audit log) and operator CPU seconds during `--idle` seconds with nothing
+  to do (resync passes included), and writes during one full no-op resync pass (must be 0);
+- update wave: every spec changed in one `kubectl apply`; CPU seconds and requests per object;
+- operator RSS (now and peak).
 
 A benchmark, not a test: it prints figures and asserts nothing but the run's sanity.
 """
@@ -19,7 +24,9 @@ A benchmark, not a test: it prints figures and asserts nothing but the run's san
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import os
 import re
 import signal
 import statistics
@@ -28,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +44,21 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from e2e.operator_proc import OperatorProcess  # noqa: E402
+from e2e.operator_proc import OperatorProcess, serviceaccount_kubeconfig  # noqa: E402
 from e2e.providers import Cluster, KwokProvider, fake_gpu_node, json_objects  # noqa: E402
 
 NS = "bench"
-KINDS = ("configmaps", "services", "statefulsets", "deployments", "epdclusters")
+OP_NS = "bench-system"
+RELEASE = "epd"
+SA = "epd-epd-operator"
+OP_USER = f"system:serviceaccount:{OP_NS}:{SA}"
+# Only the operator's requests are logged, at Metadata level (verb, resource, time).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "users": [OP_USER]}, {"level": "None"}],
+}
 
 
 class Watch:
@@ -71,62 +89,126 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def apiserver_writes(cluster: Cluster) -> float:
-    text = cluster.kubectl("get", "--raw", "/metrics").stdout
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("apiserver_request_total{"):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            if labels.get("verb") in ("POST", "PUT", "PATCH", "APPLY", "DELETE") and labels.get(
-                    "resource") in KINDS:
-                total += float(line.rsplit(" ", 1)[1])
-    return total
+class Audit:
+    """The operator's requests from the apiserver audit log, by the time each was received."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def requests(self, since: float, until: float) -> collections.Counter[str]:
+        """(verb resource) -> requests received in [since, until) (Unix time); a watch counts
+        once, when it starts."""
+        seen: dict[str, str] = {}
+        with self.path.open() as f:
+            for line in f:
+                ev = json.loads(line)
+                if (ev.get("user") or {}).get("username") != OP_USER:
+                    continue
+                t = datetime.fromisoformat(ev["requestReceivedTimestamp"]).timestamp()
+                if since <= t < until:
+                    ref = ev.get("objectRef") or {}
+                    res = ref.get("resource", "?") + (f"/{ref['subresource']}"
+                                                       if ref.get("subresource") else "")
+                    seen[ev["auditID"]] = f"{ev['verb']} {res}"
+        return collections.Counter(seen.values())
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss(pid: int) -> int:
+    m = re.search(r"^VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
+    return int(m.group(1)) * 1024 if m else 0
+
+
+def split(counts: collections.Counter[str]) -> tuple[int, int]:
+    """(reads, writes) of a request count."""
+    reads = sum(n for k, n in counts.items() if k.split()[0] in ("get", "list", "watch"))
+    return reads, sum(counts.values()) - reads
+
+
+def fmt(counts: collections.Counter[str]) -> str:
+    return ", ".join(f"{k}: {n}" for k, n in counts.most_common()) or "none"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clusters", type=int, default=200)
-    ap.add_argument("--resync", type=float, default=30.0)
+    ap.add_argument("--clusters", type=int, default=100)
+    ap.add_argument("--nodes", type=int, default=200,
+                    help="at least this many fake 8-GPU nodes (more when N needs them)")
+    ap.add_argument("--resync", type=float, default=60.0)
+    ap.add_argument("--idle", type=float, default=120.0, help="seconds of idle measured")
     ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args()
     # Tear the cluster down on SIGTERM too (the finally below), not only on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
     work = Path(tempfile.mkdtemp(prefix="epd-bench-"))
-    provider = KwokProvider(f"epd-bench-{int(time.time())}", work / "c")
+    policy = work / "audit-policy.yaml"
+    policy.write_text(json.dumps(AUDIT_POLICY))
+    provider = KwokProvider(f"epd-bench-{int(time.time())}", work / "c", audit_policy=policy,
+                            service_cidr="10.96.0.0/16")
     cluster = provider.up()
     op: OperatorProcess | None = None
+    watches: list[Watch] = []
     try:
+        log_path = provider.audit_log()
+        if log_path is None:
+            print(f"no audit log under {work}", file=sys.stderr)
+            return 1
+        audit = Audit(log_path)
         sample = yaml.safe_load((REPO / "crds" / "samples" / "minimal-epd.yaml").read_text())
         gpus = 0
         for role in sample["spec"]["roles"].values():
             par = (role or {}).get("parallelism") or {}
             gpus += (role or {}).get("replicas", 1) * par.get("tensor", 1) * par.get(
                 "pipeline", 1) * par.get("data", 1)
-        nodes = [fake_gpu_node(f"bench-node-{i}", "zone-a")
-                 for i in range(args.clusters * gpus // 8 + 2)]
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(
+        n_nodes = max(args.nodes, args.clusters * gpus // 8 + 2)
+        nodes = [fake_gpu_node(f"bench-node-{i}", "zone-a") for i in range(n_nodes)]
+        cluster.kubectl("apply", "-f", "-", timeout=300, input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": nodes}))
-        cluster.kubectl("apply", "--server-side", "-f",
-                        str(REPO / "crds" / "epd-operator.io_epdclusters.yaml"))
+        cluster.kubectl("create", "namespace", NS)
+        cluster.run(
+            "helm", "install", RELEASE, str(REPO / "charts" / "epd-operator"),
+            "--namespace", OP_NS, "--create-namespace", "--set", "replicas=0",
+            "--set", "webhook.enabled=false", "--set-json", f'watchNamespaces=["{NS}"]',
+            timeout=180,
+        )
         cluster.kubectl("wait", "--for=condition=Established",
                         "crd/epdclusters.epd-operator.io", "--timeout=60s")
-        cluster.kubectl("create", "namespace", NS)
-        op = OperatorProcess(cluster.kubeconfig, [NS], args.resync, work / "operator.log",
+        kubeconfig = serviceaccount_kubeconfig(cluster, OP_NS, SA, work / "operator.kubeconfig")
+        op = OperatorProcess(kubeconfig, [NS], args.resync, work / "operator.log",
                              workers=args.workers)
         op.start()
         op.wait_healthy()
+        assert op.proc is not None
+        pid = op.proc.pid
+
+        def settle(quiet_s: float = 3.0) -> float:
+            """Wait until the operator's write counter stops moving; its last-move time."""
+            last, t_last = op.writes() if op else 0, time.time()
+            while time.time() - t_last < quiet_s:
+                time.sleep(0.5)
+                now = op.writes() if op else 0
+                if now != last:
+                    last, t_last = now, time.time()
+            return t_last
 
         clusters_w = Watch(cluster, "epdc")
         routers_w = Watch(cluster, "services", "-l", "app.kubernetes.io/component=router")
+        watches += [clusters_w, routers_w]
         time.sleep(1.0)  # both watches established
         items = []
         for i in range(args.clusters):
             obj = json.loads(json.dumps(sample))
             obj["metadata"] = {"name": f"bench-{i:04d}"}
             items.append(obj)
+        cpu0, wall0, writes0 = cpu_seconds(pid), time.time(), op.writes()
         t_apply = time.monotonic()
         cluster.kubectl("-n", NS, "apply", "-f", "-", timeout=300, input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": items}))
@@ -159,40 +241,77 @@ def main() -> int:
             return 1
         to_applied = [applied[n] - created[n] for n in created if n in applied]
         to_ready = [ready[n] - created[n] for n in created if n in ready]
+        applied_total = max(applied.values()) - min(created.values())
         total_s = max(ready.values()) - min(created.values())
+        wall1 = settle()
+        cpu_create = cpu_seconds(pid) - cpu0
+        writes_create = op.writes() - writes0
+        time.sleep(1.0)  # the audit log catches up
+        create_req = audit.requests(wall0, wall1 + 0.5)
 
-        # Quiesce, then one full resync pass with nothing to do.
-        def settled() -> bool:
-            before = op.writes() if op else 0
+        # Idle: nothing changes for `--idle` seconds; resync passes run meanwhile.
+        cpu0, wall0, passes0 = cpu_seconds(pid), time.time(), op.reconciles("resync")
+        writes0 = op.writes()
+        time.sleep(args.idle)
+        cpu_idle, wall1 = cpu_seconds(pid) - cpu0, time.time()
+        idle_passes = op.reconciles("resync") - passes0
+        idle_writes = op.writes() - writes0
+        time.sleep(1.0)
+        idle_req = audit.requests(wall0, wall1)
+
+        # Update wave: every spec changes (the model name), in one apply.
+        for obj in items:
+            obj["spec"]["model"]["name"] = obj["spec"]["model"]["name"] + "-FP8"
+        cpu0, wall0, writes0 = cpu_seconds(pid), time.time(), op.writes()
+        cluster.kubectl("-n", NS, "apply", "-f", "-", timeout=300, input=json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": items}))
+
+        def observed_all() -> bool:
+            listed = json.loads(cluster.kubectl("-n", NS, "get", "epdc", "-o", "json").stdout)
+            return all((o.get("status") or {}).get("observedGeneration")
+                       == o["metadata"]["generation"] for o in listed["items"])
+
+        # Every new spec reconciled (kubectl's reads are not the operator's), then quiet.
+        deadline = time.monotonic() + args.timeout
+        while not observed_all() and time.monotonic() < deadline:
             time.sleep(2.0)
-            return (op.writes() if op else 0) == before
+        wall1 = settle(5.0)
+        cpu_update = cpu_seconds(pid) - cpu0
+        writes_update = op.writes() - writes0
+        time.sleep(1.0)
+        update_req = audit.requests(wall0, wall1 + 0.5)
+        rss, rss_peak = op.rss_bytes(), peak_rss(pid)
 
-        while not settled():
-            pass
-        writes_total = op.writes()
-        ours, server = op.writes(), apiserver_writes(cluster)
-        passes = op.reconciles("resync")
-        while op.reconciles("resync") - passes < args.clusters:
-            time.sleep(1.0)
-        resync_ours = op.writes() - ours
-        resync_server = apiserver_writes(cluster) - server
-        rss = op.rss_bytes()
-
-        print(f"operator benchmark: {args.clusters} EPDClusters (minimal sample, "
-              f"{len(sample['spec']['roles'])} roles + router), kwok, workers={args.workers}")
-        print(f"  kubectl apply of all {args.clusters}: {apply_s:.2f}s; "
-              f"first create -> last Ready: {total_s:.2f}s")
+        n = args.clusters
+        cr, cw = split(create_req)
+        ir, iw = split(idle_req)
+        ur, uw = split(update_req)
+        print(f"operator benchmark: {n} EPDClusters (minimal sample, "
+              f"{len(sample['spec']['roles'])} roles + router), kwok with {n_nodes} nodes, "
+              f"workers={args.workers}, resync={args.resync:g}s")
+        print(f"  kubectl apply of all {n}: {apply_s:.2f}s; first create -> last Ready: "
+              f"{total_s:.2f}s; first create -> last children applied: {applied_total:.2f}s")
         print(f"  create -> all children applied: p50 {pct(to_applied, .5):.2f}s  "
               f"p99 {pct(to_applied, .99):.2f}s  (mean {statistics.mean(to_applied):.2f}s)")
         print(f"  create -> Ready:                 p50 {pct(to_ready, .5):.2f}s  "
               f"p99 {pct(to_ready, .99):.2f}s  (mean {statistics.mean(to_ready):.2f}s)")
-        print(f"  API writes by the operator, total: {writes_total:.0f} "
-              f"({writes_total / args.clusters:.1f} per cluster)")
-        print(f"  writes during one no-op resync of all {args.clusters}: operator "
-              f"{resync_ours:.0f}, apiserver (our kinds) {resync_server:.0f}")
-        print(f"  operator RSS: {rss / 2**20:.1f} MiB")
-        return 0 if resync_ours == 0 else 1
+        print(f"  create wave: operator CPU {cpu_create:.1f}s ({cpu_create / n:.3f}s/object); "
+              f"API requests {cr + cw} ({(cr + cw) / n:.1f}/object: {cr / n:.1f} reads, "
+              f"{cw / n:.1f} writes); operator's write counter {writes_create:.0f}")
+        print(f"    by verb: {fmt(create_req)}")
+        print(f"  idle {args.idle:g}s ({idle_passes:.0f} resync passes): operator CPU "
+              f"{cpu_idle:.2f}s; API requests {ir + iw} ({ir} reads, {iw} writes); operator's "
+              f"write counter {idle_writes:.0f}")
+        print(f"    by verb: {fmt(idle_req)}")
+        print(f"  update wave: operator CPU {cpu_update:.1f}s ({cpu_update / n:.3f}s/object); "
+              f"API requests {ur + uw} ({(ur + uw) / n:.1f}/object: {ur / n:.1f} reads, "
+              f"{uw / n:.1f} writes); operator's write counter {writes_update:.0f}")
+        print(f"    by verb: {fmt(update_req)}")
+        print(f"  operator RSS: {rss / 2**20:.1f} MiB now, {rss_peak / 2**20:.1f} MiB peak")
+        return 0 if idle_writes == 0 else 1
     finally:
+        for w in watches:
+            w.stop()
         if op is not None:
             op.stop()
         provider.down()

@@ -172,10 +172,17 @@ class KwokProvider:
 
     name = "kwok"
 
-    def __init__(self, cluster_name: str, workdir: Path, nodes: int = 4) -> None:
+    def __init__(self, cluster_name: str, workdir: Path, nodes: int = 4,
+                 audit_policy: Path | None = None, service_cidr: str | None = None) -> None:
         self.cluster_name = cluster_name
         self.workdir = workdir
         self.nodes = nodes
+        # An apiserver audit policy (the benchmark counts the operator's requests with it);
+        # the log is then `audit_log()`.
+        self.audit_policy = audit_policy
+        # The apiserver's default Service range (a /24) holds ~250 ClusterIPs: too few for a
+        # benchmark with hundreds of EPDClusters (one router Service each).
+        self.service_cidr = service_cidr
         self.bins = bin_dir()
         self.kubeconfig = workdir / "kubeconfig"
         self.env = tool_env(
@@ -216,8 +223,16 @@ class KwokProvider:
             "--controller-port", str(ports[4]),
             "--timeout", "90s",
             "--wait", "60s",
+            *(["--kube-audit-policy", str(self.audit_policy)] if self.audit_policy else []),
+            *(["--extra-args", f"kube-apiserver=service-cluster-ip-range={self.service_cidr}"]
+              if self.service_cidr else []),
             timeout=150,
         )
+
+    def audit_log(self) -> Path | None:
+        """The apiserver's audit log (only with an `audit_policy`)."""
+        found = sorted((self.workdir / "kwok").glob(f"clusters/{self.cluster_name}/**/audit.log"))
+        return found[0] if found else None
 
     def up(self) -> Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,8 @@ def test_canonical(text: int | str, canonical: str) -> None:
     assert canonical_quantity(text) == canonical
 
 
-@pytest.mark.parametrize("bad", ["lots", "1.5.2", "Gi", "", "1 Gi", "1gi", True])
+# "8e91234567": the grammar's, but out of any range (a revision hash once looked like it).
+@pytest.mark.parametrize("bad", ["lots", "1.5.2", "Gi", "", "1 Gi", "1gi", True, "8e91234567"])
 def test_rejects(bad: str) -> None:
     with pytest.raises(QuantityError):
         quantity_value(bad)

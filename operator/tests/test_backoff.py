@@ -87,7 +87,8 @@ def test_runtime_retries_with_backoff_and_skips_look_again_triggers(
     outcomes = [core.Outcome(retry=True), core.Outcome(retry=True), core.Outcome()]
     calls: list[str] = []
 
-    def fake_reconcile(kube: Any, obj: Any, cfg: Any, memory: Any) -> core.Outcome:
+    def fake_reconcile(kube: Any, obj: Any, cfg: Any, memory: Any,
+                       cache: Any = None) -> core.Outcome:
         calls.append(obj["metadata"]["uid"])
         return outcomes[len(calls) - 1]
 
@@ -125,7 +126,7 @@ def test_runtime_retries_with_backoff_and_skips_look_again_triggers(
 def test_a_crashing_pass_is_retried_with_backoff_not_raised(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def crash(*_: Any) -> core.Outcome:
+    def crash(*_: Any, **__: Any) -> core.Outcome:
         raise RuntimeError("boom")
 
     monkeypatch.setattr("epd_operator.handlers.runtime.reconcile", crash)

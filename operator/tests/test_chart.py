@@ -154,7 +154,7 @@ def test_watch_namespaces_use_roles(helm: Path) -> None:
     # Only the read-only node rule stays cluster-wide.
     (cluster_role,) = by_kind(docs, "ClusterRole")
     assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["nodes"],
-                                      "verbs": ["list"]}]
+                                      "verbs": ["list", "watch"]}]
     args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--namespace")] == [
         "--namespace=team-a", "--namespace=team-b"]
@@ -182,15 +182,14 @@ def test_rbac_is_exactly_what_the_operator_calls(helm: Path) -> None:
     rules = rules_of(helm)
     for kind in CHILD_KINDS:
         group = kind.api_version.rpartition("/")[0]
-        # Server-side apply is a PATCH, but creating an object that way also needs "create".
-        want = {"list", "create", "patch", "delete"}
-        if kind.kind in ("StatefulSet", "Deployment", c.SCALER_KIND):
-            want.add("watch")  # their events trigger a reconcile of the owner
+        # Server-side apply is a PATCH, but creating an object that way also needs "create";
+        # every child kind is observed through a watch-fed cache (list + watch).
+        want = {"list", "watch", "create", "patch", "delete"}
         assert allowed(rules, group, kind.plural) == want, kind.plural
     assert allowed(rules, c.GROUP, c.PLURAL) == {"list", "watch", "patch"}
     assert allowed(rules, c.GROUP, f"{c.PLURAL}/status") == {"patch"}
     assert allowed(rules, "", "events") == {"create"}
-    assert allowed(rules, "", "nodes") == {"list"}
+    assert allowed(rules, "", "nodes") == {"list", "watch"}  # the node cache
     assert allowed(rules, "", "pods") == {"list"}  # read-only: transport preflight reports
     for sub in ("scale", "status"):  # seed/revert the number as HPA does; write its status
         assert allowed(rules, c.GROUP, f"{c.SCALER_PLURAL}/{sub}") == {"patch"}

@@ -41,10 +41,9 @@ def test_registered_triggers(runtime: Runtime) -> None:
     assert {h.selector.any_name for h in changing if h.selector} == {c.PLURAL}
     watching = {(h.selector.group, h.selector.any_name): h
                 for h in registry._watching.get_all_handlers() if h.selector}
-    assert set(watching) == {(c.GROUP, c.PLURAL), ("apps", "statefulsets"),
-                             ("apps", "deployments"), (c.GROUP, c.SCALER_PLURAL)}
-    for key in (("apps", "statefulsets"), ("apps", "deployments"), (c.GROUP, c.SCALER_PLURAL)):
-        assert watching[key].labels == {c.LABEL_MANAGED_BY: c.MANAGED_BY}
+    # kopf watches EPDClusters only: children reach the runtime through its own caches
+    # (reconcile.cache), one watch per kind for both the triggers and what passes observe.
+    assert set(watching) == {(c.GROUP, c.PLURAL)}
     activities = sorted(str(h.activity) for h in registry._activities.get_all_handlers())
     assert activities == ["authentication", "cleanup", "probe", "startup"]
 
@@ -68,10 +67,7 @@ def test_settings_use_our_prefix_and_post_no_kopf_events() -> None:
     assert settings.peering.standalone is True
     assert settings.scanning.disabled is True
     assert settings.execution.max_workers == 3
-    selectors = {(s.group, s.any_name): v for s, v in settings.watching.label_selectors.items()}
-    assert selectors == {("apps", "statefulsets"): f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}",
-                         ("apps", "deployments"): f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}",
-                         (c.GROUP, c.SCALER_PLURAL): f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"}
+    assert dict(settings.watching.label_selectors) == {}  # kopf watches no child kind
 
 
 def test_passes_of_one_object_never_overlap_and_extra_pokes_coalesce(
@@ -82,7 +78,8 @@ def test_passes_of_one_object_never_overlap_and_extra_pokes_coalesce(
     calls: list[str] = []
     lock = threading.Lock()
 
-    def slow_reconcile(kube: Any, obj: Any, cfg: Any, memory: Any) -> core.Outcome:
+    def slow_reconcile(kube: Any, obj: Any, cfg: Any, memory: Any,
+                       cache: Any = None) -> core.Outcome:
         uid = obj["metadata"]["uid"]
         with lock:
             running[uid] = running.get(uid, 0) + 1
@@ -122,3 +119,83 @@ def test_the_admission_webhook_handler_validates_epdclusters_only() -> None:
     assert handler.selector is not None
     assert (handler.selector.group, handler.selector.any_name) == (c.GROUP, c.PLURAL)
     assert sorted(handler.operations or ()) == ["CREATE", "UPDATE"]
+
+
+def test_a_burst_of_child_events_for_one_object_does_not_starve_another(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the caches produce when one EPDCluster's children churn: many pokes for it. They
+    # coalesce into at most one running and one waiting pass, so another object's pass waits
+    # behind two passes at most, not behind the whole burst.
+    order: list[str] = []
+
+    def reconcile_once(kube: Any, obj: Any, cfg: Any, memory: Any,
+                       cache: Any = None) -> core.Outcome:
+        order.append(obj["metadata"]["uid"])
+        time.sleep(0.01)
+        return core.Outcome()
+
+    monkeypatch.setattr("epd_operator.handlers.runtime.reconcile", reconcile_once)
+
+    def body(uid: str) -> Any:
+        return lambda: {"metadata": {"uid": uid, "name": uid, "namespace": "ns"}}
+
+    async def scenario() -> None:
+        burst = [runtime.run("child", "a", body("a"), coalesce=True) for _ in range(200)]
+        await asyncio.gather(*burst, runtime.run("create", "b", body("b")))
+
+    asyncio.run(scenario())
+    assert order.count("a") <= 2
+    assert order.count("b") == 1
+    runtime.close()
+
+
+def test_a_child_change_seen_by_the_caches_runs_a_pass_of_its_owner(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[tuple[str, Any]] = []
+
+    def record(kube: Any, obj: Any, cfg: Any, memory: Any, cache: Any = None) -> core.Outcome:
+        ran.append((obj["metadata"]["uid"], cache))
+        return core.Outcome()
+
+    monkeypatch.setattr("epd_operator.handlers.runtime.reconcile", record)
+    runtime.remember("u1", {"metadata": {"uid": "u1", "name": "demo", "namespace": "ns"}})
+
+    async def scenario() -> None:
+        runtime.poke_owner("ns", "demo")
+        runtime.poke_owner("ns", "unknown")  # not an EPDCluster we serve: nothing
+        await asyncio.gather(*runtime._tasks)
+
+    asyncio.run(scenario())
+    assert ran == [("u1", runtime.caches)]  # the pass observes through the caches
+    runtime.close()
+
+
+@pytest.mark.parametrize(("debounce", "passes"), [(0.0, 3), (0.3, 1)])
+def test_child_events_in_quick_succession_make_one_pass(
+    monkeypatch: pytest.MonkeyPatch, debounce: float, passes: int
+) -> None:
+    ran: list[str] = []
+
+    def record(kube: Any, obj: Any, cfg: Any, memory: Any, cache: Any = None) -> core.Outcome:
+        ran.append(obj["metadata"]["uid"])
+        return core.Outcome()
+
+    monkeypatch.setattr("epd_operator.handlers.runtime.reconcile", record)
+    rt = Runtime(Kube(lambda *a: (200, b"{}")), OperatorConfig.from_env({}),
+                 Options(child_debounce_s=debounce))
+
+    def body() -> Any:
+        return {"metadata": {"uid": "a", "name": "a", "namespace": "ns"}}
+
+    async def scenario() -> None:
+        tasks = []
+        for _ in range(3):  # three status changes of a rolling update, 0.1 s apart
+            tasks.append(asyncio.ensure_future(rt.run("child", "a", body, coalesce=True)))
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+    assert len(ran) == passes
+    rt.close()

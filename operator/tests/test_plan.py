@@ -195,3 +195,10 @@ def test_quantity_rejects_non_quantities() -> None:
     assert quantity("eight") is None
     assert quantity(True) is None
     assert quantity(None) is None
+
+
+def test_a_string_that_only_looks_like_a_huge_quantity_is_a_difference_not_a_crash() -> None:
+    # A revision hash such as "8e91234567" matches the quantity grammar; seen in a benchmark's
+    # update wave, where it crashed every pass of that object.
+    assert first_difference({"labels": {"rev": "3f2a9c"}},
+                            {"labels": {"rev": "8e91234567"}}) == "labels.rev"

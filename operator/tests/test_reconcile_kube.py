@@ -180,3 +180,51 @@ def test_list_children_without_the_scaler_crd_lists_the_rest() -> None:
         Kube(rec).apply({"apiVersion": "epd-operator.io/v1alpha1", "kind": "EPDRoleScaler",
                          "metadata": {"name": "demo-decode", "namespace": "ns"}})
     assert info.value.not_found
+
+
+def test_list_kind_and_watch_kind_ask_for_a_resumable_watch_with_bookmarks() -> None:
+    svc = next(k for k in CHILD_KINDS if k.kind == "Service")
+    rec = Recorder(body={"metadata": {"resourceVersion": "41"},
+                         "items": [{"metadata": {"name": "x"}}]})
+    streamed: list[tuple[str, float]] = []
+    lines = [json.dumps({"type": "ADDED", "object": {"metadata": {"name": "y"}}}), "",
+             json.dumps({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "50"}}}),
+             json.dumps({"type": "ERROR", "object": {"code": 410, "message": "too old"}})]
+
+    def streamer(path: str, headers: Any, timeout: float) -> tuple[int, Any]:
+        streamed.append((path, timeout))
+        return 200, iter(lines)
+
+    kube = Kube(rec, streamer=streamer)
+    listing = kube.list_kind(svc, None, "a=b")
+    assert listing.resource_version == "41"
+    assert listing.items == [{"metadata": {"name": "x"}, "apiVersion": "v1", "kind": "Service"}]
+    ((_, path, query, _, _),) = rec.calls
+    assert path == "/api/v1/services"  # all namespaces
+    assert query == {"labelSelector": ["a=b"]}
+    got = []
+    with pytest.raises(KubeError) as err:
+        got.extend(kube.watch_kind(svc, "ns", "a=b", "41", 600))
+    assert err.value.status == 410  # the caller re-lists
+    ((wpath, timeout),) = streamed
+    url = urlsplit(wpath)
+    assert url.path == "/api/v1/namespaces/ns/services"
+    assert parse_qs(url.query) == {"watch": ["1"], "allowWatchBookmarks": ["true"],
+                                   "resourceVersion": ["41"], "timeoutSeconds": ["600"],
+                                   "labelSelector": ["a=b"]}
+    assert timeout > 600  # the client waits longer than the apiserver's own timeout
+    # The events before the error were delivered (blank keep-alive lines skipped).
+    assert [e["type"] for e in got] == ["ADDED", "BOOKMARK"]
+    assert kube.reads.snapshot() == {("Service", "list"): 1, ("Service", "watch"): 1}
+
+
+def test_watch_kind_yields_events_with_their_kind_and_refuses_a_failed_request() -> None:
+    svc = next(k for k in CHILD_KINDS if k.kind == "Service")
+    ev = json.dumps({"type": "ADDED", "object": {"metadata": {"name": "y"}}})
+    kube = Kube(Recorder(), streamer=lambda p, h, t: (200, iter([ev])))
+    (event,) = list(kube.watch_kind(svc, "ns", "", "1", 60))
+    assert event["object"]["kind"] == "Service"
+    denied = Kube(Recorder(), streamer=lambda p, h, t: (
+        403, iter([json.dumps({"message": "services is forbidden"})])))
+    with pytest.raises(KubeError, match="HTTP 403: services is forbidden"):
+        list(denied.watch_kind(svc, "ns", "", "1", 60))

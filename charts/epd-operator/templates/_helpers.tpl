@@ -55,12 +55,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: ["epd-operator.io"]
   resources: ["epdclusters/status"]
   verbs: ["patch"]
-# Children: observed by label, server-side applied (a PATCH; the apiserver also checks
-# "create" when the apply creates the object), pruned.
+# Children: observed by label through a watch-fed cache (list + watch), server-side applied
+# (a PATCH; the apiserver also checks "create" when the apply creates the object), pruned.
 - apiGroups: [""]
   resources: ["configmaps", "services"]
-  verbs: ["list", "create", "patch", "delete"]
-# Workload children are also watched, so status follows pod readiness.
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# Workload children likewise; their changes also trigger a pass (status follows readiness).
 - apiGroups: ["apps"]
   resources: ["statefulsets", "deployments"]
   verbs: ["list", "watch", "create", "patch", "delete"]

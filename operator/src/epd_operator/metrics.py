@@ -4,6 +4,8 @@
 - `epd_operator_reconcile_errors_total{reason}`       passes that ended with a problem or a
   crash (reason: SpecInvalid, InsufficientResources, ReconcileError, Exception);
 - `epd_operator_api_writes_total{kind,verb}`         every API write the operator made;
+- `epd_operator_api_reads_total{kind,verb}`          every API read (list; watch: one per watch
+  request) the operator's own client made (kopf's EPDCluster watch aside);
 - `epd_operator_epdclusters{condition,status}`       EPDClusters by the status of each
   condition, as of their last reconcile pass (computed at scrape time);
 - `epd_operator_retry_attempts{namespace,name}`      consecutive failed passes of each
@@ -97,6 +99,12 @@ class Metrics:
             "Kubernetes API writes made by the operator, by object kind and verb",
             ["kind", "verb"], registry=self.registry,
         )
+        self.api_reads = Counter(
+            "epd_operator_api_reads_total",
+            "Kubernetes API reads made by the operator's client (list; watch: one per "
+            "request), by object kind and verb",
+            ["kind", "verb"], registry=self.registry,
+        )
         self.clusters = _ByCondition()
         self.registry.register(self.clusters)
         self.retries = _Retries()
@@ -104,6 +112,9 @@ class Metrics:
 
     def count_write(self, kind: str, verb: str) -> None:
         self.api_writes.labels(kind=kind, verb=verb).inc()
+
+    def count_read(self, kind: str, verb: str) -> None:
+        self.api_reads.labels(kind=kind, verb=verb).inc()
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)

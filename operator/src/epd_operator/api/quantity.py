@@ -72,8 +72,13 @@ def parse_quantity(value: int | str) -> tuple[Decimal, Format]:
             amount = base.scaleb(_DECIMAL[suffix])
             fmt = "DecimalSI"
         else:
-            amount = base.scaleb(int(Decimal(suffix[1:])))
             fmt = "DecimalExponent"
+            try:
+                amount = base.scaleb(int(Decimal(suffix[1:])))
+            except (InvalidOperation, OverflowError) as exc:
+                # "8e91234567" matches the grammar (a hex hash can look like that) but no
+                # context holds it: out of range, as the apiserver says too.
+                raise QuantityError(f"{value!r} is out of range for a quantity") from exc
         nano = amount.scaleb(9).to_integral_value(rounding=ROUND_CEILING)
         return nano.scaleb(-9).normalize(), fmt
 

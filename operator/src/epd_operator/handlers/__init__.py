@@ -3,9 +3,11 @@
 - create / update / resume of an EPDCluster;
 - a resync loop (started at operator startup) over every EPDCluster seen, which restores
   hand edits of children nobody watches (Services, ConfigMaps);
-- events of the StatefulSets, router Deployments and EPDRoleScalers we own, so status follows
-  pod readiness, a deleted or hand-edited workload is restored and a role's scale target is
-  applied (or reverted) without waiting for the resync;
+- changes of the children we own (ConfigMaps, Services, StatefulSets, router Deployments,
+  EPDRoleScalers), seen by the runtime's watch-fed caches (not by kopf: one watch per kind
+  feeds both the triggers and what passes observe), so status follows pod readiness, a
+  deleted or hand-edited child is restored and a role's scale target is applied (or
+  reverted) without waiting for the resync;
 - every EPDCluster watch event, to keep the newest body for the two triggers above;
 - a liveness probe (/healthz): fails when the API refuses our credentials or the watch is lost.
 
@@ -19,7 +21,6 @@ one), so an EPDCluster stays deletable while the operator is down or uninstalled
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -33,17 +34,6 @@ from .runtime import Options, Runtime
 __all__ = ["Options", "Runtime", "configure", "register"]
 
 log = logging.getLogger(__name__)
-
-CHILD_SELECTOR = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
-# Children whose events trigger a reconcile of their owner: workloads (status follows pod
-# readiness) and the per-role EPDRoleScalers (a `kubectl scale` / HPA write reaches the
-# StatefulSet at once, or is reverted at once when the spec owns the number).
-CHILD_WORKLOADS = (
-    ("apps", "v1", "statefulsets"),
-    ("apps", "v1", "deployments"),
-    (c.GROUP, c.VERSION, c.SCALER_PLURAL),
-)
-
 
 def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     """kopf settings of this operator (also used by the tests that run it)."""
@@ -60,8 +50,6 @@ def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     settings.peering.mandatory = False
     # No cluster-wide CRD/namespace scanning: least privilege; the namespaces are explicit.
     settings.scanning.disabled = True
-    for group, version, plural in CHILD_WORKLOADS:
-        settings.watching.label_selectors[group, version, plural] = CHILD_SELECTOR
     settings.execution.max_workers = options.workers
     settings.networking.request_timeout = 60
     settings.watching.server_timeout = 300
@@ -106,19 +94,6 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             runtime.remember(uid, _snapshot(body))
 
     kopf.on.event(*res, registry=registry, id="remember")(seen)
-
-    async def child_changed(
-        *, namespace: str | None, labels: Mapping[str, str], **_: Any
-    ) -> None:
-        owner = labels.get(c.LABEL_INSTANCE)
-        uid = runtime.uid_by_name.get((str(namespace), str(owner))) if owner else None
-        if uid:
-            await runtime.run("child", uid, functools.partial(runtime.newest, uid),
-                              coalesce=True)
-
-    for group, version, plural in CHILD_WORKLOADS:
-        kopf.on.event(group, version, plural, registry=registry, id=f"owner-of-{plural}",
-                      labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})(child_changed)
 
 
 def _snapshot(body: Mapping[str, Any]) -> dict[str, Any]:

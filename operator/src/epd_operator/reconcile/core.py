@@ -2,6 +2,9 @@
 
 parse -> render -> observe -> plan -> apply / prune -> resource check -> status (+ Events).
 
+Observe and the resource check read the watch-fed caches (`reconcile.cache`) when given and
+current, else the API; what our writes return goes back into the cache at once.
+
 Every trigger (create, update, resume, the resync timer, a change to a child) runs this same
 function, serialised per object by the handlers. It never raises for a problem the user can
 fix: a spec that fails `api.parse` becomes Degraded/SpecInvalid with the field path, nothing
@@ -30,6 +33,7 @@ from epd_operator.render import render_cluster
 from epd_operator.render.names import role_name, selector_labels
 
 from . import resources, scaling
+from .cache import Caches
 from .kube import Kube, KubeError
 from .plan import key_of, make_plan
 from .status import DEGRADED, Problem, compute_status, events_for, status_changed
@@ -158,6 +162,8 @@ def reconcile(
     cfg: OperatorConfig,
     memory: StatusMemory | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    *,
+    cache: Caches | None = None,
 ) -> Outcome:
     started = time.monotonic()
     out = Outcome()
@@ -186,7 +192,7 @@ def reconcile(
 
     children: list[dict[str, Any]] = []
     try:
-        observed = kube.list_children(ns, name)
+        observed = _observe(kube, cache, ns, name)
     except KubeError as exc:
         out.problems.append(Problem(REASON_APPLY_FAILED, f"cannot list children: {exc}"))
         out.retry = True
@@ -205,12 +211,15 @@ def reconcile(
         for want in plan.apply:
             k = key_of(want)
             try:
-                children.append(kube.apply(want))
+                live = kube.apply(want)
             except KubeError as exc:
                 hint = _MISSING_SCALER_CRD if exc.not_found and k[1] == c.SCALER_KIND else ""
                 out.problems.append(Problem(REASON_APPLY_FAILED, f"{exc}{hint}"))
                 out.retry = True
                 continue
+            children.append(live)
+            if cache is not None:
+                cache.children.note(live)
             out.applied.append(f"{k[1]}/{k[2]}")
             log.info("%s/%s: applied %s/%s (%s)", ns, name, k[1], k[2],
                      plan.reasons.get(k) or "missing")
@@ -222,12 +231,16 @@ def reconcile(
                 out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
                 out.retry = True
                 continue
+            if cache is not None:
+                cache.children.note_deleted(gone)
             out.pruned.append(f"{k[1]}/{k[2]}")
             log.info("%s/%s: pruned %s/%s", ns, name, k[1], k[2])
         if cluster is not None:
-            _sync_scalers(kube, cluster, decisions, children, out)
+            _sync_scalers(kube, cluster, decisions, children, out, cache=cache)
         try:
-            out.problems.extend(resources.check(desired, kube.list_nodes()))
+            capacity = cache.nodes.capacity() if cache is not None else None
+            out.problems.extend(resources.check(
+                desired, capacity if capacity is not None else kube.list_nodes()))
         except KubeError as exc:
             # Without node visibility we cannot judge; the scheduler still will.
             log.warning("%s/%s: resource check skipped: %s", ns, name, exc)
@@ -292,6 +305,15 @@ def reconcile(
     return out
 
 
+def _observe(kube: Kube, cache: Caches | None, ns: str, name: str) -> list[dict[str, Any]]:
+    """The children of `name`: from the cache when it is current, else from the API."""
+    if cache is not None:
+        cached = cache.children.children(ns, name)
+        if cached is not None:
+            return cached
+    return kube.list_children(ns, name)
+
+
 def _by_role(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for o in objs:
@@ -307,6 +329,8 @@ def _sync_scalers(
     decisions: Mapping[str, scaling.RoleDecision],
     children: list[dict[str, Any]],
     out: Outcome,
+    *,
+    cache: Caches | None = None,
 ) -> None:
     """Seed or revert each role's EPDRoleScaler spec.replicas (through /scale) and write its
     status, each only when it differs."""
@@ -332,9 +356,11 @@ def _sync_scalers(
         want = scaling.scaler_status(d, name, selector_labels(name, role), sets.get(role), gen)
         if scaling.scaler_status_differs(live.get("status"), want):
             try:
-                kube.apply_scaler_status(ns, sname, want)
+                written = kube.apply_scaler_status(ns, sname, want)
             except KubeError as exc:
                 out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
                 out.retry = True
             else:
                 out.scaler_writes.append(f"{sname}/status")
+                if cache is not None and written.get("kind"):
+                    cache.children.note(written)

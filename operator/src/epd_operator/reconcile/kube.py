@@ -7,7 +7,8 @@ chart (charts/epd-operator/templates/rbac.yaml); keep the two in step.
 
 Writes (server-side apply, delete, status apply, event create) are counted per
 (kind, verb) so the metrics endpoint and the tests can prove that a resync with nothing to do
-writes nothing.
+writes nothing; reads (list, watch) are counted the same way, so they can prove it reads
+nothing either (reconcile.cache keeps what the watches below deliver).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from urllib.parse import quote, urlencode
 
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes.watch.watch import iter_resp_lines
 
 from epd_operator.api import constants as c
 
@@ -46,6 +48,13 @@ class Kind:
             if not namespace:
                 raise ValueError(f"{self.kind} is namespaced: a namespace is required")
             return f"{root}/namespaces/{quote(namespace)}/{self.plural}"
+        return f"{root}/{self.plural}"
+
+    def collection(self, namespace: str | None) -> str:
+        """The collection to list/watch: one namespace, or all of them when None."""
+        if namespace or not self.namespaced:
+            return self.base(namespace)
+        root = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
         return f"{root}/{self.plural}"
 
 
@@ -120,16 +129,38 @@ class WriteCounter:
 
 # (method, path with query, headers, JSON-able body or None) -> (HTTP status, raw body)
 Transport = Callable[[str, str, Mapping[str, str], Any], tuple[int, bytes]]
+# (path with query, headers, read timeout in seconds) -> (HTTP status, the response's lines
+# as they arrive; the whole body when the status is not 2xx). Closing the iterator ends the
+# request.
+Streamer = Callable[[str, Mapping[str, str], float], tuple[int, Iterator[str]]]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One LIST: the items (apiVersion/kind filled in) and the collection's resourceVersion,
+    from which a watch continues."""
+
+    items: list[dict[str, Any]]
+    resource_version: str
+
+
+def _no_streamer(path: str, headers: Mapping[str, str], timeout: float) -> tuple[
+        int, Iterator[str]]:
+    raise KubeError("watch", path, 0, "this Kube has no streaming transport")
 
 
 class Kube:
     """Synchronous API access for one operator process (thread-safe; reconcile runs in a
     thread pool)."""
 
-    def __init__(self, transport: Transport, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(self, transport: Transport, field_manager: str = FIELD_MANAGER,
+                 streamer: Streamer = _no_streamer) -> None:
         self._transport = transport
+        self._streamer = streamer
         self.field_manager = field_manager
         self.writes = WriteCounter()
+        # Reads by (kind, verb): list, watch (one per watch request, not per event).
+        self.reads = WriteCounter()
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
@@ -160,7 +191,23 @@ class Kube:
             data: bytes = resp.read() or b""  # type: ignore[no-untyped-call]
             return int(resp.status), data
 
-        return cls(transport)
+        def streamer(
+            path: str, headers: Mapping[str, str], timeout: float
+        ) -> tuple[int, Iterator[str]]:
+            _, url, hdrs, _, _ = api.param_serialize(
+                "GET", path, header_params=dict(headers), auth_settings=["BearerToken"]
+            )
+            resp = api.call_api("GET", url, header_params=hdrs,
+                                _request_timeout=(10, timeout)).response
+            status = int(resp.status)
+            if not 200 <= status < 300:
+                try:
+                    return status, iter([resp.data.decode(errors="replace")])
+                finally:
+                    resp.release_conn()
+            return status, _stream_lines(resp)
+
+        return cls(transport, streamer=streamer)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -198,6 +245,7 @@ class Kube:
         )
         out: list[dict[str, Any]] = []
         for kind in CHILD_KINDS:
+            self.reads.add(kind.kind, "list")
             try:
                 body = self._call(
                     "list", f"{kind.plural} in {namespace}", "GET", kind.base(namespace),
@@ -222,6 +270,7 @@ class Kube:
         paths = ([EPDCLUSTER.base(ns) for ns in namespaces] if namespaces
                  else [f"/apis/{EPDCLUSTER.api_version}/{EPDCLUSTER.plural}"])
         for path in paths:
+            self.reads.add(EPDCLUSTER.kind, "list")
             body = self._call("list", "epdclusters", "GET", path)
             for item in body.get("items") or []:
                 meta = item.get("metadata") or {}
@@ -239,8 +288,67 @@ class Kube:
         return list(body.get("items") or [])
 
     def list_nodes(self) -> list[dict[str, Any]]:
+        self.reads.add(NODE.kind, "list")
         body = self._call("list", "nodes", "GET", NODE.base(None))
         return list(body.get("items") or [])
+
+    def list_kind(self, kind: Kind, namespace: str | None, selector: str = "") -> Listing:
+        """Every object of `kind` in `namespace` (all namespaces: None) matching the label
+        `selector`: the start (and re-list) of a watch-fed cache."""
+        path = kind.collection(namespace)
+        self.reads.add(kind.kind, "list")
+        body = self._call("list", f"{kind.plural} in {namespace or 'all namespaces'}", "GET",
+                          path, query={"labelSelector": selector} if selector else None)
+        items = list(body.get("items") or [])
+        for item in items:
+            item.setdefault("apiVersion", kind.api_version)
+            item.setdefault("kind", kind.kind)
+        return Listing(items, str((body.get("metadata") or {}).get("resourceVersion") or ""))
+
+    def watch_kind(
+        self, kind: Kind, namespace: str | None, selector: str, resource_version: str,
+        timeout_s: int,
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events ({"type", "object"}) of `kind` after `resource_version`, with bookmarks,
+        for at most `timeout_s` (the apiserver ends the watch then). A watch that can no
+        longer continue from `resource_version` raises KubeError with status 410: re-list."""
+        path = kind.collection(namespace)
+        query = {"watch": "1", "allowWatchBookmarks": "true",
+                 "resourceVersion": resource_version, "timeoutSeconds": str(timeout_s)}
+        if selector:
+            query["labelSelector"] = selector
+        what = f"{kind.plural} in {namespace or 'all namespaces'}"
+        self.reads.add(kind.kind, "watch")
+        try:
+            status, lines = self._streamer(f"{path}?{urlencode(query)}",
+                                           {"Accept": "application/json"}, timeout_s + 30.0)
+        except KubeError:
+            raise
+        except Exception as exc:
+            raise KubeError("watch", what, 0, str(exc)) from exc
+        if not 200 <= status < 300:
+            raise KubeError("watch", what, status, _api_message("".join(lines).encode()))
+        try:
+            for line in lines:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    err = event.get("object") or {}
+                    raise KubeError("watch", what, int(err.get("code") or 0),
+                                    str(err.get("message") or err))
+                obj = event.get("object") or {}
+                obj.setdefault("apiVersion", kind.api_version)
+                obj.setdefault("kind", kind.kind)
+                yield event
+        except KubeError:
+            raise
+        except Exception as exc:  # the connection broke mid-stream
+            raise KubeError("watch", what, 0, str(exc)) from exc
+        finally:
+            close = getattr(lines, "close", None)
+            if close is not None:
+                close()
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -364,6 +472,16 @@ class Kube:
         }
         self.writes.add("Event", "create")
         self._call("create event", f"Event in {ns}", "POST", EVENT.base(ns), body=event)
+
+
+def _stream_lines(resp: Any) -> Iterator[str]:
+    """The lines of a streaming urllib3 response (the kubernetes client's own watch reader);
+    the connection goes back to the pool when the iterator is closed or exhausted."""
+    try:
+        yield from iter_resp_lines(resp)  # type: ignore[no-untyped-call]
+    finally:
+        resp.close()
+        resp.release_conn()
 
 
 def _api_message(raw: bytes) -> str:

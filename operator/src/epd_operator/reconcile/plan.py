@@ -86,36 +86,51 @@ def controlled_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
 
 def first_difference(desired: Any, observed: Any, path: str = "") -> str | None:
     """The path of the first field where `desired` is not a subset of `observed`, else None."""
+    found = _difference(desired, observed)
+    if found is None:
+        return None
+    # The path is only spelled out when there is a difference (every pass compares whole
+    # objects; building the path of every field visited was most of the diff's cost).
+    tail = "".join(reversed(found))
+    if not path:
+        return tail.removeprefix(".") or "<root>"
+    return path + tail
+
+
+def _difference(desired: Any, observed: Any) -> list[str] | None:
+    """None when `desired` is a subset of `observed`, else the path segments to the first
+    difference, innermost first (".key", "[index]")."""
     if _empty(desired):
         # An empty desired value matches absence and emptiness; anything else observed means
         # someone added content to a field we render empty (a hand edit) only for lists.
         if isinstance(desired, list) and isinstance(observed, list) and observed:
-            return path or "<root>"
+            return []
         return None
-    if isinstance(desired, Mapping):
-        if not isinstance(observed, Mapping):
-            return path or "<root>"
+    if isinstance(desired, (dict, Mapping)):
+        if not isinstance(observed, (dict, Mapping)):
+            return []
         for k, v in desired.items():
-            sub = f"{path}.{k}" if path else str(k)
             if k not in observed:
                 if _empty(v):
                     continue
-                return sub
-            found = first_difference(v, observed[k], sub)
+                return [f".{k}"]
+            found = _difference(v, observed[k])
             if found is not None:
+                found.append(f".{k}")
                 return found
         return None
     if isinstance(desired, list):
         # Lists are compared whole and in order: the apiserver keeps list order, and an item
         # added by hand (an extra env var, a second container) must be reverted.
         if not isinstance(observed, list) or len(observed) != len(desired):
-            return path or "<root>"
+            return []
         for i, (d, o) in enumerate(zip(desired, observed, strict=True)):
-            found = first_difference(d, o, f"{path}[{i}]")
+            found = _difference(d, o)
             if found is not None:
+                found.append(f"[{i}]")
                 return found
         return None
-    return None if scalars_equal(desired, observed) else (path or "<root>")
+    return None if scalars_equal(desired, observed) else []
 
 
 def _empty(v: Any) -> bool:

@@ -60,11 +60,50 @@ def matches(node: Mapping[str, Any], selector: Mapping[str, str] | None) -> bool
     return all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
+def slim(node: Mapping[str, Any]) -> dict[str, Any]:
+    """What the check reads of a node (name, labels, unschedulable, extended allocatable), in
+    the node's own shape: what the node cache keeps, so a heartbeat that changes nothing of
+    this is no change at all."""
+    meta = node.get("metadata") or {}
+    alloc = (node.get("status") or {}).get("allocatable") or {}
+    return {
+        "metadata": {"name": meta.get("name"), "labels": dict(meta.get("labels") or {})},
+        "spec": {"unschedulable": bool((node.get("spec") or {}).get("unschedulable", False))},
+        "status": {"allocatable": {k: v for k, v in alloc.items() if "/" in k}},
+    }
+
+
+class Capacity:
+    """Schedulable nodes' extended allocatable, parsed once: the index the check consults.
+    Answers are memoised per (resource, nodeSelector); build a new one when nodes change."""
+
+    def __init__(self, nodes: Iterable[Mapping[str, Any]]) -> None:
+        self._pool: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
+        for n in nodes:
+            if not schedulable(n):
+                continue
+            alloc = (n.get("status") or {}).get("allocatable") or {}
+            parsed = {k: q for k, v in alloc.items() if "/" in k
+                      and (q := quantity(v)) is not None}
+            self._pool.append((n, parsed))
+        self._memo: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+
+    def largest(self, resource: str, selector: Mapping[str, str] | None) -> Any:
+        """The most of `resource` one schedulable node matching `selector` advertises."""
+        key = (resource, tuple(sorted((selector or {}).items())))
+        if key not in self._memo:
+            self._memo[key] = max(
+                (alloc.get(resource) or 0 for n, alloc in self._pool if matches(n, selector)),
+                default=0,
+            )
+        return self._memo[key]
+
+
 def check(
-    desired: Sequence[Mapping[str, Any]], nodes: Iterable[Mapping[str, Any]]
+    desired: Sequence[Mapping[str, Any]], nodes: Iterable[Mapping[str, Any]] | Capacity
 ) -> list[Problem]:
     """One Problem per (workload, resource) that no schedulable node could satisfy."""
-    pool = [n for n in nodes if schedulable(n)]
+    capacity = nodes if isinstance(nodes, Capacity) else Capacity(nodes)
     problems: list[Problem] = []
     for obj in desired:
         if obj.get("kind") not in ("StatefulSet", "Deployment"):
@@ -76,11 +115,7 @@ def check(
         selector = (template.get("spec") or {}).get("nodeSelector")
         who = _who(obj)
         for name, need in pod_extended_requests(template).items():
-            best = max(
-                (quantity((n.get("status") or {}).get("allocatable", {}).get(name)) or 0
-                 for n in pool if matches(n, selector)),
-                default=0,
-            )
+            best = capacity.largest(name, selector)
             if best < need:
                 where = " matching its nodeSelector" if selector else ""
                 problems.append(

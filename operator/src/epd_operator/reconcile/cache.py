@@ -1,0 +1,380 @@
+"""Watch-fed caches: what `reconcile` observes instead of asking the apiserver every pass.
+
+- `ChildCache`: every object of `kube.CHILD_KINDS` carrying our managed-by label, indexed by
+  owner ((namespace, instance label)); one watch per kind (per served namespace, or
+  cluster-wide when all namespaces are served).
+- `NodeCache`: every node, reduced to what the capacity check reads (`resources.slim`), with a
+  `resources.Capacity` index rebuilt only when a node changed in a way the check can see.
+
+Each (kind, namespace) has a `Reflector` thread: LIST, then WATCH from the list's
+resourceVersion with bookmarks (the apiserver's own resumable stream; the lines are read by
+the kubernetes client's watch reader, in `kube.py`, the only module that talks to the API).
+A watch that ends on its timeout resumes from the last resourceVersion (no LIST); a watch that
+cannot resume (410 Gone) or breaks re-lists, and a re-list *replaces* what the cache held, so
+an event missed in the gap (a child deleted meanwhile) is still seen: the object is gone
+from the new listing.
+
+The apiserver is therefore read at start, on re-list, and while a cache is known stale
+(between a broken watch and its re-list; and before the first listing): `children()` /
+`capacity()` answer None then and the caller reads the API directly. After our own writes
+the caller `note`s what the apiserver answered, so the next pass does not act on a cache
+that has not seen the watch event yet; the event, when it comes, is no news (same
+resourceVersion) and triggers nothing.
+
+`on_change(namespace, instance)` is called (from a reflector thread) for every change of a
+child that is news: the handlers turn it into a reconcile of the owner.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from epd_operator.api import constants as c
+
+from . import resources
+from .kube import CHILD_KINDS, NODE, OPTIONAL_KINDS, Kind, Kube, KubeError
+
+log = logging.getLogger(__name__)
+
+CHILD_SELECTOR = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
+# A watch is renewed after a random time in this range (seconds), so the kinds' renewals
+# spread out; nothing is re-listed then.
+WATCH_TIMEOUT_S = (600, 1200)
+# A kind whose CRD is missing (see kube.OPTIONAL_KINDS) is looked for again this often.
+ABSENT_RETRY_S = 60.0
+RETRY_MAX_S = 30.0
+
+Key = tuple[str, str, str]  # (kind, namespace, name)
+Owner = tuple[str, str]  # (namespace, instance)
+
+
+def _key(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
+
+
+def _rv(obj: Mapping[str, Any] | None) -> int | None:
+    raw = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(str(raw))
+    except (TypeError, ValueError):
+        return None
+
+
+def _owner(obj: Mapping[str, Any]) -> Owner | None:
+    meta = obj.get("metadata") or {}
+    inst = (meta.get("labels") or {}).get(c.LABEL_INSTANCE)
+    return (str(meta.get("namespace") or ""), str(inst)) if inst else None
+
+
+def newer(incoming: Mapping[str, Any], held: Mapping[str, Any] | None) -> bool:
+    """Whether `incoming` may replace `held`: never an older resourceVersion (a watch event
+    that predates what our own write already put there). Opaque versions: always."""
+    a, b = _rv(incoming), _rv(held)
+    return a is None or b is None or a >= b
+
+
+class Reflector:
+    """LIST + WATCH of one (kind, namespace) into a sink, in its own daemon thread."""
+
+    def __init__(self, kube: Kube, kind: Kind, namespace: str | None, selector: str,
+                 sink: _Sink, *, watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S) -> None:
+        self.kube = kube
+        self.kind = kind
+        self.namespace = namespace
+        self.selector = selector
+        self.sink = sink
+        self.watch_timeout_s = watch_timeout_s
+        self.lists = 0  # how many times this reflector listed (start + re-lists)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def scope(self) -> tuple[str, str | None]:
+        return (self.kind.kind, self.namespace)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, daemon=True,
+                name=f"watch-{self.kind.plural}-{self.namespace or 'all'}")
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+                delay = 1.0
+            except KubeError as exc:
+                if exc.not_found and self.kind.kind in OPTIONAL_KINDS:
+                    # No CRD: nothing of the kind can exist; look again later.
+                    self.sink.replace(self.scope, [])
+                    self.sink.set_synced(self.scope, True)
+                    self._stop.wait(ABSENT_RETRY_S)
+                    continue
+                self.sink.set_synced(self.scope, False)
+                log.warning("cache of %s: %s; re-listing in %.0fs", self.kind.plural, exc, delay)
+                self._stop.wait(delay)
+                delay = min(RETRY_MAX_S, delay * 2)
+            except Exception:  # a bug must not silently freeze the cache
+                self.sink.set_synced(self.scope, False)
+                log.exception("cache of %s crashed; re-listing", self.kind.plural)
+                self._stop.wait(delay)
+                delay = min(RETRY_MAX_S, delay * 2)
+
+    def run_once(self) -> None:
+        """One LIST, then WATCH until the stop flag or an error (raised: the caller re-lists).
+        A 410 (too old to resume) returns normally: re-list at once."""
+        listing = self.kube.list_kind(self.kind, self.namespace, self.selector)
+        self.lists += 1
+        self.sink.replace(self.scope, listing.items)
+        self.sink.set_synced(self.scope, True)
+        rv = listing.resource_version
+        while True:  # at least one watch, so a stopped reflector still drains one stream
+            try:
+                for event in self.kube.watch_kind(
+                        self.kind, self.namespace, self.selector, rv,
+                        random.randint(*self.watch_timeout_s)):
+                    obj = event.get("object") or {}
+                    rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                    if event.get("type") != "BOOKMARK":
+                        self.sink.event(str(event.get("type")), obj)
+            except KubeError as exc:
+                if exc.status == 410:
+                    log.info("cache of %s: watch expired; re-listing", self.kind.plural)
+                    self.sink.set_synced(self.scope, False)
+                    return
+                raise
+            if self._stop.is_set():
+                return
+            # The watch timed out normally: resume from the last resourceVersion.
+
+
+class _Sink:
+    """What a Reflector feeds: the store of one cache."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objs: dict[Key, dict[str, Any]] = {}
+        self._synced: dict[tuple[str, str | None], bool] = {}
+
+    def set_synced(self, scope: tuple[str, str | None], synced: bool) -> None:
+        with self._lock:
+            self._synced[scope] = synced
+
+    def synced(self, scopes: Iterable[tuple[str, str | None]]) -> bool:
+        with self._lock:
+            return all(self._synced.get(s, False) for s in scopes)
+
+    def _in_scope(self, key: Key, scope: tuple[str, str | None]) -> bool:
+        return key[0] == scope[0] and (scope[1] is None or key[1] == scope[1])
+
+    def replace(self, scope: tuple[str, str | None], items: list[dict[str, Any]]) -> None:
+        """A (re-)listing: exactly `items` is what exists in `scope` now. Objects missing
+        from it were deleted while we were not watching: they go, as if their DELETED event
+        had come."""
+        fresh = {_key(o): self.keep(o) for o in items}
+        with self._lock:
+            gone = [k for k in self._objs if self._in_scope(k, scope) and k not in fresh]
+            changed = []
+            for k in gone:
+                changed.append(self._objs.pop(k))
+            for k, o in fresh.items():
+                if self._objs.get(k) != o:
+                    changed.append(o)
+                self._objs[k] = o
+            self._after(changed)
+        self._announce(changed)
+
+    def event(self, etype: str, obj: Mapping[str, Any]) -> None:
+        k = _key(obj)
+        kept = self.keep(obj)
+        with self._lock:
+            held = self._objs.get(k)
+            if etype == "DELETED":
+                if held is None or not newer(obj, held):
+                    return
+                del self._objs[k]
+            else:
+                if not newer(obj, held) or held == kept:
+                    return  # older than, or the same as, what we hold: no news
+                self._objs[k] = kept
+            self._after([kept])
+        self._announce([kept])
+
+    def note(self, obj: Mapping[str, Any]) -> None:
+        """What the apiserver answered to our own write: hold it now (the watch event that
+        follows is then no news), unless the cache already holds something newer."""
+        if not obj.get("kind") or not (obj.get("metadata") or {}).get("name"):
+            return  # not an object (a test double's answer)
+        k = _key(obj)
+        kept = self.keep(obj)
+        with self._lock:
+            if newer(obj, self._objs.get(k)):
+                self._objs[k] = kept
+                self._after([kept])
+
+    def note_deleted(self, obj: Mapping[str, Any]) -> None:
+        with self._lock:
+            held = self._objs.pop(_key(obj), None)
+            if held is not None:
+                self._after([held])
+
+    # Hooks of the two caches.
+    def keep(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(obj)
+
+    def _after(self, changed: list[dict[str, Any]]) -> None:
+        """Under the lock: keep indexes in step with `changed` objects."""
+
+    def _announce(self, changed: list[dict[str, Any]]) -> None:
+        """Outside the lock: tell whoever listens."""
+
+
+class ChildCache(_Sink):
+    """Our children, by owner. `namespaces`: the served ones (empty: all)."""
+
+    def __init__(self, kube: Kube, namespaces: list[str],
+                 on_change: Callable[[str, str], None] | None = None,
+                 watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S) -> None:
+        super().__init__()
+        scopes: list[str | None] = list(namespaces) or [None]
+        self.on_change = on_change
+        self._by_owner: dict[Owner, set[Key]] = {}
+        self._owner_of: dict[Key, Owner] = {}
+        self.reflectors = [
+            Reflector(kube, kind, ns, CHILD_SELECTOR, self, watch_timeout_s=watch_timeout_s)
+            for kind in CHILD_KINDS for ns in scopes
+        ]
+        self._all_namespaces = not namespaces
+
+    def start(self) -> None:
+        for r in self.reflectors:
+            r.start()
+
+    def stop(self) -> None:
+        for r in self.reflectors:
+            r.stop()
+
+    def children(self, namespace: str, instance: str) -> list[dict[str, Any]] | None:
+        """The children of `instance` in `namespace`, or None while any child kind's cache
+        for that namespace is stale (the caller lists from the API then)."""
+        ns_scope: str | None = None if self._all_namespaces else namespace
+        if not self.synced((k.kind, ns_scope) for k in CHILD_KINDS):
+            return None
+        with self._lock:
+            keys = self._by_owner.get((namespace, instance)) or ()
+            # Shallow copies: the caller may setdefault on them, never mutates deeper.
+            return [dict(self._objs[k]) for k in sorted(keys) if k in self._objs]
+
+    def keep(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        # managedFields are most of an object's size and nothing a pass reads.
+        kept = dict(obj)
+        meta = dict(kept.get("metadata") or {})
+        meta.pop("managedFields", None)
+        kept["metadata"] = meta
+        return kept
+
+    def _after(self, changed: list[dict[str, Any]]) -> None:
+        for o in changed:
+            k, owner = _key(o), _owner(o)
+            # An object's owner label may change (a hand edit): index it under the new one.
+            old = self._owner_of.pop(k, None)
+            if old is not None:
+                keys = self._by_owner.get(old)
+                if keys is not None:
+                    keys.discard(k)
+                    if not keys:
+                        del self._by_owner[old]
+            if k in self._objs and owner is not None:
+                self._owner_of[k] = owner
+                self._by_owner.setdefault(owner, set()).add(k)
+
+    def _announce(self, changed: list[dict[str, Any]]) -> None:
+        if self.on_change is None:
+            return
+        for owner in sorted({o for o in map(_owner, changed) if o is not None}):
+            self.on_change(*owner)
+
+
+class NodeCache(_Sink):
+    """Every node, slimmed to what the capacity check reads; `capacity()` is the index."""
+
+    def __init__(self, kube: Kube, watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S) -> None:
+        super().__init__()
+        self.reflector = Reflector(kube, NODE, None, "", self,
+                                   watch_timeout_s=watch_timeout_s)
+        self._capacity: resources.Capacity | None = None
+
+    def start(self) -> None:
+        self.reflector.start()
+
+    def stop(self) -> None:
+        self.reflector.stop()
+
+    def keep(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        slim = resources.slim(obj)
+        slim["kind"] = NODE.kind
+        slim["metadata"]["resourceVersion"] = (obj.get("metadata") or {}).get("resourceVersion")
+        return slim
+
+    def event(self, etype: str, obj: Mapping[str, Any]) -> None:
+        # A heartbeat changes the resourceVersion only: compare without it, or every status
+        # update of every node would rebuild the index.
+        k = _key(obj)
+        with self._lock:
+            held = self._objs.get(k)
+            if etype != "DELETED" and held is not None and _same_node(held, self.keep(obj)):
+                held["metadata"]["resourceVersion"] = (
+                    (obj.get("metadata") or {}).get("resourceVersion"))
+                return
+        super().event(etype, obj)
+
+    def capacity(self) -> resources.Capacity | None:
+        """The index over the nodes, or None while the node cache is stale."""
+        if not self.synced([self.reflector.scope]):
+            return None
+        with self._lock:
+            if self._capacity is None:
+                self._capacity = resources.Capacity(list(self._objs.values()))
+            return self._capacity
+
+    def _after(self, changed: list[dict[str, Any]]) -> None:
+        if changed:
+            self._capacity = None
+
+
+def _same_node(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return all(a.get(f) == b.get(f) for f in ("spec", "status")) and (
+        (a.get("metadata") or {}).get("labels") == (b.get("metadata") or {}).get("labels"))
+
+
+class Caches:
+    """The two caches of one operator process, started and stopped together."""
+
+    def __init__(self, kube: Kube, namespaces: list[str],
+                 on_change: Callable[[str, str], None] | None = None,
+                 watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S) -> None:
+        self.children = ChildCache(kube, namespaces, on_change, watch_timeout_s)
+        self.nodes = NodeCache(kube, watch_timeout_s)
+
+    def start(self) -> None:
+        self.children.start()
+        self.nodes.start()
+
+    def synced(self) -> bool:
+        """Whether every cache holds a current listing."""
+        return (self.children.synced(r.scope for r in self.children.reflectors)
+                and self.nodes.synced([self.nodes.reflector.scope]))
+
+    def stop(self) -> None:
+        self.children.stop()
+        self.nodes.stop()

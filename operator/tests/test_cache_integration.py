@@ -1,0 +1,173 @@
+"""The watch-fed caches against a real kube-apiserver (kwok): a pass that finds nothing to do
+reads nothing, a child deleted by hand is seen only through the watch and restored, and a
+watch that breaks (its events lost) re-lists and still sees what happened meanwhile.
+
+The only thing injected is the broken connection (`Flaky` drops the Service watch at the
+test's word, swallowing the event in flight, as a reset connection would); the listing, the
+watches, the resourceVersions and the apply are the apiserver's.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.providers import REPO, Cluster
+from epd_operator.api import constants as c
+from epd_operator.api import crdgen
+from epd_operator.api.operator_config import OperatorConfig
+from epd_operator.reconcile.cache import Caches
+from epd_operator.reconcile.core import StatusMemory, reconcile
+from epd_operator.reconcile.kube import Kind, Kube, KubeError
+from epd_operator.render.names import router_name
+
+pytestmark = pytest.mark.integration
+
+NS = "epd-cache"
+NAME = "cached"
+CFG = OperatorConfig.from_env({})
+
+
+class Flaky(Kube):
+    """The real client, whose Service watch can be cut: `cut.set()`, and the next Service
+    event is lost with the connection."""
+
+    cut = threading.Event()
+    cuts = 0
+
+    def watch_kind(self, kind: Kind, namespace: str | None, selector: str,
+                   resource_version: str, timeout_s: int) -> Iterator[dict[str, Any]]:
+        for event in super().watch_kind(kind, namespace, selector, resource_version,
+                                        timeout_s):
+            if kind.kind == "Service" and self.cut.is_set():
+                self.cut.clear()
+                Flaky.cuts += 1
+                raise KubeError("watch", "services", 0, "connection reset (injected)")
+            yield event
+
+
+@dataclass
+class Env:
+    cluster: Cluster
+    kube: Flaky
+    caches: Caches
+    told: list[tuple[str, str]] = field(default_factory=list)
+    memory: StatusMemory = field(default_factory=StatusMemory)
+
+    def kubectl(self, *args: str) -> Any:
+        return self.cluster.kubectl("-n", NS, *args)
+
+    def reconcile(self) -> tuple[int, int, list[str]]:
+        """One pass over the live EPDCluster: (writes, reads from the API, what it applied)."""
+        obj = json.loads(self.kubectl("get", "epdc", NAME, "-o", "json").stdout)
+        reads = self.kube.reads.total()
+        out = reconcile(self.kube, obj, CFG, self.memory, cache=self.caches)
+        assert not out.problems, out.problems
+        return out.writes, self.kube.reads.total() - reads, out.applied
+
+    def cached(self) -> set[str]:
+        """"Kind/name" of each child the cache holds."""
+        return {f'{o["kind"]}/{o["metadata"]["name"]}'
+                for o in self.caches.children.children(NS, NAME) or []}
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def env(cluster: Cluster) -> Iterator[Env]:
+    for path in (crdgen.targets(crdgen.repo_root())[0],
+                 crdgen.targets(crdgen.repo_root(), c.SCALER_CRD_FILENAME)[0]):
+        cluster.kubectl("apply", "--server-side", "--force-conflicts",
+                        "--field-manager=epd-cache-tests", "-f", str(path))
+    for crd in (c.CRD_NAME, c.SCALER_CRD_NAME):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    cluster.kubectl("create", "namespace", NS)
+    obj = yaml.safe_load((REPO / "crds" / "samples" / "minimal-epd.yaml").read_text())
+    obj["metadata"] = {"name": NAME, "namespace": NS}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    kube = Flaky.from_environment(kubeconfig=str(cluster.kubeconfig))
+    assert isinstance(kube, Flaky)
+    told: list[tuple[str, str]] = []
+    caches = Caches(kube, [NS], on_change=lambda ns, inst: told.append((ns, inst)))
+    caches.start()
+    e = Env(cluster, kube, caches, told)
+    try:
+        wait_for("the caches' first listings",
+                 lambda: caches.children.children(NS, NAME) is not None
+                 and caches.nodes.capacity() is not None)
+        yield e
+    finally:
+        caches.stop()
+        cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+
+
+def test_a_pass_with_nothing_to_do_reads_nothing_from_the_api(env: Env) -> None:
+    writes, reads, applied = env.reconcile()
+    assert writes > 0
+    assert reads == 0  # children and nodes came from the caches
+    # What we applied is in the cache at once (our write's answer), before any watch event.
+    assert set(applied) <= env.cached()
+    for _ in range(5):  # status follows the workloads' status; then nothing more to do
+        writes, reads, _ = env.reconcile()
+        assert reads == 0
+        if writes == 0:
+            break
+    assert writes == 0
+
+
+def test_a_child_deleted_by_hand_is_seen_through_the_watch_and_restored(env: Env) -> None:
+    router = f"Service/{router_name(NAME)}"
+    wait_for("the router Service in the cache", lambda: router in env.cached())
+    env.told.clear()
+    env.kubectl("delete", router.lower())
+    wait_for("the watch to drop the Service", lambda: router not in env.cached())
+    assert (NS, NAME) in env.told  # the owner is told: the handlers run its pass
+    _, reads, applied = env.reconcile()
+    assert applied == [router]
+    assert reads == 0
+    assert json.loads(env.kubectl("get", router.lower(), "-o", "json").stdout)
+
+
+def test_a_broken_watch_relists_and_sees_the_deletion_it_missed(env: Env) -> None:
+    router = f"Service/{router_name(NAME)}"
+    svc = next(r for r in env.caches.children.reflectors if r.kind.kind == "Service")
+    lists, cuts = svc.lists, Flaky.cuts
+    wait_for("the router Service in the cache", lambda: router in env.cached())
+    env.told.clear()
+    env.kube.cut.set()
+    env.kubectl("delete", router.lower())  # its DELETED event is lost with the watch
+    wait_for("the re-list after the broken watch", lambda: svc.lists > lists)
+    assert Flaky.cuts == cuts + 1
+    wait_for("the cache current again", lambda: env.caches.children.children(NS, NAME)
+             is not None)
+    assert router not in env.cached()
+    assert (NS, NAME) in env.told
+    _, reads, applied = env.reconcile()
+    assert applied == [router]
+    assert reads == 0
+
+
+def test_a_pass_on_a_stale_cache_reads_the_api(env: Env) -> None:
+    svc = next(r for r in env.caches.children.reflectors if r.kind.kind == "Service")
+    env.caches.children.set_synced(svc.scope, False)  # what a broken watch does until re-list
+    try:
+        writes, reads, _ = env.reconcile()
+        assert writes == 0
+        assert reads == len(env.caches.children.reflectors)  # one LIST per child kind
+    finally:
+        env.caches.children.set_synced(svc.scope, True)

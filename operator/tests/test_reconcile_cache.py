@@ -1,0 +1,299 @@
+"""reconcile.cache: what the watch-fed caches hold after listings, events, re-lists and our own
+writes, and whom they tell.
+
+A scripted Kube (listings and watch streams given by each test) drives the reflectors here;
+operator/tests/test_cache_integration.py runs the same caches against a real apiserver
+(watch re-list after a broken watch, a child deleted and seen only through the watch).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from epd_operator.api import constants as c
+from epd_operator.reconcile import resources
+from epd_operator.reconcile.cache import (
+    CHILD_SELECTOR,
+    Caches,
+    ChildCache,
+    NodeCache,
+    Reflector,
+    newer,
+)
+from epd_operator.reconcile.kube import CHILD_KINDS, NODE, Kind, Kube, KubeError, Listing
+
+CM = next(k for k in CHILD_KINDS if k.kind == "ConfigMap")
+SVC = next(k for k in CHILD_KINDS if k.kind == "Service")
+
+
+def child(kind: Kind, name: str, owner: str, rv: int, ns: str = "ns",
+          **extra: Any) -> dict[str, Any]:
+    return {"apiVersion": kind.api_version, "kind": kind.kind,
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": str(rv),
+                         "labels": {c.LABEL_INSTANCE: owner, c.LABEL_MANAGED_BY: c.MANAGED_BY},
+                         "managedFields": [{"manager": "epd-operator"}]},
+            **extra}
+
+
+def node(name: str, gpus: str, rv: int, **labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "resourceVersion": str(rv), "labels": labels},
+            "spec": {},
+            "status": {"allocatable": {"cpu": "8", "nvidia.com/gpu": gpus},
+                       "conditions": [{"type": "Ready", "lastHeartbeatTime": str(rv)}]}}
+
+
+class Scripted(Kube):
+    """Listings and watch streams chosen by the test, per kind; every call recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda *a: (500, b"{}"))
+        self.listings: dict[str, list[Listing | KubeError]] = {}
+        self.streams: dict[str, list[list[dict[str, Any] | KubeError]]] = {}
+        self.calls: list[tuple[str, str, str]] = []
+
+    def list_kind(self, kind: Kind, namespace: str | None, selector: str = "") -> Listing:
+        self.calls.append(("list", kind.kind, selector))
+        todo = self.listings.get(kind.kind) or [Listing([], "1")]
+        got = todo.pop(0) if len(todo) > 1 else todo[0]
+        if isinstance(got, KubeError):
+            raise got
+        return Listing([dict(o) for o in got.items], got.resource_version)
+
+    def watch_kind(self, kind: Kind, namespace: str | None, selector: str,
+                   resource_version: str, timeout_s: int) -> Iterator[dict[str, Any]]:
+        self.calls.append(("watch", kind.kind, resource_version))
+        streams = self.streams.get(kind.kind) or []
+        events = streams.pop(0) if streams else []
+        for ev in events:
+            if isinstance(ev, KubeError):
+                raise ev
+            yield ev
+
+
+def run_once(kube: Kube, kind: Kind, sink: Any, ns: str | None = "ns") -> Reflector:
+    r = Reflector(kube, kind, ns, "sel", sink)
+    r.stop()  # one listing and one watch stream, then return
+    r.run_once()
+    return r
+
+
+class Told:
+    def __init__(self) -> None:
+        self.owners: list[tuple[str, str]] = []
+
+    def __call__(self, ns: str, inst: str) -> None:
+        self.owners.append((ns, inst))
+
+
+def synced_children(kube: Scripted, told: Told | None = None) -> ChildCache:
+    cache = ChildCache(kube, ["ns"], told)
+    for r in cache.reflectors:
+        r.stop()
+        r.run_once()
+    return cache
+
+
+def test_children_come_from_the_listing_by_owner_without_managed_fields() -> None:
+    kube = Scripted()
+    kube.listings["ConfigMap"] = [Listing([child(CM, "a-launch", "a", 5),
+                                           child(CM, "b-launch", "b", 6)], "6")]
+    kube.listings["Service"] = [Listing([child(SVC, "a-router", "a", 7)], "7")]
+    told = Told()
+    cache = synced_children(kube, told)
+    got = cache.children("ns", "a")
+    assert got is not None
+    assert sorted(o["metadata"]["name"] for o in got) == ["a-launch", "a-router"]
+    assert all("managedFields" not in o["metadata"] for o in got)
+    assert cache.children("ns", "nobody") == []
+    assert sorted(set(told.owners)) == [("ns", "a"), ("ns", "b")]
+    # One listing per kind, each followed by a watch from the listing's resourceVersion.
+    assert [x for x in kube.calls if x[1] == "ConfigMap"] == [
+        ("list", "ConfigMap", CHILD_SELECTOR), ("watch", "ConfigMap", "6")]
+
+
+def test_children_is_none_until_every_kind_has_listed() -> None:
+    kube = Scripted()
+    cache = ChildCache(kube, ["ns"])
+    for r in cache.reflectors[:-1]:
+        r.stop()
+        r.run_once()
+    assert cache.children("ns", "a") is None  # the caller lists from the API then
+    cache.reflectors[-1].stop()
+    cache.reflectors[-1].run_once()
+    assert cache.children("ns", "a") == []
+
+
+def test_watch_events_update_delete_and_tell_the_owner() -> None:
+    kube = Scripted()
+    kube.listings["Service"] = [Listing([child(SVC, "a-router", "a", 7)], "7")]
+    kube.streams["Service"] = [[
+        {"type": "MODIFIED", "object": child(SVC, "a-router", "a", 8, spec={"x": 1})},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}},
+        {"type": "ADDED", "object": child(SVC, "a-other", "a", 10)},
+        {"type": "DELETED", "object": child(SVC, "a-router", "a", 11)},
+    ]]
+    told = Told()
+    cache = synced_children(kube, told)
+    got = cache.children("ns", "a") or []
+    assert [o["metadata"]["name"] for o in got] == ["a-other"]
+    # The listing, the MODIFIED, the ADDED and the DELETED are news for owner a; the
+    # bookmark is not.
+    assert told.owners.count(("ns", "a")) == 4
+
+
+def test_a_relist_drops_what_was_deleted_while_nobody_watched() -> None:
+    kube = Scripted()
+    kube.listings["Service"] = [Listing([child(SVC, "a-router", "a", 7),
+                                         child(SVC, "b-router", "b", 8)], "8"),
+                                Listing([child(SVC, "b-router", "b", 8)], "12")]
+    told = Told()
+    cache = synced_children(kube, told)
+    assert len(cache.children("ns", "a") or []) == 1
+    told.owners.clear()
+    # The watch broke; its DELETED event for a-router was never delivered. The re-list:
+    svc = next(r for r in cache.reflectors if r.kind.kind == "Service")
+    svc.run_once()
+    assert cache.children("ns", "a") == []
+    assert told.owners == [("ns", "a")]  # the owner of the vanished child, and nobody else
+    assert [x for x in kube.calls if x[1] == "Service"][-2:] == [
+        ("list", "Service", CHILD_SELECTOR), ("watch", "Service", "12")]
+
+
+def test_a_410_relists_and_other_watch_errors_mark_the_cache_stale() -> None:
+    kube = Scripted()
+    kube.streams["Service"] = [[KubeError("watch", "services", 410, "too old")]]
+    cache = synced_children(kube)
+    # 410: run_once returns (the reflector re-lists at once); stale until then.
+    assert cache.children("ns", "a") is None
+    kube.streams["Service"] = [[KubeError("watch", "services", 0, "connection reset")]]
+    svc = next(r for r in cache.reflectors if r.kind.kind == "Service")
+    with pytest.raises(KubeError, match="connection reset"):
+        svc.run_once()
+
+
+def test_the_reflector_thread_relists_after_a_broken_watch() -> None:
+    kube = Scripted()
+    kube.listings["ConfigMap"] = [Listing([child(CM, "a-launch", "a", 5)], "5"),
+                                  Listing([], "9")]
+    release = threading.Event()
+
+    def broken() -> Iterator[dict[str, Any]]:
+        release.wait(5)
+        raise KubeError("watch", "configmaps", 0, "connection reset")
+        yield {}  # a generator
+
+    class Breaks(Scripted):
+        first = True
+
+        def watch_kind(self, kind: Kind, namespace: str | None, selector: str,
+                       resource_version: str, timeout_s: int) -> Iterator[dict[str, Any]]:
+            if kind.kind == "ConfigMap" and self.first:
+                self.first = False
+                return broken()
+            return iter(())
+
+    kube2 = Breaks()
+    kube2.listings = kube.listings
+    cache = ChildCache(kube2, ["ns"])
+    cm = next(r for r in cache.reflectors if r.kind.kind == "ConfigMap")
+    cm.start()
+    wait(lambda: cache.synced([cm.scope]))
+    assert len(cache._objs) == 1
+    release.set()  # the watch breaks; a-launch was deleted meanwhile (the second listing)
+    wait(lambda: cm.lists >= 2 and cache.synced([cm.scope]))
+    cm.stop()
+    assert cache._objs == {}
+
+
+def wait(pred: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_our_own_write_is_held_at_once_and_its_echo_is_no_news() -> None:
+    kube = Scripted()
+    told = Told()
+    cache = synced_children(kube, told)
+    told.owners.clear()
+    written = child(SVC, "a-router", "a", 20, spec={"port": 1})
+    cache.note(written)
+    assert [o["metadata"]["name"] for o in cache.children("ns", "a") or []] == ["a-router"]
+    assert told.owners == []  # our own write triggers nothing
+    cache.event("ADDED", child(SVC, "a-router", "a", 20, spec={"port": 1}))  # the echo
+    cache.event("MODIFIED", child(SVC, "a-router", "a", 19, spec={"port": 0}))  # older
+    assert told.owners == []
+    assert (cache.children("ns", "a") or [])[0]["spec"] == {"port": 1}
+    cache.event("MODIFIED", child(SVC, "a-router", "a", 21, spec={"port": 2}))  # a hand edit
+    assert told.owners == [("ns", "a")]
+    cache.note_deleted(written)
+    assert cache.children("ns", "a") == []
+
+
+def test_a_child_relabelled_to_another_owner_moves() -> None:
+    kube = Scripted()
+    cache = synced_children(kube)
+    cache.event("ADDED", child(CM, "x", "a", 3))
+    cache.event("MODIFIED", child(CM, "x", "b", 4))
+    assert cache.children("ns", "a") == []
+    assert [o["metadata"]["name"] for o in cache.children("ns", "b") or []] == ["x"]
+
+
+@pytest.mark.parametrize(("incoming", "held", "expected"), [
+    ("5", "4", True), ("4", "4", True), ("3", "4", False), ("x", "4", True), ("5", None, True),
+])
+def test_newer(incoming: str, held: str | None, expected: bool) -> None:
+    held_obj = None if held is None else {"metadata": {"resourceVersion": held}}
+    assert newer({"metadata": {"resourceVersion": incoming}}, held_obj) is expected
+
+
+def test_the_node_index_ignores_heartbeats_and_follows_capacity_changes() -> None:
+    kube = Scripted()
+    kube.listings["Node"] = [Listing([node("n1", "8", 1), node("n2", "4", 2, pool="b")], "2")]
+    nodes = NodeCache(kube)
+    run_once(kube, NODE, nodes, ns=None)
+    cap = nodes.capacity()
+    assert cap is not None
+    assert cap.largest("nvidia.com/gpu", None) == 8
+    assert cap.largest("nvidia.com/gpu", {"pool": "b"}) == 4
+    nodes.event("MODIFIED", node("n1", "8", 3))  # a heartbeat: same capacity
+    assert nodes.capacity() is cap
+    nodes.event("MODIFIED", node("n1", "2", 4))  # a GPU went away
+    cap2 = nodes.capacity()
+    assert cap2 is not cap
+    assert cap2 is not None
+    assert cap2.largest("nvidia.com/gpu", None) == 4
+    nodes.event("DELETED", node("n2", "4", 5, pool="b"))
+    assert (nodes.capacity() or cap).largest("nvidia.com/gpu", {"pool": "b"}) == 0
+    # What the index keeps of a node is what the check reads, nothing more.
+    assert set(nodes._objs[("Node", "", "n1")]["status"]["allocatable"]) == {"nvidia.com/gpu"}
+
+
+def test_capacity_answers_like_the_plain_check() -> None:
+    ns = [node("n1", "8", 1), node("n2", "4", 2, pool="b"),
+          {**node("n3", "16", 3), "spec": {"unschedulable": True}}]
+    want = [{"kind": "StatefulSet", "metadata": {"name": "x-decode"}, "spec": {
+        "replicas": 1, "template": {"spec": {"nodeSelector": {"pool": "b"}, "containers": [
+            {"resources": {"limits": {"nvidia.com/gpu": 8}}}]}}}}]
+    plain = resources.check(want, ns)
+    assert plain == resources.check(want, resources.Capacity(resources.slim(n) for n in ns))
+    assert "largest: 4" in plain[0].message
+
+
+def test_a_missing_optional_crd_lists_as_empty() -> None:
+    kube = Scripted()
+    kube.listings[c.SCALER_KIND] = [KubeError("list", "epdrolescalers", 404, "not found")]
+    caches = Caches(kube, ["ns"])
+    scaler = next(r for r in caches.children.reflectors if r.kind.kind == c.SCALER_KIND)
+    with pytest.raises(KubeError):
+        scaler.run_once()
+    scaler.start()  # the thread treats it as "none exist" and looks again later
+    wait(lambda: caches.children.synced([scaler.scope]))
+    scaler.stop()
