@@ -433,9 +433,11 @@ def test_3b_a_hand_edited_status_heals_within_one_resync(env: Env) -> None:
     forged = {"status": {"phase": "Degraded", "conditions": [
         {"type": "Ready", "status": "False", "reason": "Forged", "message": "hand-edited",
          "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
-    env.kubectl("patch", "epdc", name, "--subresource=status", "--type=merge",
-                "-p", json.dumps(forged))
-    assert env.get(name)["status"]["phase"] == "Degraded"
+    out = env.kubectl("patch", "epdc", name, "--subresource=status", "--type=merge",
+                      "-p", json.dumps(forged))
+    # The patch took (the operator may already have healed it by the time anyone reads it back:
+    # with the watch-fed caches the status event itself can start a pass).
+    assert "patched" in out
 
     def healed() -> bool:
         obj = env.get(name)
