@@ -15,9 +15,9 @@ from ..api import constants as c
 from ..api.models import EPDCluster, RouterSpec
 from ..api.operator_config import OperatorConfig
 from ..api.parse import VOLUME_LAUNCH_CONFIG
-from ..api.quantity import canonical_quantity
 from .launch import router_checksum
 from .names import configmap_name, metadata, router_name, selector_labels, stable_hash
+from .resources import container_resources
 
 ROUTER_CONTAINER = "router"
 PORT_NAME = "http"
@@ -60,18 +60,6 @@ def router_flags(router: RouterSpec) -> list[str]:
     return flags
 
 
-def _resources(obj: EPDCluster) -> dict[str, dict[str, str]]:
-    res = obj.spec.router.resources
-    if res is None:
-        return {k: dict(v) for k, v in DEFAULT_ROUTER_RESOURCES.items()}
-    out: dict[str, dict[str, str]] = {}
-    for kind in ("limits", "requests"):
-        amounts = getattr(res, kind) or {}
-        if amounts:
-            out[kind] = {k: canonical_quantity(v) for k, v in sorted(amounts.items())}
-    return out
-
-
 def deployment(obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig) -> dict[str, Any]:
     cluster = obj.metadata.name
     name = router_name(cluster)
@@ -95,7 +83,7 @@ def deployment(obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig) -> di
             },
         ],
         "ports": [{"name": PORT_NAME, "containerPort": cfg.router_port, "protocol": "TCP"}],
-        "resources": _resources(obj),
+        "resources": container_resources(obj.spec.router.resources, DEFAULT_ROUTER_RESOURCES),
         "readinessProbe": _probe(5, 3),
         "livenessProbe": _probe(10, 3),
         "securityContext": {

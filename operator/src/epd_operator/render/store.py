@@ -19,11 +19,12 @@ from epd_connector.launch.config import StoreLaunch
 from epd_connector.launch.rules import store_pinned_bytes
 
 from ..api import constants as c
-from ..api.models import EPDCluster, ResourceRequirements, SharedEncoderCacheSpec
+from ..api.models import EPDCluster, SharedEncoderCacheSpec
 from ..api.operator_config import OperatorConfig
 from ..api.parse import store_sizes
 from ..api.quantity import canonical_quantity, quantity_value
 from .names import metadata, selector_labels, stable_hash, store_name
+from .resources import container_resources
 
 MASTER_CONTAINER: Final = "master"
 MASTER_COMMAND: Final = "mooncake_master"
@@ -91,17 +92,6 @@ def raise_memory(resources: dict[str, dict[str, str]], extra: int) -> dict[str, 
     return dict(sorted(out.items()))
 
 
-def _resources(user: ResourceRequirements | None) -> dict[str, dict[str, str]]:
-    if user is None:
-        return {k: dict(v) for k, v in DEFAULT_MASTER_RESOURCES.items()}
-    out: dict[str, dict[str, str]] = {}
-    for kind in ("limits", "requests"):
-        amounts = getattr(user, kind) or {}
-        if amounts:
-            out[kind] = {k: canonical_quantity(v) for k, v in sorted(amounts.items())}
-    return out
-
-
 def master_args(cache: SharedEncoderCacheSpec) -> list[str]:
     m = cache.master
     args = [f"--rpc_port={m.port}", f"--metrics_port={m.metrics_port}"]
@@ -138,7 +128,7 @@ def deployment(obj: EPDCluster, cfg: OperatorConfig, image: str) -> dict[str, An
             {"name": RPC_PORT_NAME, "containerPort": m.port, "protocol": "TCP"},
             {"name": METRICS_PORT_NAME, "containerPort": m.metrics_port, "protocol": "TCP"},
         ],
-        "resources": _resources(m.resources),
+        "resources": container_resources(m.resources, DEFAULT_MASTER_RESOURCES),
         "readinessProbe": _probe(5, 3),
         "livenessProbe": _probe(10, 3),
         "securityContext": {
