@@ -553,7 +553,11 @@ def test_7b_a_pod_that_can_only_do_tcp_shows_transport_not_ready(env: Env,
     env.apply(obj)
     live = wait_condition(env, name, "Ready")
     assert condition(live, "TransportReady")["status"] == "Unknown"  # nothing reported yet
-    cm = json.loads(env.kubectl("get", "configmap", f"{name}-launch", "-o", "json"))
+    # The immutable launch ConfigMap of the revision the prefill pods mount.
+    sts = json.loads(env.kubectl("get", "statefulset", f"{name}-prefill", "-o", "json"))
+    (mounted,) = [v["configMap"]["name"] for v in sts["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == "launch-config"]
+    cm = json.loads(env.kubectl("get", "configmap", mounted, "-o", "json"))
     launch = tmp_path / f"{name}-launch.json"
     launch.write_text(cm["data"]["launch.json"], encoding="utf-8")
     pod = f"{name}-prefill-0"

@@ -42,6 +42,8 @@ LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_ROLE: Final = f"{GROUP}/role"
 LABEL_REVISION: Final = f"{GROUP}/revision"
+# On each immutable launch ConfigMap: the launch revision (hash of its content) it holds.
+LABEL_LAUNCH_REVISION: Final = f"{GROUP}/launch-revision"
 APP_NAME: Final = "epd"
 MANAGED_BY: Final = "epd-operator"
 

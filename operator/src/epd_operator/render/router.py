@@ -17,7 +17,7 @@ from ..api.operator_config import OperatorConfig
 from ..api.parse import VOLUME_LAUNCH_CONFIG
 from ..api.quantity import canonical_quantity
 from .launch import router_checksum
-from .names import configmap_name, metadata, router_name, selector_labels, stable_hash
+from .names import metadata, router_name, selector_labels, stable_hash
 
 ROUTER_CONTAINER = "router"
 PORT_NAME = "http"
@@ -72,7 +72,10 @@ def _resources(obj: EPDCluster) -> dict[str, dict[str, str]]:
     return out
 
 
-def deployment(obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig) -> dict[str, Any]:
+def deployment(
+    obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig, configmap: str
+) -> dict[str, Any]:
+    """The router Deployment; its pods mount the launch ConfigMap named `configmap`."""
     cluster = obj.metadata.name
     name = router_name(cluster)
     container: dict[str, Any] = {
@@ -115,7 +118,7 @@ def deployment(obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig) -> di
         "volumes": [
             {
                 "name": VOLUME_LAUNCH_CONFIG,
-                "configMap": {"name": configmap_name(cluster), "defaultMode": 0o644},
+                "configMap": {"name": configmap, "defaultMode": 0o644},
             }
         ],
     }
