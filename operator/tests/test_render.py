@@ -13,7 +13,7 @@ from epd_connector.router.__main__ import build_parser as router_parser
 from epd_operator.api import constants as c
 from epd_operator.api.models import EPDCluster
 from epd_operator.api.operator_config import OperatorConfig
-from epd_operator.api.parse import parse
+from epd_operator.api.parse import SpecError, parse
 from epd_operator.reconcile.revisions import launch_pins
 from epd_operator.render import render_cluster
 from epd_operator.render.engine import engine_image, split_image
@@ -72,9 +72,11 @@ def config_of(manifests: list[dict[str, Any]]) -> launch.LaunchConfig:
                 ("ConfigMap", "demo-launch-<rev>"),
                 ("Service", "demo-encoder"),
                 ("StatefulSet", "demo-encoder"),
+                ("PodDisruptionBudget", "demo-encoder"),
                 ("EPDRoleScaler", "demo-encoder"),
                 ("Service", "demo-decode"),
                 ("StatefulSet", "demo-decode"),
+                ("PodDisruptionBudget", "demo-decode"),
                 ("EPDRoleScaler", "demo-decode"),
                 ("Deployment", "demo-router"),
                 ("Service", "demo-router"),
@@ -86,12 +88,15 @@ def config_of(manifests: list[dict[str, Any]]) -> launch.LaunchConfig:
                 ("ConfigMap", "demo-launch-<rev>"),
                 ("Service", "demo-encoder"),
                 ("StatefulSet", "demo-encoder"),
+                ("PodDisruptionBudget", "demo-encoder"),
                 ("EPDRoleScaler", "demo-encoder"),
                 ("Service", "demo-prefill"),
                 ("StatefulSet", "demo-prefill"),
+                ("PodDisruptionBudget", "demo-prefill"),
                 ("EPDRoleScaler", "demo-prefill"),
                 ("Service", "demo-decode"),
                 ("StatefulSet", "demo-decode"),
+                ("PodDisruptionBudget", "demo-decode"),
                 ("EPDRoleScaler", "demo-decode"),
                 ("Deployment", "demo-router"),
                 ("Service", "demo-router"),
@@ -571,3 +576,15 @@ def test_router_traffic_settings_become_flags_the_router_parses() -> None:
 def test_bad_router_traffic_settings_name_the_field(router: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         cluster(router=router)
+
+
+def test_one_disruption_budget_per_role_with_its_max_unavailable() -> None:
+    roles = {"encoder": {}, "prefill": {"rollout": {"maxUnavailable": 2}}, "decode": {}}
+    m = render_cluster(cluster(roles=roles), CFG)
+    for role, bound in (("encoder", 1), ("prefill", 2), ("decode", 1)):
+        pdb = by_kind(m, "PodDisruptionBudget", f"-{role}")
+        sts = by_kind(m, "StatefulSet", f"-{role}")
+        assert pdb["spec"]["maxUnavailable"] == bound
+        assert pdb["spec"]["selector"] == sts["spec"]["selector"]
+    with pytest.raises(SpecError, match="maxUnavailable"):
+        cluster(roles={"encoder": {"rollout": {"maxUnavailable": 0}}, "decode": {}})

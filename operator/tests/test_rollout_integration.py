@@ -153,3 +153,91 @@ def test_launch_configmaps_are_per_revision_and_outlive_their_pods(env: Env) -> 
     assert second in left
     assert current <= left
     assert env.reconcile() == 0  # and a pass with nothing to do writes nothing
+
+
+def observe(env: Env) -> dict[str, Any]:
+    """One look at the rollout: per-role partition, updated pods and images; the status."""
+    sets = {o["metadata"]["labels"][c.LABEL_ROLE]: o
+            for o in env.get("statefulsets", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]}
+    status = env.get("epdc", NAME).get("status") or {}
+    progressing = next((x for x in status.get("conditions") or []
+                        if x["type"] == c.CONDITION_PROGRESSING), {})
+    return {
+        "partition": {r: s["spec"]["updateStrategy"]["rollingUpdate"]["partition"]
+                      for r, s in sets.items()},
+        "updated": {r: (s.get("status") or {}).get("updatedReplicas", 0)
+                    for r, s in sets.items()},
+        "image": {r: s["spec"]["template"]["spec"]["containers"][0]["image"]
+                  for r, s in sets.items()},
+        "rollout": status.get("rollout"),
+        "progressing": (progressing.get("status"), progressing.get("reason"),
+                        progressing.get("message", "")),
+        "phase": status.get("phase"),
+    }
+
+
+def test_an_image_change_rolls_every_role_in_lock_step(env: Env) -> None:
+    """2E/2P/2D, maxUnavailable 1: two steps, one pod of every role per step; the launch
+    ConfigMaps do not change (the image is not in the launch config); an operator restart
+    mid-rollout (a fresh StatusMemory) resumes from the live objects."""
+    configmaps = env.launch_configmaps()
+    env.patch({"image": {"tag": "v2"}})
+    trace: list[dict[str, Any]] = []
+
+    def step() -> bool:  # `follow` has just run one reconcile pass
+        seen = observe(env)
+        trace.append(seen)
+        if len(trace) == 3:
+            env.memory = StatusMemory()  # the operator restarts: no state but the cluster's
+        return bool(seen["phase"] == "Ready" and set(seen["image"].values()) == {
+            f"{CFG.engine_image.rsplit(':', 1)[0]}:v2"})
+
+    follow(env, "the image rollout", step)
+    partitions = [tuple(sorted(t["partition"].values())) for t in trace]
+    # Lock-step: every role has the same partition at every pass (2 pods each), and the
+    # partitions only go down: 1 (step 1: pod 1 of each role), then 0 (step 2).
+    assert all(len(set(p)) == 1 for p in partitions), partitions
+    seq = [p[0] for p in partitions]
+    assert seq == sorted(seq, reverse=True)
+    assert seq[0] == 1
+    assert seq[-1] == 0
+    active = [t for t in trace if t["rollout"] and t["rollout"]["steps"]]
+    assert active, trace
+    assert {t["rollout"]["steps"] for t in active} == {2}
+    assert [t["rollout"]["step"] for t in active] == sorted(t["rollout"]["step"] for t in active)
+    for t in active:
+        status_, _, message = t["progressing"]
+        if status_ == "True":
+            assert message.startswith(f"step {t['rollout']['step']}/2: "), message
+    # The new revision's share never differs by a whole pod between roles.
+    for t in trace:
+        assert max(t["updated"].values()) - min(t["updated"].values()) <= 1, trace
+    assert trace[-1]["rollout"] == {"step": 0, "steps": 0, "paused": False}
+    assert env.launch_configmaps() == configmaps
+
+
+def test_paused_stops_a_rollout_mid_way_and_resumes(env: Env) -> None:
+    env.patch({"image": {"tag": "v3"}})
+    env.reconcile()  # step 1 is applied: partition 1 everywhere
+    env.patch({"paused": True})
+    follow(env, "the held step", lambda: bool(
+        (observe(env)["rollout"] or {}).get("paused")))
+    held = observe(env)
+    assert set(held["partition"].values()) == {1}
+    # A further change while paused waits too: templates keep v3.
+    env.patch({"image": {"tag": "v4"}})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        env.reconcile()
+        seen = observe(env)
+        assert seen["partition"] == held["partition"], seen
+        assert set(seen["image"].values()) == set(held["image"].values())
+        time.sleep(0.5)
+    assert seen["rollout"]["paused"] is True
+    assert seen["progressing"][:2] == ("True", c.REASON_ROLLOUT_PAUSED)
+    env.patch({"paused": False})
+    follow(env, "the resumed rollout", lambda: bool(
+        observe(env)["phase"] == "Ready"
+        and set(observe(env)["image"].values()) == {
+            f"{CFG.engine_image.rsplit(':', 1)[0]}:v4"}))
+    assert set(observe(env)["partition"].values()) == {0}

@@ -80,6 +80,7 @@ CONDITION_TYPES: Final = (CONDITION_READY, CONDITION_PROGRESSING, CONDITION_DEGR
 
 REASON_RECONCILED: Final = "Reconciled"
 REASON_ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
+REASON_ROLLOUT_PAUSED: Final = "RolloutPaused"  # spec.paused holds a rollout mid-way
 REASON_SPEC_INVALID: Final = "SpecInvalid"
 REASON_INSUFFICIENT_RESOURCES: Final = "InsufficientResources"
 REASON_RECONCILE_ERROR: Final = "ReconcileError"

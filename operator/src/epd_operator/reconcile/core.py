@@ -30,7 +30,7 @@ from epd_operator.render import render_cluster
 from epd_operator.render.launch import launch_config
 from epd_operator.render.names import role_name, selector_labels
 
-from . import resources, revisions, scaling
+from . import partitions, resources, revisions, scaling
 from .kube import Kube, KubeError
 from .plan import key_of, make_plan
 from .status import DEGRADED, Problem, compute_status, events_for, status_changed
@@ -194,6 +194,7 @@ def reconcile(
         observed = None
 
     decisions: dict[str, scaling.RoleDecision] = {}
+    driven: partitions.Driven | None = None
     if cluster is not None and observed is not None:
         # Each role's count: from its owner (spec or EPDRoleScaler), clamped (issue 17).
         scalers = _by_role(observed, c.SCALER_KIND)
@@ -203,6 +204,11 @@ def reconcile(
         desired = render_cluster(
             cluster, cfg, {r: d.desired for r, d in decisions.items()}, pins
         )
+        # The coordinated rollout: StatefulSet partitions per step; spec.paused holds it.
+        driven = partitions.drive(desired, observed, {
+            r: getattr(cluster.spec.roles, r).rollout.max_unavailable for r in c.ROLE_NAMES
+            if getattr(cluster.spec.roles, r) is not None}, cluster.spec.paused)
+        desired = driven.desired
 
     if desired is not None and observed is not None:
         plan = make_plan(desired, observed, owner_uid=uid)
@@ -253,6 +259,8 @@ def reconcile(
     for role, d in decisions.items():
         if role in status["roles"]:
             status["roles"][role].update(scaling.role_status_fields(d))
+    if driven is not None and cluster is not None:
+        partitions.annotate_status(status, driven, cluster.spec.paused)
     clamps = scaling.clamp_events(previous, decisions)
     out.conditions = {cond["type"]: cond["status"] for cond in status["conditions"]}
     if status_changed(previous, status):

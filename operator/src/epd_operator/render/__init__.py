@@ -3,8 +3,8 @@
 No I/O, no kopf, no Kubernetes client (import-linter enforces it). Order: the launch-config
 ConfigMap, the shared encoder cache's master Service and Deployment (encoderCache.shared; the
 encoders dial it at start), then per role (encoder, prefill, decode) its headless Service,
-StatefulSet and EPDRoleScaler, then the router Deployment and Service. Same input, same
-output, byte for byte.
+StatefulSet, PodDisruptionBudget and EPDRoleScaler, then the router Deployment and Service.
+Same input, same output, byte for byte.
 
 `replicas` overrides roles' pod counts (the reconcile pass's scaling decision: a count owned
 by the role's EPDRoleScaler, or clamped); the pod templates never depend on it.
@@ -66,6 +66,7 @@ def render_cluster(
         manifests.append(
             engine.statefulset(cluster, role, cfg, config, pinned.get(role, current))
         )
+        manifests.append(engine.disruption_budget(cluster, role))
         manifests.append(scaler.role_scaler(cluster, role))
     manifests.append(
         router.deployment(cluster, cfg, config, pinned.get(c.COMPONENT_ROUTER, current))

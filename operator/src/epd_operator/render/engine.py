@@ -264,7 +264,24 @@ def statefulset(
             "serviceName": name,
             "replicas": rs.replicas,
             "podManagementPolicy": "Parallel",
+            # reconcile.partitions lowers the partition step by step during a rollout.
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
             "selector": {"matchLabels": selector_labels(obj.metadata.name, role)},
             "template": template,
+        },
+    }
+
+
+def disruption_budget(obj: EPDCluster, role: str) -> dict[str, Any]:
+    """The role's PodDisruptionBudget: voluntary disruptions (node drains, evictions) take
+    at most `rollout.maxUnavailable` of its pods at once, the bound a rollout step keeps."""
+    rs: RoleSpec = getattr(obj.spec.roles, role)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(obj, role_name(obj.metadata.name, role), role),
+        "spec": {
+            "maxUnavailable": rs.rollout.max_unavailable,
+            "selector": {"matchLabels": selector_labels(obj.metadata.name, role)},
         },
     }
