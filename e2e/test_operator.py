@@ -53,7 +53,8 @@ SA = f"{RELEASE}-epd-operator"
 RESYNC = 3.0
 SAMPLES = sorted((REPO / "crds" / "samples").glob("*.yaml"))
 EXTRA_NODES = 8  # 20 clusters at once (test 5) need more GPUs than the provider's 4 nodes
-WATCHED = f"configmaps,services,statefulsets,deployments,{c.SCALER_PLURAL}"
+WATCHED = (f"configmaps,services,statefulsets,deployments,poddisruptionbudgets,"
+           f"{c.SCALER_PLURAL}")
 
 
 @dataclass
@@ -743,3 +744,41 @@ def test_9_healthz_fails_once_the_credentials_are_gone(env: Env) -> None:
     env.cluster.kubectl("-n", OP_NS, "delete", "serviceaccount", SA)
     # kopf caches probe results for 10 s; the next probe after that lists with a dead token.
     wait_for("/healthz to fail", lambda: env.op.healthz() == 500, timeout=60, interval=1)
+
+
+def partitions_of(env: Env, name: str) -> dict[str, int]:
+    sets = json.loads(env.kubectl("get", "sts", "-l", f"{c.LABEL_INSTANCE}={name}",
+                                  "-o", "json"))["items"]
+    return {o["metadata"]["labels"][c.LABEL_ROLE]:
+            o["spec"]["updateStrategy"]["rollingUpdate"]["partition"] for o in sets}
+
+
+def test_10_a_coordinated_rollout_survives_an_operator_kill(env: Env) -> None:
+    """2E/2P/2D, image change: the operator lowers every role's partition to 1 (step 1),
+    is SIGKILLed there, and the restarted operator finishes the rollout from the live
+    StatefulSets (the planner keeps no state of its own)."""
+    name = "roll-kill"
+    obj = minimal(name)
+    obj["spec"]["roles"] = {r: {"replicas": 2} for r in ("encoder", "prefill", "decode")}
+    env.apply(obj)
+    wait_condition(env, name, "Ready", timeout=120)
+    assert set(partitions_of(env, name).values()) == {0}
+    env.kubectl("patch", "epdc", name, "--type=merge",
+                "-p", json.dumps({"spec": {"image": {"tag": "rolled"}}}))
+    wait_for("step 1 on every role", lambda: set(partitions_of(env, name).values()) == {1},
+             timeout=60, interval=0.05)
+    env.op.kill()
+    held = partitions_of(env, name)
+    time.sleep(3)
+    assert partitions_of(env, name) == held  # nobody moves the rollout while it is down
+    env.op.start()
+    env.op.wait_healthy()
+    live = wait_condition(env, name, "Ready", timeout=180)
+    assert set(partitions_of(env, name).values()) == {0}
+    assert live["status"]["rollout"] == {"step": 0, "steps": 0, "paused": False}
+    for sts in json.loads(env.kubectl("get", "sts", "-l", f"{c.LABEL_INSTANCE}={name}",
+                                      "-o", "json"))["items"]:
+        (ctr,) = sts["spec"]["template"]["spec"]["containers"]
+        assert ctr["image"].endswith(":rolled")
+        assert sts["status"]["updatedReplicas"] == 2
+    env.kubectl("delete", "epdc", name, "--wait=false")
