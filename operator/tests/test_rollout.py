@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 
 from epd_operator.api import constants as c
-from epd_operator.reconcile.partitions import annotate_status, drive
+from epd_operator.reconcile.partitions import annotate_status, drive, needs_pods
 from epd_operator.reconcile.rollout import RoleState, batches, plan, target
 
 
-def st(replicas: int, updated: int, u: int = 1, settled: bool = True,
-       rolling: bool = True) -> RoleState:
-    return RoleState(replicas, u, updated=updated, settled=settled, rolling=rolling)
+def st(replicas: int, updated: int, u: int = 1, *, settled: bool = True,
+       rolling: bool = True, ready: set[int] | None = None) -> RoleState:
+    """A role; by default every pod is ready."""
+    return RoleState(replicas, u, updated=updated, settled=settled, rolling=rolling,
+                     ready=frozenset(range(replicas) if ready is None else ready))
 
 
 @pytest.mark.parametrize(("roles", "paused", "step", "steps", "targets"), [
@@ -44,8 +46,17 @@ def st(replicas: int, updated: int, u: int = 1, settled: bool = True,
     ({"encoder": st(2, 0), "decode": st(2, 2)}, False, 1, 2, {"encoder": 1, "decode": 2}),
     # Nothing rolls.
     ({"encoder": st(2, 2, rolling=False)}, False, 0, 0, {}),
+    # A fix after a bad image: pod 1 (the bad one) is not ready, replacing it costs nothing.
+    ({"encoder": st(2, 0), "decode": st(2, 0, ready={0})}, False, 1, 2,
+     {"encoder": 1, "decode": 1}),
+    # Pod 1 is the only ready one: taking it would leave fewer than R - maxUnavailable.
+    ({"encoder": st(2, 0), "decode": st(2, 0, ready={1})}, False, 0, 2,
+     {"encoder": 0, "decode": 0}),
+    # ...which maxUnavailable 2 allows.
+    ({"encoder": st(2, 0), "decode": st(2, 0, u=2, ready={1})}, False, 1, 2,
+     {"encoder": 1, "decode": 1}),
 ], ids=["first", "second", "unsettled", "paused", "paused-at-0", "1e4d-1", "1e4d-2",
-        "u2", "one-role", "ahead", "none"])
+        "u2", "one-role", "ahead", "none", "fix-broken", "keep-capacity", "keep-capacity-u2"])
 def test_plan(roles: dict[str, RoleState], paused: bool, step: int, steps: int,
               targets: dict[str, int]) -> None:
     p = plan(roles, paused=paused)
@@ -179,3 +190,32 @@ def test_a_new_statefulset_is_created_without_a_partition() -> None:
     d = drive([sts("encoder", "a")], [], {}, paused=False)
     assert partitions(d.desired) == {"encoder": 0}
     assert d.plan.steps == 0
+
+
+def pod(name: str, revision: str, ready: bool) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": {"controller-revision-hash": revision}},
+            "status": {"conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+
+def test_drive_reads_pod_readiness_when_given() -> None:
+    mid = {"updatedReplicas": 1, "currentRevision": "c", "updateRevision": "u",
+           "readyReplicas": 1}
+    live = [sts("decode", "b", **mid)]
+    want = [sts("decode", "b")]
+    # The new pod (ordinal 1) is not ready yet: hold at step 1.
+    pods = [pod("demo-decode-0", "c", True), pod("demo-decode-1", "u", False)]
+    assert partitions(drive(want, live, {}, paused=False, pods=pods).desired) == {"decode": 1}
+    # It is ready (the status count lags): step 2.
+    pods[1] = pod("demo-decode-1", "u", True)
+    assert partitions(drive(want, live, {}, paused=False, pods=pods).desired) == {"decode": 0}
+
+
+def test_a_fix_to_a_broken_rollout_goes_through() -> None:
+    """Bad image at step 1 (pod 1 never ready), then a fixed spec: the broken pod is
+    replaced at once, the ready pod 0 stays until the fixed pod 1 is ready."""
+    live = [sts("decode", "bad", updatedReplicas=1, readyReplicas=1, currentRevision="c",
+                updateRevision="bad")]
+    pods = [pod("demo-decode-0", "c", True), pod("demo-decode-1", "bad", False)]
+    assert needs_pods([sts("decode", "fixed")], live)
+    d = drive([sts("decode", "fixed")], live, {}, paused=False, pods=pods)
+    assert partitions(d.desired) == {"decode": 1}

@@ -207,7 +207,8 @@ def reconcile(
         # The coordinated rollout: StatefulSet partitions per step; spec.paused holds it.
         driven = partitions.drive(desired, observed, {
             r: getattr(cluster.spec.roles, r).rollout.max_unavailable for r in c.ROLE_NAMES
-            if getattr(cluster.spec.roles, r) is not None}, cluster.spec.paused)
+            if getattr(cluster.spec.roles, r) is not None}, cluster.spec.paused,
+            _rollout_pods(kube, ns, name, desired, observed))
         desired = driven.desired
 
     if desired is not None and observed is not None:
@@ -304,6 +305,21 @@ def reconcile(
                     log.warning("%s/%s: event not recorded: %s", ns, name, exc)
     out.duration_s = time.monotonic() - started
     return out
+
+
+def _rollout_pods(
+    kube: Kube, ns: str, name: str, desired: list[dict[str, Any]],
+    observed: list[dict[str, Any]],
+) -> list[dict[str, Any]] | None:
+    """The pods' readiness for the rollout planner, listed only while a role rolls; None
+    (the planner then waits for every pod to be ready) when not needed or not readable."""
+    if not partitions.needs_pods(desired, observed):
+        return None
+    try:
+        return kube.list_pods(ns, name)
+    except KubeError as exc:
+        log.warning("%s/%s: pods not listed for the rollout: %s", ns, name, exc)
+        return None
 
 
 def _launch_prunable(

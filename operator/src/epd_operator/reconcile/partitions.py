@@ -46,8 +46,45 @@ def _hold(want: dict[str, Any], live: Mapping[str, Any]) -> None:
         want["metadata"]["labels"][c.LABEL_REVISION] = rev
 
 
-def _state(want: Mapping[str, Any], live: Mapping[str, Any] | None,
-           max_unavailable: int) -> RoleState:
+def _rolling(want: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+    if live is None:
+        return False
+    st = live.get("status") or {}
+    mid = bool(st.get("updateRevision")) and st.get("currentRevision") != st.get(
+        "updateRevision")
+    return mid or _revision(live) != _revision(want)
+
+
+def needs_pods(desired: Sequence[Mapping[str, Any]],
+               observed: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether some role StatefulSet rolls, so the planner needs its pods' readiness."""
+    live = {(o.get("kind"), (o.get("metadata") or {}).get("name")): o for o in observed}
+    return any(
+        _rolling(w, live.get(("StatefulSet", w["metadata"]["name"])))
+        for w in desired if w.get("kind") == "StatefulSet" and _labels(w).get(c.LABEL_ROLE)
+    )
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return any(x.get("type") == "Ready" and x.get("status") == "True"
+               for x in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _ordinals(name: str, pods: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
+    """The StatefulSet's pods by ordinal (`<name>-<ordinal>`)."""
+    out: dict[int, Mapping[str, Any]] = {}
+    for p in pods:
+        pod_name = str((p.get("metadata") or {}).get("name") or "")
+        head, _, tail = pod_name.rpartition("-")
+        if head == name and tail.isdigit():
+            out[int(tail)] = p
+    return out
+
+
+def _state(want: Mapping[str, Any], live: Mapping[str, Any] | None, max_unavailable: int,
+           pods: Sequence[Mapping[str, Any]] | None) -> RoleState:
     replicas = int(want["spec"]["replicas"])
     if live is None:
         return RoleState(replicas, max_unavailable, updated=replicas, settled=True,
@@ -56,13 +93,21 @@ def _state(want: Mapping[str, Any], live: Mapping[str, Any] | None,
     gen = int((live.get("metadata") or {}).get("generation") or 0)
     current = int(st.get("observedGeneration") or 0) >= gen
     changing = _revision(live) != _revision(want)
-    mid = bool(st.get("updateRevision")) and st.get("currentRevision") != st.get(
-        "updateRevision")
-    settled = (current and int(st.get("readyReplicas") or 0) >= replicas
-               and int(st.get("replicas") or 0) <= replicas)
     updated = 0 if changing else int(st.get("updatedReplicas") or 0)
+    if pods is None:
+        # Without the pods: settled only when every pod is ready (never steps on a guess).
+        settled = current and int(st.get("readyReplicas") or 0) >= replicas
+        ready = frozenset(range(replicas)) if settled else frozenset()
+    else:
+        by_ordinal = _ordinals(str(want["metadata"]["name"]), pods)
+        ready = frozenset(o for o, p in by_ordinal.items() if _pod_ready(p))
+        new_rev = None if changing else st.get("updateRevision")
+        fresh = [o for o, p in by_ordinal.items()
+                 if new_rev and ((p.get("metadata") or {}).get("labels") or {}).get(
+                     "controller-revision-hash") == new_rev]
+        settled = current and all(o in ready for o in fresh)
     return RoleState(replicas, max_unavailable, updated=updated, settled=settled,
-                     rolling=changing or mid)
+                     rolling=_rolling(want, live), ready=ready)
 
 
 def drive(
@@ -70,8 +115,10 @@ def drive(
     observed: Sequence[Mapping[str, Any]],
     max_unavailable: Mapping[str, int],
     paused: bool,
+    pods: Sequence[Mapping[str, Any]] | None = None,
 ) -> Driven:
-    """`desired` with partitions set (and templates held when paused), and the plan."""
+    """`desired` with partitions set (and templates held when paused), and the plan. `pods`
+    (the cluster's pods, when a role rolls) tell which ordinals are ready."""
     live = {(o.get("kind"), (o.get("metadata") or {}).get("name")): o for o in observed}
     out = [copy.deepcopy(dict(o)) for o in desired]
     held: list[str] = []
@@ -90,7 +137,7 @@ def drive(
             held.append(f"{kind}/{name}")
         if kind == "StatefulSet":
             sets[str(role)] = want
-            states[str(role)] = _state(want, have, max_unavailable.get(str(role), 1))
+            states[str(role)] = _state(want, have, max_unavailable.get(str(role), 1), pods)
     rollout = plan(states, paused=paused)
     roles: dict[str, dict[str, Any]] = {}
     for role, want in sets.items():

@@ -14,9 +14,12 @@ at step `k` (0..K) role r runs `t_r(k) = ceil(k * R_r / K)` pods of the new revi
 - from step 1 on every rolling role has at least one pod on the new revision, so the new
   revision is complete (E, P and D) as soon as it exists; the last old pods go at step K.
 
-A step is taken only when the previous one has settled (every rolling role has all its pods
-ready and at least its target on the new revision); `paused` holds the current step. Pods
-never move back: a target is never below what already runs the new revision.
+A step is taken only when, for every rolling role, the previous one has settled (the
+controller has seen the newest spec and every pod on the new revision is ready) and the pods
+the step replaces may go: none of them is ready (replacing a broken pod costs no capacity,
+so a fix to a broken rollout always goes through), or the role keeps at least
+`R - maxUnavailable` ready pods without them. `paused` holds the current step. Pods never
+move back: a target is never below what already runs the new revision.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ class RoleState:
     replicas: int  # the role's pod count (R)
     max_unavailable: int  # u >= 1
     updated: int  # pods on the new revision now
-    settled: bool  # every pod ready, and the controller has seen the newest spec
+    settled: bool  # the controller has seen the newest spec; every new-revision pod is ready
     rolling: bool  # the role has a new revision to reach
+    ready: frozenset[int] = frozenset()  # ordinals of the ready pods
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,19 @@ def target(replicas: int, step: int, steps: int) -> int:
     return min(replicas, -(-step * replicas // steps))
 
 
+def may_step(role: RoleState, step: int, steps: int) -> bool:
+    """Whether `role` may move to `step`: settled, and the pods it replaces (the ordinals
+    from R - t(step) up to the first updated one, as the StatefulSet controller picks them)
+    are all unready, or enough ready pods stay."""
+    if not role.settled:
+        return False
+    batch = range(role.replicas - target(role.replicas, step, steps),
+                  role.replicas - min(role.updated, role.replicas))
+    taken = sum(1 for o in batch if o in role.ready)
+    ready = sum(1 for o in role.ready if o < role.replicas)
+    return taken == 0 or ready - taken >= role.replicas - role.max_unavailable
+
+
 def plan(roles: Mapping[str, RoleState], paused: bool = False) -> RolloutPlan:
     """The next step for the rolling roles in `roles` (others are left alone)."""
     rolling = {name: r for name, r in roles.items() if r.rolling}
@@ -71,8 +88,9 @@ def plan(roles: Mapping[str, RoleState], paused: bool = False) -> RolloutPlan:
         max(k for k in range(steps + 1) if target(r.replicas, k, steps) <= r.updated)
         for r in rolling.values()
     )
-    settled = all(r.settled for r in rolling.values())
-    step = done + 1 if settled and not paused and done < steps else done
+    go = not paused and done < steps and all(
+        may_step(r, done + 1, steps) for r in rolling.values())
+    step = done + 1 if go else done
     targets = {
         name: max(target(r.replicas, step, steps), min(r.updated, r.replicas))
         for name, r in rolling.items()
