@@ -420,11 +420,18 @@ def test_3_deleted_or_edited_children_are_restored(env: Env) -> None:
     assert time.monotonic() - started <= RESYNC + 5
     cm = next(o for o in env.children(name) if o["kind"] == "ConfigMap")
     key, text = next(iter(cm["data"].items()))
-    env.kubectl("patch", "cm", cm["metadata"]["name"], "--type=merge",
-                "-p", json.dumps({"data": {key: "{}"}}))
-    wait_for("the edited ConfigMap to be restored",
-             lambda: json.loads(env.kubectl("get", "cm", cm["metadata"]["name"], "-o", "json"))
-             ["data"][key] == text, timeout=RESYNC + 10)
+    # The launch ConfigMap of a revision is immutable: a hand edit is refused outright...
+    edit = env.cluster.kubectl("-n", NS, "patch", "cm", cm["metadata"]["name"],
+                               "--type=merge", "-p", json.dumps({"data": {key: "{}"}}),
+                               check=False)
+    assert edit.returncode != 0
+    assert "immutable" in edit.stderr
+    # ...and a deleted one comes back, the same, with the resync.
+    env.kubectl("delete", "cm", cm["metadata"]["name"])
+    wait_for("the deleted ConfigMap to be restored",
+             lambda: (out := env.kubectl("get", "cm", cm["metadata"]["name"], "-o", "json",
+                                         "--ignore-not-found").strip())
+             and json.loads(out)["data"][key] == text, timeout=RESYNC + 10)
     wait_condition(env, name, "Ready")
 
 
@@ -736,16 +743,6 @@ def test_8b_per_role_scaling_through_the_role_scalers(env: Env) -> None:
     env.kubectl("delete", "epdc", name, "--wait=false")
 
 
-def test_9_healthz_fails_once_the_credentials_are_gone(env: Env) -> None:
-    # Last: it leaves the operator without credentials (what `helm uninstall` does to it).
-    if not isinstance(env.op, OperatorProcess):
-        pytest.skip("the in-cluster operator's pod goes with its ServiceAccount")
-    assert env.op.healthz() == 200
-    env.cluster.kubectl("-n", OP_NS, "delete", "serviceaccount", SA)
-    # kopf caches probe results for 10 s; the next probe after that lists with a dead token.
-    wait_for("/healthz to fail", lambda: env.op.healthz() == 500, timeout=60, interval=1)
-
-
 def partitions_of(env: Env, name: str) -> dict[str, int]:
     sets = json.loads(env.kubectl("get", "sts", "-l", f"{c.LABEL_INSTANCE}={name}",
                                   "-o", "json"))["items"]
@@ -753,7 +750,7 @@ def partitions_of(env: Env, name: str) -> dict[str, int]:
             o["spec"]["updateStrategy"]["rollingUpdate"]["partition"] for o in sets}
 
 
-def test_10_a_coordinated_rollout_survives_an_operator_kill(env: Env) -> None:
+def test_8c_a_coordinated_rollout_survives_an_operator_kill(env: Env) -> None:
     """2E/2P/2D, image change: the operator lowers every role's partition to 1 (step 1),
     is SIGKILLed there, and the restarted operator finishes the rollout from the live
     StatefulSets (the planner keeps no state of its own)."""
@@ -782,3 +779,14 @@ def test_10_a_coordinated_rollout_survives_an_operator_kill(env: Env) -> None:
         assert ctr["image"].endswith(":rolled")
         assert sts["status"]["updatedReplicas"] == 2
     env.kubectl("delete", "epdc", name, "--wait=false")
+
+
+def test_9_healthz_fails_once_the_credentials_are_gone(env: Env) -> None:
+    # Last: it leaves the operator without credentials (what `helm uninstall` does to it).
+    if not isinstance(env.op, OperatorProcess):
+        pytest.skip("the in-cluster operator's pod goes with its ServiceAccount")
+    assert env.op.healthz() == 200
+    env.cluster.kubectl("-n", OP_NS, "delete", "serviceaccount", SA)
+    # kopf caches probe results for 10 s; the next probe after that lists with a dead token.
+    wait_for("/healthz to fail", lambda: env.op.healthz() == 500, timeout=60, interval=1)
+

@@ -118,6 +118,13 @@ def env(cluster: Cluster) -> Iterator[Env]:
 def test_launch_configmaps_are_per_revision_and_outlive_their_pods(env: Env) -> None:
     (first,) = env.launch_configmaps()
     assert env.get("configmap", first)["immutable"] is True
+    pdbs = env.get("pdb", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]
+    assert {p["metadata"]["name"]: p["spec"]["maxUnavailable"] for p in pdbs} == {
+        f"{NAME}-{role}": 1 for role in ROLES}
+    # The disruption controller counts the role's pods through the budget's selector.
+    follow(env, "the budgets observed", lambda: all(
+        (p.get("status") or {}).get("expectedPods") == 2
+        for p in env.get("pdb", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]))
     assert set(env.mounts().values()) == {first}
 
     # A setting only decode reads: decode (and the router, which reads every role) move to
