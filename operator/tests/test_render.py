@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from epd_connector.launch import config as launch
+from epd_connector.launch.routing import wiring_revision
 from epd_connector.router.__main__ import build_parser as router_parser
 from epd_operator.api import constants as c
 from epd_operator.api.models import EPDCluster
@@ -70,11 +71,14 @@ def config_of(manifests: list[dict[str, Any]]) -> launch.LaunchConfig:
             {"encoder": {}, "decode": {}},
             [
                 ("ConfigMap", "demo-launch-<rev>"),
+                ("ConfigMap", "demo-routing"),
                 ("Service", "demo-encoder"),
+                ("Service", "demo-encoder-w<wiring>"),
                 ("StatefulSet", "demo-encoder"),
                 ("PodDisruptionBudget", "demo-encoder"),
                 ("EPDRoleScaler", "demo-encoder"),
                 ("Service", "demo-decode"),
+                ("Service", "demo-decode-w<wiring>"),
                 ("StatefulSet", "demo-decode"),
                 ("PodDisruptionBudget", "demo-decode"),
                 ("EPDRoleScaler", "demo-decode"),
@@ -86,15 +90,19 @@ def config_of(manifests: list[dict[str, Any]]) -> launch.LaunchConfig:
             EPD_ROLES,
             [
                 ("ConfigMap", "demo-launch-<rev>"),
+                ("ConfigMap", "demo-routing"),
                 ("Service", "demo-encoder"),
+                ("Service", "demo-encoder-w<wiring>"),
                 ("StatefulSet", "demo-encoder"),
                 ("PodDisruptionBudget", "demo-encoder"),
                 ("EPDRoleScaler", "demo-encoder"),
                 ("Service", "demo-prefill"),
+                ("Service", "demo-prefill-w<wiring>"),
                 ("StatefulSet", "demo-prefill"),
                 ("PodDisruptionBudget", "demo-prefill"),
                 ("EPDRoleScaler", "demo-prefill"),
                 ("Service", "demo-decode"),
+                ("Service", "demo-decode-w<wiring>"),
                 ("StatefulSet", "demo-decode"),
                 ("PodDisruptionBudget", "demo-decode"),
                 ("EPDRoleScaler", "demo-decode"),
@@ -108,7 +116,12 @@ def test_objects_and_order(roles: dict[str, Any], order: list[tuple[str, str]]) 
     obj = cluster(roles=roles)
     manifests = render_cluster(obj, CFG)
     rev = launch_revision(launch_config(obj))
-    assert [(m["kind"], m["metadata"]["name"].replace(rev, "<rev>")) for m in manifests] == order
+    wiring = wiring_revision(launch_config(obj))
+    names = [
+        (m["kind"], m["metadata"]["name"].replace(rev, "<rev>").replace(wiring, "<wiring>"))
+        for m in manifests
+    ]
+    assert names == order
 
 
 def test_every_object_is_owned_labelled_and_namespaced() -> None:
@@ -129,7 +142,9 @@ def test_every_object_is_owned_labelled_and_namespaced() -> None:
         assert labels[c.LABEL_NAME] == "epd"
         assert labels[c.LABEL_INSTANCE] == "demo"
         assert labels[c.LABEL_MANAGED_BY] == "epd-operator"
-        assert labels[c.LABEL_COMPONENT] in ("config", "encoder", "prefill", "decode", "router")
+        assert labels[c.LABEL_COMPONENT] in (
+            "config", "routing", "encoder", "prefill", "decode", "router"
+        )
 
 
 def test_uid_is_required() -> None:
@@ -529,10 +544,14 @@ def test_router() -> None:
     assert dep["spec"]["replicas"] == 2
     ctr = dep["spec"]["template"]["spec"]["containers"][0]
     assert ctr["command"] == ["epd-router"]
-    assert ctr["args"] == ["--launch-config", "/etc/epd/launch.json", "--port", "8000"]
+    assert ctr["args"] == [
+        "--launch-config", "/etc/epd/launch.json", "--port", "8000",
+        "--routing-file", "/etc/epd/routing/routing.json",
+    ]
     # The router's own parser accepts what we render.
     args = router_parser().parse_args(ctr["args"])
     assert (args.launch_config, args.port) == ("/etc/epd/launch.json", 8000)
+    assert args.routing_file == "/etc/epd/routing/routing.json"
     assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
     assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert svc["spec"]["type"] == "NodePort"
@@ -552,7 +571,7 @@ def test_router_traffic_settings_become_flags_the_router_parses() -> None:
     dep = by_kind(render_cluster(obj, CFG), "Deployment", "router")
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     # queueSize equals the router's default: not rendered.
-    assert args[4:] == [
+    assert args[6:] == [
         "--consumer-media", "raw",
         "--encoder-routing", "round-robin",
         "--health-timeout-s", "2.5",

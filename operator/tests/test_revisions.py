@@ -7,12 +7,21 @@ from typing import Any
 
 import pytest
 
+from epd_connector.launch.config import CONFIGMAP_KEY
+from epd_connector.launch.routing import (
+    ROUTING_KEY,
+    RoutingTable,
+    parse_table,
+    table_for,
+    wiring_revision,
+)
 from epd_operator.api import constants as c
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
 from epd_operator.reconcile.revisions import (
     LAUNCH_HISTORY,
     launch_pins,
+    live_launch_configs,
     mounted_launch_config,
     retained_launch_configs,
 )
@@ -42,7 +51,10 @@ def mounts(manifests: list[dict[str, Any]]) -> dict[str, str | None]:
 
 
 def current_cm(manifests: list[dict[str, Any]]) -> str:
-    (cm,) = [m["metadata"]["name"] for m in manifests if m["kind"] == "ConfigMap"]
+    (cm,) = [
+        m["metadata"]["name"] for m in manifests
+        if m["kind"] == "ConfigMap" and m["metadata"]["labels"][c.LABEL_COMPONENT] == "config"
+    ]
     return cm
 
 
@@ -55,10 +67,13 @@ def current_cm(manifests: list[dict[str, Any]]) -> str:
     # Wiring every role reads: everything moves to the new revision together.
     (lambda s: s.update(ecTransfer={"controlPort": 16000}),
      {"demo-encoder", "demo-prefill", "demo-decode", "demo-router"}),
+    # A role's port is wiring too (the router pairs pods by wiring revision): all move.
+    (lambda s: s["roles"]["decode"].update(port=8100),
+     {"demo-encoder", "demo-prefill", "demo-decode", "demo-router"}),
     # Not in the launch config: nobody moves (and no new revision exists).
     (lambda s: s["roles"]["decode"].update(replicas=4), set()),
     (lambda s: s.update(image={"tag": "9"}), set()),
-], ids=["decode-args", "encoder-len", "ec-port", "scale", "image"])
+], ids=["decode-args", "encoder-len", "ec-port", "decode-port", "scale", "image"])
 def test_pins_move_only_the_workloads_whose_view_changed(mutate: Any, moved: set[str]) -> None:
     live = render_cluster(cluster(copy.deepcopy(BASE)), CFG)
     spec = copy.deepcopy(BASE)
@@ -147,3 +162,71 @@ def test_old_launch_configmaps_go_only_when_nothing_can_mount_them(
 ) -> None:
     assert LAUNCH_HISTORY == 2  # the table above is written for it
     assert retained_launch_configs(candidates, referenced, [workload(rolled)], pods) == kept
+
+
+# ---- revision-pinned routing: the routing table and the per-revision Services --------------
+
+
+def _routing(manifests: list[dict[str, Any]]) -> RoutingTable:
+    (cm,) = [m for m in manifests if m["metadata"]["name"] == "demo-routing"]
+    return parse_table(cm["data"][ROUTING_KEY])
+
+
+def test_the_routing_table_lists_live_wirings_and_each_gets_its_services() -> None:
+    old_obj = cluster(copy.deepcopy(BASE))
+    live = render_cluster(old_obj, CFG)
+    spec = copy.deepcopy(BASE)
+    spec.update(ecTransfer={"controlPort": 16000})  # a wiring change
+    obj = cluster(spec)
+    older, legacy = live_launch_configs(live)
+    assert legacy is None
+    after = render_cluster(obj, CFG, pins=launch_pins(launch_config(obj), live), live=older)
+    old_w, new_w = wiring_revision(launch_config(old_obj)), wiring_revision(launch_config(obj))
+    assert [r.wiring for r in _routing(after).revisions] == [old_w, new_w]
+    services = {
+        m["metadata"]["name"]: m["spec"]["selector"].get(c.LABEL_WIRING_REVISION)
+        for m in after if m["kind"] == "Service"
+    }
+    for role in ("encoder", "prefill", "decode"):
+        assert services[f"demo-{role}"] is None  # the role's Service selects every revision
+        assert services[f"demo-{role}-w{old_w}"] == old_w
+        assert services[f"demo-{role}-w{new_w}"] == new_w
+    for m in after:
+        if m["kind"] == "StatefulSet":
+            assert m["spec"]["template"]["metadata"]["labels"][c.LABEL_WIRING_REVISION] == new_w
+    # A role-own change keeps the wiring: one revision, one Service per role.
+    spec = copy.deepcopy(BASE)
+    spec["roles"]["decode"].update(extraArgs=["--enforce-eager"])
+    same = render_cluster(cluster(spec), CFG, live=older)
+    assert [r.wiring for r in _routing(same).revisions] == [old_w]
+
+
+def _cm(name: str, config: str, born: str, *, wiring: bool = True) -> dict[str, Any]:
+    labels = {c.LABEL_COMPONENT: c.COMPONENT_CONFIG}
+    if wiring:
+        labels[c.LABEL_WIRING_REVISION] = "x"
+    return {
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels, "creationTimestamp": born},
+        "data": {CONFIGMAP_KEY: config},
+    }
+
+
+def test_live_launch_configs_oldest_first_legacy_apart_bad_ones_left_out() -> None:
+    a = launch_config(cluster(copy.deepcopy(BASE)))
+    spec = copy.deepcopy(BASE)
+    spec.update(ecTransfer={"controlPort": 16000})
+    b = launch_config(cluster(spec))
+    observed = [
+        _cm("demo-launch-b", b.to_json(), "2026-01-02T00:00:00Z"),
+        _cm("demo-launch-a", a.to_json(), "2026-01-01T00:00:00Z"),
+        _cm("demo-launch", a.to_json(), "2025-01-01T00:00:00Z", wiring=False),
+        _cm("demo-launch-bad", '{"roles": 1}', "2026-01-03T00:00:00Z"),
+        {"kind": "ConfigMap", "metadata": {"name": "demo-routing", "labels": {}}},
+    ]
+    older, legacy = live_launch_configs(observed)
+    assert older == [a, b]
+    assert legacy == a
+    # The legacy pods are found through the role Services (wiring ""), listed first.
+    table = table_for([*older, b], legacy)
+    assert [r.wiring for r in table.revisions] == ["", wiring_revision(a), wiring_revision(b)]

@@ -46,9 +46,16 @@ def wiring_revision(config: LaunchConfig) -> str:
     return hashlib.sha256(canonical).hexdigest()[:WIRING_HASH_LEN]
 
 
+MAX_SERVICE_NAME = 63  # a Service name is a DNS label
+
+
 def revision_service(service: str, wiring: str) -> str:
-    """The headless Service of one role's pods of one wiring revision."""
-    return f"{service}-w{wiring}"
+    """The headless Service of one role's pods of one wiring revision. Wiring "" is the pods
+    from before wiring revisions existed: the role's own Service (it selects them all)."""
+    if not wiring:
+        return service
+    suffix = f"-w{wiring}"
+    return service[: MAX_SERVICE_NAME - len(suffix)].rstrip("-") + suffix
 
 
 class _Strict(BaseModel):
@@ -56,7 +63,9 @@ class _Strict(BaseModel):
 
 
 class RevisionRoute(_Strict):
-    wiring: str = Field(min_length=1, description="The wiring revision (pod label value).")
+    wiring: str = Field(
+        description='The wiring revision (pod label value); "" for unlabelled, older pods.'
+    )
     config: LaunchConfig = Field(description="The revision's wiring view of the launch config.")
     # Fixed addresses per role instead of the revision's Services (a router run outside a
     # cluster, the data-plane tests): "host[:port]" items.
@@ -73,9 +82,14 @@ class RoutingTable(_Strict):
         return json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True)
 
 
-def table_for(configs: list[LaunchConfig]) -> RoutingTable:
-    """The routing table of these launch configs (oldest first); one entry per wiring."""
+def table_for(configs: list[LaunchConfig], legacy: LaunchConfig | None = None) -> RoutingTable:
+    """The routing table of these launch configs (oldest first); one entry per wiring.
+    `legacy`: the config of pods that carry no wiring label (wiring "", found through the
+    role Services); listed first, so a labelled pod that those Services also list is routed
+    by its own revision (discovery keeps the last entry naming an address)."""
     seen: dict[str, LaunchConfig] = {}
+    if legacy is not None:
+        seen[""] = wiring_view(legacy)
     for cfg in configs:
         seen.setdefault(wiring_revision(cfg), wiring_view(cfg))
     return RoutingTable(revisions=[RevisionRoute(wiring=w, config=c) for w, c in seen.items()])

@@ -97,7 +97,7 @@ class Router:
             if role in opts.static_pods:
                 pool.sync(opts.static_pods[role])
         # Wiring revision -> its view of the launch config (ports, DP sizes, connectors): ""
-        # is the launch config itself, used until a routing table lists revisions.
+        # is the launch config itself until a routing table says otherwise.
         self.views: dict[str, LaunchConfig] = {"": config}
         self._table: RoutingTable | None = None
         self._table_stamp: tuple[int, int] | None = None

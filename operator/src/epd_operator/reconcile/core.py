@@ -207,8 +207,15 @@ def reconcile(
         decisions = scaling.decide(cluster.spec, scaling.scaler_replicas(scalers))
         # Workloads whose view of the launch config is unchanged keep their ConfigMap.
         pins = revisions.launch_pins(launch_config(cluster), observed)
+        # Older launch revisions still present feed the router's routing table.
+        older, legacy = revisions.live_launch_configs(observed)
         desired = render_cluster(
-            cluster, cfg, {r: d.desired for r, d in decisions.items()}, pins
+            cluster,
+            cfg,
+            {r: d.desired for r, d in decisions.items()},
+            pins,
+            live=older,
+            legacy=legacy,
         )
         # The coordinated rollout: StatefulSet partitions per step; spec.paused holds it.
         driven = partitions.drive(desired, observed, {

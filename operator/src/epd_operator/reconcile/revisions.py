@@ -6,6 +6,8 @@ Pure functions of the rendered launch config and the observed objects (docs/roll
   equal to the new one (same checksum annotation) keeps mounting the ConfigMap it mounts, so
   a change that only another role reads does not restart its pods. This also carries pods
   of an operator from before revision-named ConfigMaps across the upgrade without a restart.
+- `live_launch_configs`: the launch configs the cluster's launch ConfigMaps still hold, which
+  feed the router's routing table (every wiring revision whose pods may still serve).
 - `retained_launch_configs`: an old launch ConfigMap is deleted only when no template, no pod
   and no unfinished StatefulSet/Deployment rollout can still need it; of the unreferenced
   revision-named ones the newest `history` stay (a rollback to them reuses them by name).
@@ -13,15 +15,18 @@ Pure functions of the rendered launch config and the observed objects (docs/roll
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from epd_connector.launch.config import LaunchConfig
+from epd_connector.launch.config import CONFIGMAP_KEY, LaunchConfig, LaunchConfigError, parse
 from epd_operator.api import constants as c
 from epd_operator.api.parse import VOLUME_LAUNCH_CONFIG
 from epd_operator.render.launch import role_checksum, router_checksum
 
 from .status import not_rolled_out
+
+log = logging.getLogger(__name__)
 
 # Unreferenced revision-named launch ConfigMaps kept per EPDCluster, newest first.
 LAUNCH_HISTORY = 2
@@ -76,6 +81,34 @@ def launch_pins(config: LaunchConfig, observed: Iterable[Mapping[str, Any]]) -> 
         if checksum == wanted[component] and mounted in present:
             pins[str(component)] = str(mounted)
     return pins
+
+
+def live_launch_configs(
+    observed: Iterable[Mapping[str, Any]],
+) -> tuple[list[LaunchConfig], LaunchConfig | None]:
+    """(configs of the wiring-labelled launch ConfigMaps, oldest first; the newest config of
+    the ones without a wiring label, whose pods carry none either, or None). A ConfigMap that
+    does not parse is left out (its pods cannot have started from it either)."""
+    labelled: list[tuple[str, LaunchConfig]] = []
+    legacy: tuple[str, LaunchConfig] | None = None
+    for obj in observed:
+        if not _is_launch_configmap(obj):
+            continue
+        meta = obj.get("metadata") or {}
+        try:
+            config = parse(
+                str((obj.get("data") or {}).get(CONFIGMAP_KEY, "")), str(meta.get("name"))
+            )
+        except LaunchConfigError as exc:
+            log.warning("launch ConfigMap left out of the routing table: %s", exc)
+            continue
+        born = str(meta.get("creationTimestamp") or "")
+        if c.LABEL_WIRING_REVISION in (meta.get("labels") or {}):
+            labelled.append((born, config))
+        elif legacy is None or born >= legacy[0]:
+            legacy = (born, config)
+    labelled.sort(key=lambda pair: pair[0])
+    return [cfg for _, cfg in labelled], legacy[1] if legacy else None
 
 
 def retained_launch_configs(

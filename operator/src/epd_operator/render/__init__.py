@@ -1,8 +1,9 @@
 """epd_operator.render: PURE (EPDCluster, OperatorConfig) -> ordered list of manifests.
 
 No I/O, no kopf, no Kubernetes client (import-linter enforces it). Order: the launch-config
-ConfigMap, the shared encoder cache's master Service and Deployment (encoderCache.shared; the
-encoders dial it at start), then per role (encoder, prefill, decode) its headless Service,
+ConfigMap and the router's routing table, the shared encoder cache's master Service and
+Deployment (encoderCache.shared; the encoders dial it at start), then per role (encoder,
+prefill, decode) its headless Service, one headless Service per live wiring revision, its
 StatefulSet, PodDisruptionBudget and EPDRoleScaler, then the router Deployment and Service.
 Same input, same output, byte for byte.
 
@@ -17,15 +18,16 @@ chosen by reconcile.revisions so a change elsewhere does not restart its pods).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from epd_connector.launch.config import CONFIGMAP_KEY
+from epd_connector.launch.config import CONFIGMAP_KEY, LaunchConfig
+from epd_connector.launch.routing import wiring_revision
 
 from ..api import constants as c
 from ..api.models import EPDCluster
 from ..api.operator_config import OperatorConfig
-from . import engine, router, scaler, store
+from . import engine, router, routing, scaler, store
 from .launch import launch_config, launch_json, launch_revision
 from .names import launch_configmap_name, metadata
 
@@ -37,8 +39,13 @@ def render_cluster(
     cfg: OperatorConfig,
     replicas: Mapping[str, int] | None = None,
     pins: Mapping[str, str] | None = None,
+    *,
+    live: Sequence[LaunchConfig] = (),
+    legacy: LaunchConfig | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object the operator owns for `cluster`, in apply order."""
+    """Every object the operator owns for `cluster`, in apply order. `live`: the launch
+    configs of older revisions still in the cluster (oldest first), `legacy` the one of pods
+    from before wiring labels; both only feed the routing table and its Services."""
     if replicas:
         cluster = with_replicas(cluster, replicas)
     config = launch_config(cluster)
@@ -47,6 +54,8 @@ def render_cluster(
     pinned = dict(pins or {})
     meta = metadata(cluster, current, c.COMPONENT_CONFIG)
     meta["labels"][c.LABEL_LAUNCH_REVISION] = revision
+    meta["labels"][c.LABEL_WIRING_REVISION] = wiring_revision(config)
+    table = routing.routing_table(config, live, legacy)
     manifests: list[dict[str, Any]] = [
         {
             "apiVersion": "v1",
@@ -56,13 +65,15 @@ def render_cluster(
             # with, and kubelets need not watch it.
             "immutable": True,
             "data": {CONFIGMAP_KEY: launch_json(config)},
-        }
+        },
+        routing.configmap(cluster, table),
     ]
     if store.shared(cluster) is not None:
         manifests.append(store.service(cluster))
         manifests.append(store.deployment(cluster, cfg, engine.engine_image(cluster.spec, cfg)))
     for role in config.present_roles():
         manifests.append(engine.headless_service(cluster, role))
+        manifests.extend(routing.revision_services(cluster, role, table))
         manifests.append(
             engine.statefulset(cluster, role, cfg, config, pinned.get(role, current))
         )

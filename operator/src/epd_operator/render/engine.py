@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from epd_connector.launch import routing
 from epd_connector.launch.config import LaunchConfig
+from epd_connector.launch.routing import wiring_revision
 from epd_connector.launch.wiring import ec_consumer_role
 
 from ..api import constants as c
@@ -217,6 +219,9 @@ def pod_template(
     annotations = dict(rs.pod_annotations or {})
     annotations[c.ANNOTATION_CONFIG_CHECKSUM] = role_checksum(config, role)
     labels = {**dict(rs.pod_labels or {}), **selector_labels(cluster, role)}
+    # What the router pairs pods by (not a selector label: the role's workload keeps its
+    # selector while its pods move from one wiring revision to the next).
+    labels[c.LABEL_WIRING_REVISION] = wiring_revision(config)
     template: dict[str, Any] = {
         "metadata": {"labels": labels, "annotations": annotations},
         "spec": pod_spec,
@@ -246,6 +251,19 @@ def headless_service(obj: EPDCluster, role: str) -> dict[str, Any]:
             ],
         },
     }
+
+
+def revision_service(obj: EPDCluster, role: str, wiring: str, port: int) -> dict[str, Any]:
+    """The headless Service of `role`'s pods of one wiring revision, which the router resolves
+    for that revision (launch.routing); `port` is the role's port in that revision."""
+    service = headless_service(obj, role)
+    service["metadata"]["name"] = routing.revision_service(service["metadata"]["name"], wiring)
+    service["spec"]["selector"] = {
+        **selector_labels(obj.metadata.name, role),
+        c.LABEL_WIRING_REVISION: wiring,
+    }
+    service["spec"]["ports"][0]["port"] = port
+    return service
 
 
 def statefulset(

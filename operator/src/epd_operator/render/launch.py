@@ -29,6 +29,7 @@ from epd_connector.launch.config import (
 from epd_connector.launch.config import (
     Parallelism as ParallelismLaunch,
 )
+from epd_connector.launch.routing import wiring_revision
 
 from ..api.models import EPDCluster, EPDClusterSpec, RoleSpec
 from ..api.parse import MODEL_MOUNT, buffer_size_bytes
@@ -130,11 +131,14 @@ def _without_replicas(role: dict[str, Any]) -> dict[str, Any]:
 
 
 def role_checksum(config: LaunchConfig, role: str) -> str:
-    """Checksum of what a pod of `role` reads from the launch config."""
+    """Checksum of what a pod of `role` reads from the launch config, and of the wiring its
+    peers and the router pair it by: a change to any role's Service, port or parallelism
+    moves every role to the new wiring revision together (docs/rollouts.md)."""
     data = config.model_dump(mode="json", exclude_none=True)
     roles = data.pop("roles")
     data["topology"] = config.topology
     data["role"] = _without_replicas(roles[role])
+    data["wiring"] = wiring_revision(config)
     return stable_hash(data)
 
 

@@ -46,6 +46,11 @@ def launch_configmap_name(cluster: str, revision: str) -> str:
     return child_name(cluster, f"launch-{revision}")
 
 
+def routing_configmap_name(cluster: str) -> str:
+    """The router's routing table (mutable; launch.routing)."""
+    return child_name(cluster, "routing")
+
+
 def role_name(cluster: str, role: str) -> str:
     """StatefulSet and headless Service of a role share this name."""
     return child_name(cluster, role, MAX_STATEFULSET_NAME)

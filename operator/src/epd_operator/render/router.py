@@ -14,9 +14,9 @@ from epd_connector.launch.router_options import RouterOptions
 from ..api import constants as c
 from ..api.models import EPDCluster, RouterSpec
 from ..api.operator_config import OperatorConfig
-from ..api.parse import VOLUME_LAUNCH_CONFIG
+from ..api.parse import VOLUME_LAUNCH_CONFIG, VOLUME_ROUTING
 from .launch import router_checksum
-from .names import metadata, router_name, selector_labels, stable_hash
+from .names import metadata, router_name, routing_configmap_name, selector_labels, stable_hash
 from .resources import container_resources
 
 ROUTER_CONTAINER = "router"
@@ -76,6 +76,8 @@ def deployment(
             c.LAUNCH_CONFIG_PATH,
             "--port",
             str(cfg.router_port),
+            "--routing-file",
+            c.ROUTING_PATH,
             *router_flags(obj.spec.router),
         ],
         "env": [
@@ -95,7 +97,8 @@ def deployment(
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [
-            {"name": VOLUME_LAUNCH_CONFIG, "mountPath": c.LAUNCH_CONFIG_DIR, "readOnly": True}
+            {"name": VOLUME_LAUNCH_CONFIG, "mountPath": c.LAUNCH_CONFIG_DIR, "readOnly": True},
+            {"name": VOLUME_ROUTING, "mountPath": c.ROUTING_DIR, "readOnly": True},
         ],
     }
     pod_spec: dict[str, Any] = {
@@ -107,7 +110,12 @@ def deployment(
             {
                 "name": VOLUME_LAUNCH_CONFIG,
                 "configMap": {"name": configmap, "defaultMode": 0o644},
-            }
+            },
+            # Not a subPath mount: the kubelet refreshes it in place, and the router re-reads it.
+            {
+                "name": VOLUME_ROUTING,
+                "configMap": {"name": routing_configmap_name(cluster), "defaultMode": 0o644},
+            },
         ],
     }
     if cfg.image_pull_secrets:
