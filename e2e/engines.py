@@ -52,8 +52,8 @@ from epd_connector.sim.procs import (
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
 from epd_operator.render.engine import statefulset
-from epd_operator.render.launch import launch_config
-from epd_operator.render.names import role_name
+from epd_operator.render.launch import launch_config, launch_revision
+from epd_operator.render.names import launch_configmap_name, role_name
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALLER = REPO / "hack" / "install-vllm-env.sh"
@@ -262,7 +262,9 @@ class EngineCluster:
         cfg = OperatorConfig()
         launcher = str(Path(sys.executable).with_name("epd-engine"))
         for role in self.config.present_roles():
-            rendered = statefulset(self.model, role, cfg, self.config)
+            # The pods mount the current revision's launch ConfigMap (here: the file above).
+            configmap = launch_configmap_name(self.config.cluster, launch_revision(self.config))
+            rendered = statefulset(self.model, role, cfg, self.config, configmap)
             for ordinal in range(rendered["spec"]["replicas"]):
                 pod = f"{role_name(self.config.cluster, role)}-{ordinal}"
                 host = next_loopback_ip()

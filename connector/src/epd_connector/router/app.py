@@ -209,14 +209,16 @@ class Router:
     def _view(self, revision: str) -> LaunchConfig:
         return self.views.get(revision, self.config)
 
-    def _revisions_for(self, req: _Req) -> set[str]:
-        """The revisions the next pick of `req` may use: its own once pinned."""
+    def _revisions_for(self, req: _Req) -> set[str] | None:
+        """The revisions the next pick of `req` may use: its own once pinned. None (any) when
+        no revision can serve it whole right now: the first pick then pins one, and the stage
+        that lacks pods is the one that queues and names itself in the 503."""
         if req.revision is not None:
             return {req.revision}
         needed = ["prefill", "decode"] if self.topology == "E/P/D" else ["decode"]
         if req.refs:
             needed.append("encoder")
-        return eligible_revisions(self.pools, needed, time.monotonic())
+        return eligible_revisions(self.pools, needed, time.monotonic()) or None
 
     def _update_gauges(self) -> None:
         now = time.monotonic()
