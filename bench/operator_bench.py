@@ -112,6 +112,20 @@ class Audit:
                     seen[ev["auditID"]] = f"{ev['verb']} {res}"
         return collections.Counter(seen.values())
 
+    def lines(self, since: float, until: float) -> list[str]:
+        """Each of the operator's requests received in [since, until): seconds after `since`,
+        verb, request URI (what says which watch renewed, or which read happened)."""
+        seen: dict[str, tuple[float, str]] = {}
+        with self.path.open() as f:
+            for line in f:
+                ev = json.loads(line)
+                if (ev.get("user") or {}).get("username") != OP_USER:
+                    continue
+                t = datetime.fromisoformat(ev["requestReceivedTimestamp"]).timestamp()
+                if since <= t < until:
+                    seen[ev["auditID"]] = (t - since, f"{ev['verb']} {ev.get('requestURI')}")
+        return [f"+{t:6.1f}s {what}" for t, what in sorted(seen.values())]
+
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads)."""
@@ -258,6 +272,7 @@ def main() -> int:
         idle_writes = op.writes() - writes0
         time.sleep(1.0)
         idle_req = audit.requests(wall0, wall1)
+        idle_lines = audit.lines(wall0, wall1)
 
         # Update wave: every spec changes (the model name), in one apply.
         for obj in items:
@@ -303,6 +318,8 @@ def main() -> int:
               f"{cpu_idle:.2f}s; API requests {ir + iw} ({ir} reads, {iw} writes); operator's "
               f"write counter {idle_writes:.0f}")
         print(f"    by verb: {fmt(idle_req)}")
+        for line in idle_lines:
+            print(f"      {line}")
         print(f"  update wave: operator CPU {cpu_update:.1f}s ({cpu_update / n:.3f}s/object); "
               f"API requests {ur + uw} ({(ur + uw) / n:.1f}/object: {ur / n:.1f} reads, "
               f"{uw / n:.1f} writes); operator's write counter {writes_update:.0f}")
