@@ -42,6 +42,8 @@ LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_ROLE: Final = f"{GROUP}/role"
 LABEL_REVISION: Final = f"{GROUP}/revision"
+# On each immutable launch ConfigMap: the launch revision (hash of its content) it holds.
+LABEL_LAUNCH_REVISION: Final = f"{GROUP}/launch-revision"
 APP_NAME: Final = "epd"
 MANAGED_BY: Final = "epd-operator"
 
@@ -78,6 +80,7 @@ CONDITION_TYPES: Final = (CONDITION_READY, CONDITION_PROGRESSING, CONDITION_DEGR
 
 REASON_RECONCILED: Final = "Reconciled"
 REASON_ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
+REASON_ROLLOUT_PAUSED: Final = "RolloutPaused"  # spec.paused holds a rollout mid-way
 REASON_SPEC_INVALID: Final = "SpecInvalid"
 REASON_INSUFFICIENT_RESOURCES: Final = "InsufficientResources"
 REASON_RECONCILE_ERROR: Final = "ReconcileError"

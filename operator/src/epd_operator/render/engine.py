@@ -28,7 +28,7 @@ from ..api.parse import (
 )
 from ..api.quantity import canonical_quantity
 from .launch import role_checksum
-from .names import configmap_name, metadata, role_name, selector_labels, stable_hash
+from .names import metadata, role_name, selector_labels, stable_hash
 from .preflight import preflight_container
 from .store import encoder_pinned_bytes, raise_memory
 
@@ -121,8 +121,9 @@ def _model_volumes(spec: EPDClusterSpec) -> tuple[list[dict[str, Any]], list[dic
 
 
 def pod_template(
-    obj: EPDCluster, role: str, cfg: OperatorConfig, config: LaunchConfig
+    obj: EPDCluster, role: str, cfg: OperatorConfig, config: LaunchConfig, configmap: str
 ) -> dict[str, Any]:
+    """The pod template of `role`; its pods mount the launch ConfigMap named `configmap`."""
     spec = obj.spec
     rs: RoleSpec = getattr(spec.roles, role)
     cluster = obj.metadata.name
@@ -142,7 +143,7 @@ def pod_template(
     volumes: list[dict[str, Any]] = [
         {
             "name": VOLUME_LAUNCH_CONFIG,
-            "configMap": {"name": configmap_name(cluster), "defaultMode": 0o644},
+            "configMap": {"name": configmap, "defaultMode": 0o644},
         },
         {"name": VOLUME_SHM, "emptyDir": {"medium": "Memory", "sizeLimit": cfg.shm_size}},
     ]
@@ -248,11 +249,11 @@ def headless_service(obj: EPDCluster, role: str) -> dict[str, Any]:
 
 
 def statefulset(
-    obj: EPDCluster, role: str, cfg: OperatorConfig, config: LaunchConfig
+    obj: EPDCluster, role: str, cfg: OperatorConfig, config: LaunchConfig, configmap: str
 ) -> dict[str, Any]:
     rs: RoleSpec = getattr(obj.spec.roles, role)
     name = role_name(obj.metadata.name, role)
-    template = pod_template(obj, role, cfg, config)
+    template = pod_template(obj, role, cfg, config, configmap)
     meta = metadata(obj, name, role)
     meta["labels"][c.LABEL_REVISION] = template["metadata"]["labels"][c.LABEL_REVISION]
     return {
@@ -263,7 +264,24 @@ def statefulset(
             "serviceName": name,
             "replicas": rs.replicas,
             "podManagementPolicy": "Parallel",
+            # reconcile.partitions lowers the partition step by step during a rollout.
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
             "selector": {"matchLabels": selector_labels(obj.metadata.name, role)},
             "template": template,
+        },
+    }
+
+
+def disruption_budget(obj: EPDCluster, role: str) -> dict[str, Any]:
+    """The role's PodDisruptionBudget: voluntary disruptions (node drains, evictions) take
+    at most `rollout.maxUnavailable` of its pods at once, the bound a rollout step keeps."""
+    rs: RoleSpec = getattr(obj.spec.roles, role)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(obj, role_name(obj.metadata.name, role), role),
+        "spec": {
+            "maxUnavailable": rs.rollout.max_unavailable,
+            "selector": {"matchLabels": selector_labels(obj.metadata.name, role)},
         },
     }

@@ -16,7 +16,7 @@ from ..api.models import EPDCluster, RouterSpec
 from ..api.operator_config import OperatorConfig
 from ..api.parse import VOLUME_LAUNCH_CONFIG
 from .launch import router_checksum
-from .names import configmap_name, metadata, router_name, selector_labels, stable_hash
+from .names import metadata, router_name, selector_labels, stable_hash
 from .resources import container_resources
 
 ROUTER_CONTAINER = "router"
@@ -60,7 +60,10 @@ def router_flags(router: RouterSpec) -> list[str]:
     return flags
 
 
-def deployment(obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig) -> dict[str, Any]:
+def deployment(
+    obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig, configmap: str
+) -> dict[str, Any]:
+    """The router Deployment; its pods mount the launch ConfigMap named `configmap`."""
     cluster = obj.metadata.name
     name = router_name(cluster)
     container: dict[str, Any] = {
@@ -103,7 +106,7 @@ def deployment(obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig) -> di
         "volumes": [
             {
                 "name": VOLUME_LAUNCH_CONFIG,
-                "configMap": {"name": configmap_name(cluster), "defaultMode": 0o644},
+                "configMap": {"name": configmap, "defaultMode": 0o644},
             }
         ],
     }
