@@ -377,7 +377,7 @@ def test_a_reflector_reports_bookmarks_deadlines_and_refusals() -> None:
     sink = ChildCache(kube, ["ns"])
     r = run_once(kube, SVC, sink)
     st = r.state()
-    assert (st.bookmarks, st.error_status, st.running) == (1, None, False)  # stopped
+    assert (r.bookmarks, st.error_status, st.running) == (1, None, False)  # stopped
     assert st.alive_at is not None
     assert st.deadline is not None
     assert st.deadline - st.alive_at > WATCH_TIMEOUT_S[0]

@@ -101,6 +101,10 @@ class Runtime:
 
     def remember(self, uid: str, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
+        if "managedFields" in meta:
+            # Held for every EPDCluster, and nothing reads them.
+            meta = {k: v for k, v in meta.items() if k != "managedFields"}
+            body = {**body, "metadata": meta}
         self.bodies[uid] = body
         self.uid_by_name[(str(meta.get("namespace")), str(meta.get("name")))] = uid
 

@@ -3,12 +3,14 @@
 `/healthz` (kopf's liveness endpoint) runs a probe (handlers) that must cost the apiserver
 nothing: an idle operator makes no request at all. What it judges instead:
 
-- each watch of the caches (`reconcile.cache.Reflector.state()`): its thread runs; something
-  came from its stream recently (a listing, an event, or a bookmark, which the apiserver sends
-  about once a minute on an idle watch); its current watch has not overrun the timeout it
-  asked for (a stream stalled without the apiserver closing it); the apiserver did not refuse
-  our credentials (401/403) on its last request. A watch that broke is re-listed by its
-  reflector with a backoff; only one that stays broken past the grace period fails the probe;
+- each watch of the caches (`reconcile.cache.Reflector.state()`): its thread runs; its
+  current watch has not overrun the timeout it asked for (a stream the apiserver never
+  closed); the apiserver did not refuse our credentials (401/403) on its last request; and,
+  while no watch is open (re-listing after failures, with a backoff), the last listing is no
+  older than the grace period. A quiet open watch is not suspect in itself: the apiserver's
+  bookmarks come about once a minute but may skip minutes on a kind nothing happens to
+  (measured on kube-apiserver: 121 s), and a dead connection is found by TCP keepalive
+  (`Kube.from_environment`), which breaks the stream and makes the reflector re-list;
 - the last answer of any request we made (`Kube.unauthorized`): a 401 means our credentials
   stopped working (the ServiceAccount or its token is gone, e.g. after `helm uninstall`). An
   open watch keeps streaming after that (the apiserver authenticates a request once, when it
@@ -25,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# A watch that brought nothing for this long is lost: three missed bookmarks.
+# Re-listing has failed for this long: the cache is lost.
 QUIET_GRACE_S = 180.0
 
 
@@ -37,7 +39,6 @@ class WatchState:
     running: bool
     alive_at: float | None  # the last listing, event or bookmark (or the start)
     deadline: float | None  # when the watch now open must have ended; None: none open
-    bookmarks: int  # bookmarks seen so far (0: this apiserver may send none mid-stream)
     error_status: int | None  # HTTP status of the last failure; None since a listing
 
 
@@ -53,10 +54,8 @@ def watch_problems(states: Iterable[WatchState], now: float,
         elif s.deadline is not None and now > s.deadline:
             out.append(f"{s.name}: the watch outlived its timeout by "
                        f"{now - s.deadline:.0f}s (stuck)")
-        elif s.alive_at is None or (
-                now - s.alive_at > grace_s and (s.bookmarks > 0 or s.deadline is None)):
-            # Without a watch open (re-listing after failures), or on an apiserver known to
-            # send bookmarks: too long without a sign of life.
+        elif s.alive_at is None or (s.deadline is None and now - s.alive_at > grace_s):
+            # No watch open (re-listing after failures) for too long.
             quiet = "ever" if s.alive_at is None else f"{now - s.alive_at:.0f}s"
             out.append(f"{s.name}: nothing from the API for {quiet}"
                        + (f" (last error HTTP {s.error_status})" if s.error_status else ""))

@@ -179,6 +179,9 @@ class Kube:
             )
         # One connection per worker thread of the reconcile pool, plus the resync burst.
         cfg.connection_pool_maxsize = 32
+        # TCP keepalive (the client's own, client-go's timings): a watch whose connection died
+        # silently breaks within minutes and is re-listed, without any API request at idle.
+        cfg.keep_alive = True
         api = k8s_client.ApiClient(cfg)
 
         def transport(
