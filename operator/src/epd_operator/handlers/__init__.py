@@ -35,6 +35,8 @@ __all__ = ["Options", "Runtime", "configure", "register"]
 
 log = logging.getLogger(__name__)
 
+WATCH_RENEW_S = 1800
+
 def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     """kopf settings of this operator (also used by the tests that run it)."""
     prefix = c.KOPF_PREFIX
@@ -52,7 +54,13 @@ def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     settings.scanning.disabled = True
     settings.execution.max_workers = options.workers
     settings.networking.request_timeout = 60
-    settings.watching.server_timeout = 300
+    # The EPDCluster watch: renewed every 30 min (the apiserver's own shortest default), each
+    # renewal being one request at idle. kopf's inactivity timeout (reconnect when no event or
+    # bookmark came for 70 s by default) would add requests at idle: the apiserver's bookmarks
+    # may skip minutes on a quiet kind. A dead connection ends at the client timeout at worst.
+    settings.watching.server_timeout = WATCH_RENEW_S
+    settings.watching.client_timeout = WATCH_RENEW_S + 60
+    settings.watching.inactivity_timeout = WATCH_RENEW_S + 60
 
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
