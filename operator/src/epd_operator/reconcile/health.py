@@ -17,9 +17,8 @@ nothing: an idle operator makes no request at all. What it judges instead:
   starts), so this is seen by the next request: the next pass with something to write, or a
   watch renewal.
 
-kopf's own EPDCluster watch reconnects by itself when nothing (no event, no bookmark) came
-for `settings.watching.inactivity_timeout`, and stops the operator when its credentials are
-refused; it needs no check here. Pure: the caller passes the clock reading.
+kopf's own EPDCluster watch is not judged here: it is renewed every 30 min, and one stuck
+ends at its client timeout (handlers.configure). Pure: the caller passes the clock reading.
 """
 
 from __future__ import annotations
