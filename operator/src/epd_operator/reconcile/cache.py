@@ -58,7 +58,7 @@ POD_SELECTOR = f"{c.LABEL_NAME}={c.APP_NAME}"
 # A watch is renewed after a random time in this range (seconds), so the kinds' renewals
 # spread out; nothing is re-listed then. The range is the apiserver's own default for a watch
 # that names no timeout (--min-request-timeout 1800 s, times 1 to 2): a renewal is a request
-# at idle, and a silently stalled stream is caught by the bookmarks, not by renewing often.
+# at idle, and a dead connection is found by TCP keepalive (kube.py), not by renewing often.
 WATCH_TIMEOUT_S = (1800, 3600)
 # A watch whose stream has not ended this long after its timeout is stuck (the read timeout
 # ends it 30 s after the timeout; this adds the re-list's own time).
