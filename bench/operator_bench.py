@@ -224,7 +224,7 @@ def main() -> int:
             items.append(obj)
         cpu0, wall0, writes0 = cpu_seconds(pid), time.time(), op.writes()
         t_apply = time.monotonic()
-        cluster.kubectl("-n", NS, "apply", "-f", "-", timeout=300, input=json.dumps(
+        cluster.kubectl("-n", NS, "apply", "-f", "-", timeout=args.timeout, input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": items}))
         apply_s = time.monotonic() - t_apply
 
@@ -278,7 +278,7 @@ def main() -> int:
         for obj in items:
             obj["spec"]["model"]["name"] = obj["spec"]["model"]["name"] + "-FP8"
         cpu0, wall0, writes0 = cpu_seconds(pid), time.time(), op.writes()
-        cluster.kubectl("-n", NS, "apply", "-f", "-", timeout=300, input=json.dumps(
+        cluster.kubectl("-n", NS, "apply", "-f", "-", timeout=args.timeout, input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": items}))
 
         def observed_all() -> bool:
