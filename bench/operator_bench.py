@@ -262,6 +262,23 @@ def main() -> int:
         writes_create = op.writes() - writes0
         time.sleep(1.0)  # the audit log catches up
         create_req = audit.requests(wall0, wall1 + 0.5)
+        n = args.clusters
+        cr, cw = split(create_req)
+        print(f"operator benchmark: {n} EPDClusters (minimal sample, "
+              f"{len(sample['spec']['roles'])} roles + router), kwok with {n_nodes} nodes, "
+              f"workers={args.workers}, resync={args.resync:g}s")
+        print(f"  kubectl apply of all {n}: {apply_s:.2f}s; first create -> last Ready: "
+              f"{total_s:.2f}s; first create -> last children applied: {applied_total:.2f}s")
+        print(f"  create -> all children applied: p50 {pct(to_applied, .5):.2f}s  "
+              f"p99 {pct(to_applied, .99):.2f}s  (mean {statistics.mean(to_applied):.2f}s)")
+        print(f"  create -> Ready:                 p50 {pct(to_ready, .5):.2f}s  "
+              f"p99 {pct(to_ready, .99):.2f}s  (mean {statistics.mean(to_ready):.2f}s)")
+        print(f"  create wave: operator CPU {cpu_create:.1f}s ({cpu_create / n:.3f}s/object); "
+              f"API requests {cr + cw} ({(cr + cw) / n:.1f}/object: {cr / n:.1f} reads, "
+              f"{cw / n:.1f} writes); operator's write counter {writes_create:.0f}")
+        print(f"    by verb: {fmt(create_req)}")
+        print(f"  operator RSS after the create wave: {op.rss_bytes() / 2**20:.1f} MiB",
+              flush=True)
 
         # Idle: nothing changes for `--idle` seconds; resync passes run meanwhile.
         cpu0, wall0, passes0 = cpu_seconds(pid), time.time(), op.reconciles("resync")
@@ -273,6 +290,14 @@ def main() -> int:
         time.sleep(1.0)
         idle_req = audit.requests(wall0, wall1)
         idle_lines = audit.lines(wall0, wall1)
+        ir, iw = split(idle_req)
+        print(f"  idle {args.idle:g}s ({idle_passes:.0f} resync passes): operator CPU "
+              f"{cpu_idle:.2f}s; API requests {ir + iw} ({ir} reads, {iw} writes); operator's "
+              f"write counter {idle_writes:.0f}")
+        print(f"    by verb: {fmt(idle_req)}")
+        for line in idle_lines:
+            print(f"      {line}")
+        sys.stdout.flush()
 
         # Update wave: every spec changes (the model name), in one apply.
         for obj in items:
@@ -296,30 +321,7 @@ def main() -> int:
         time.sleep(1.0)
         update_req = audit.requests(wall0, wall1 + 0.5)
         rss, rss_peak = op.rss_bytes(), peak_rss(pid)
-
-        n = args.clusters
-        cr, cw = split(create_req)
-        ir, iw = split(idle_req)
         ur, uw = split(update_req)
-        print(f"operator benchmark: {n} EPDClusters (minimal sample, "
-              f"{len(sample['spec']['roles'])} roles + router), kwok with {n_nodes} nodes, "
-              f"workers={args.workers}, resync={args.resync:g}s")
-        print(f"  kubectl apply of all {n}: {apply_s:.2f}s; first create -> last Ready: "
-              f"{total_s:.2f}s; first create -> last children applied: {applied_total:.2f}s")
-        print(f"  create -> all children applied: p50 {pct(to_applied, .5):.2f}s  "
-              f"p99 {pct(to_applied, .99):.2f}s  (mean {statistics.mean(to_applied):.2f}s)")
-        print(f"  create -> Ready:                 p50 {pct(to_ready, .5):.2f}s  "
-              f"p99 {pct(to_ready, .99):.2f}s  (mean {statistics.mean(to_ready):.2f}s)")
-        print(f"  create wave: operator CPU {cpu_create:.1f}s ({cpu_create / n:.3f}s/object); "
-              f"API requests {cr + cw} ({(cr + cw) / n:.1f}/object: {cr / n:.1f} reads, "
-              f"{cw / n:.1f} writes); operator's write counter {writes_create:.0f}")
-        print(f"    by verb: {fmt(create_req)}")
-        print(f"  idle {args.idle:g}s ({idle_passes:.0f} resync passes): operator CPU "
-              f"{cpu_idle:.2f}s; API requests {ir + iw} ({ir} reads, {iw} writes); operator's "
-              f"write counter {idle_writes:.0f}")
-        print(f"    by verb: {fmt(idle_req)}")
-        for line in idle_lines:
-            print(f"      {line}")
         print(f"  update wave: operator CPU {cpu_update:.1f}s ({cpu_update / n:.3f}s/object); "
               f"API requests {ur + uw} ({(ur + uw) / n:.1f}/object: {ur / n:.1f} reads, "
               f"{uw / n:.1f} writes); operator's write counter {writes_update:.0f}")
