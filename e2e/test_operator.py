@@ -801,10 +801,22 @@ def test_8c_a_coordinated_rollout_survives_an_operator_kill(env: Env) -> None:
 
 def test_9_healthz_fails_once_the_credentials_are_gone(env: Env) -> None:
     # Last: it leaves the operator without credentials (what `helm uninstall` does to it).
-    if not isinstance(env.op, OperatorProcess):
+    op = env.op
+    if not isinstance(op, OperatorProcess):
         pytest.skip("the in-cluster operator's pod goes with its ServiceAccount")
-    assert env.op.healthz() == 200
+    name = "healthz-probe"
+    env.apply(minimal(name))
+    wait_condition(env, name, "Ready")
+    assert op.healthz() == 200
     env.cluster.kubectl("-n", OP_NS, "delete", "serviceaccount", SA)
-    # kopf caches probe results for 10 s; the next probe after that lists with a dead token.
-    wait_for("/healthz to fail", lambda: env.op.healthz() == 500, timeout=60, interval=1)
+    # The apiserver refuses the token once its authenticator has seen the deletion.
+    wait_for("the operator's token to be refused", lambda: env.cluster.kubectl(
+        "--kubeconfig", str(op.kubeconfig), "get", "--raw", "/api",
+        check=False).returncode != 0, timeout=30, interval=0.5)
+    # The probe asks the API nothing, and the open watches keep streaming (the apiserver
+    # authenticated them when they started): the first request after this is refused. A
+    # child deleted by hand is seen through the watch; restoring it is that request.
+    env.kubectl("delete", "svc", f"{name}-encoder")
+    # kopf caches probe results for 10 s.
+    wait_for("/healthz to fail", lambda: op.healthz() == 500, timeout=60, interval=1)
 

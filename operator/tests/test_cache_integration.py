@@ -1,6 +1,8 @@
 """The watch-fed caches against a real kube-apiserver (kwok): a pass that finds nothing to do
-reads nothing, a child deleted by hand is seen only through the watch and restored, and a
-watch that breaks (its events lost) re-lists and still sees what happened meanwhile.
+reads nothing, a child deleted by hand is seen only through the watch and restored, a
+watch that breaks (its events lost) re-lists and still sees what happened meanwhile, an idle
+watch shows signs of life (bookmarks) and one whose credentials are gone fails the liveness
+judge, and the engine pods' preflight reports come from the pod cache.
 
 The only thing injected is the broken connection (`Flaky` drops the Service watch at the
 test's word, swallowing the event in flight, as a reset connection would); the listing, the
@@ -14,18 +16,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from e2e.operator_proc import serviceaccount_kubeconfig
 from e2e.providers import REPO, Cluster
+from epd_connector.launch.preflight import REPORT_VERSION, report_text
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.reconcile.cache import Caches
 from epd_operator.reconcile.core import StatusMemory, reconcile
-from epd_operator.reconcile.kube import Kind, Kube, KubeError
+from epd_operator.reconcile.health import watch_problems
+from epd_operator.reconcile.kube import CHILD_KINDS, NODE, Kind, Kube, KubeError
 from epd_operator.render.names import router_name
 
 pytestmark = pytest.mark.integration
@@ -171,3 +177,108 @@ def test_a_pass_on_a_stale_cache_reads_the_api(env: Env) -> None:
         assert reads == len(env.caches.children.reflectors)  # one LIST per child kind
     finally:
         env.caches.children.set_synced(svc.scope, True)
+
+
+def test_a_live_idle_watch_is_healthy_and_a_stuck_one_is_not(env: Env) -> None:
+    """A minute and more of nothing: no request, the same streams (bookmarks keep them
+    current), healthy; the judge calls a stream stuck only once it outlived its timeout."""
+    wait_for("a quiet moment", env.caches.synced)
+    before = {s.name: s for s in env.caches.states()}
+    reads = env.kube.reads.total()
+    bookmarks = sum(r.bookmarks for r in env.caches.children.reflectors)
+    wait_for("bookmarks on the idle streams", lambda: sum(
+        r.bookmarks for r in env.caches.children.reflectors) > bookmarks, timeout=75)
+    now = time.monotonic()
+    states = env.caches.states()
+    assert env.kube.reads.total() == reads  # no re-list, no renewal: the same streams
+    assert [s.deadline for s in states] == [before[s.name].deadline for s in states]
+    assert watch_problems(states, now) == []
+    stuck_at = max(s.deadline or 0 for s in states) + 1
+    assert len(watch_problems(states, stuck_at)) == len(states)
+
+
+def test_a_watch_whose_credentials_are_gone_fails_the_liveness_check(env: Env,
+                                                                   tmp_path: Path) -> None:
+    """Caches running as a ServiceAccount that is then deleted: the open streams go on (the
+    apiserver authenticated them once), the next renewal is refused, and the probe's judge
+    names the watch. Renewals every 3 s here (30-60 min in the operator)."""
+    sa = "epd-cache-probe"
+    rules = [{"apiGroups": [k.api_version.rpartition("/")[0]], "resources": [k.plural],
+              "verbs": ["list", "watch"]} for k in (*CHILD_KINDS, NODE)]
+    env.cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+        "items": [
+            {"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": {"name": sa, "namespace": NS}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": sa}, "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": sa},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": sa},
+             "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": NS}]},
+        ]}))
+    kc = serviceaccount_kubeconfig(env.cluster, NS, sa, tmp_path / "sa.kubeconfig")
+    kube = Kube.from_environment(kubeconfig=str(kc))
+    caches = Caches(kube, [NS], watch_timeout_s=(3, 3))
+    caches.start()
+    try:
+        wait_for("the first listings", caches.synced)
+        renewals = kube.reads.snapshot().get(("Service", "watch"), 0)
+        wait_for("a renewal", lambda: kube.reads.snapshot().get(("Service", "watch"), 0)
+                 > renewals, timeout=15)
+        assert watch_problems(caches.states(), time.monotonic()) == []
+        env.cluster.kubectl("-n", NS, "delete", "serviceaccount", sa)
+        problems = wait_for("the judge to name the refused watches", lambda: [
+            p for p in watch_problems(caches.states(), time.monotonic())
+            if "refused our credentials (HTTP 401)" in p], timeout=30)
+        assert any(p.startswith(f"services in {NS}:") for p in problems), problems
+        assert kube.unauthorized is not None  # what the runtime's probe also fails on
+        assert kube.unauthorized.status == 401
+    finally:
+        caches.stop()
+        env.cluster.kubectl("delete", "clusterrolebinding,clusterrole", sa, check=False)
+
+
+def test_the_engine_pods_come_from_the_pod_cache(env: Env) -> None:
+    """An RDMA cluster: the first pass starts the pod cache (and lists once meanwhile); a
+    preflight report put into a pod's status reaches the cache through the watch, tells the
+    owner, and the next pass turns it into TransportReady without listing pods."""
+    name = "cached-rdma"
+    obj = yaml.safe_load((REPO / "crds" / "samples" / "minimal-epd.yaml").read_text())
+    obj["metadata"] = {"name": name, "namespace": NS}
+    obj["spec"]["rdma"] = {"enabled": True, "resourceName": "rdma/hca", "count": 1}
+    env.cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    live = json.loads(env.kubectl("get", "epdc", name, "-o", "json").stdout)
+    out = reconcile(env.kube, live, CFG, env.memory, cache=env.caches)
+    assert out.applied
+    assert env.caches.pods.started
+    pod = f"{name}-decode-0"
+
+    def pod_exists() -> bool:
+        got = env.kubectl("get", "pod", pod, "--ignore-not-found", "-o", "name")
+        return bool(got.stdout.strip())
+
+    wait_for("the StatefulSet's pod", pod_exists)
+    wait_for("the pod in the cache", lambda: pod in {
+        p["metadata"]["name"] for p in env.caches.pods.pods(NS, name) or []})
+    report = report_text({"v": REPORT_VERSION, "transport": "tcp", "reason": "NoRDMADevice",
+                          "message": "no RDMA device"})
+    init = json.loads(env.kubectl("get", "pod", pod, "-o", "json").stdout)[
+        "spec"]["initContainers"][0]
+    env.told.clear()
+    t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    env.kubectl("patch", "pod", pod, "--subresource=status", "--type=merge", "-p", json.dumps(
+        {"status": {"initContainerStatuses": [{
+            "name": init["name"], "image": init["image"], "imageID": "", "ready": True,
+            "restartCount": 0, "state": {"terminated": {
+                "exitCode": 0, "reason": "Completed", "message": report,
+                "startedAt": t, "finishedAt": t}}}]}}))
+    wait_for("the owner to be told of the report", lambda: (NS, name) in env.told)
+    reads = env.kube.reads.total()
+    live = json.loads(env.kubectl("get", "epdc", name, "-o", "json").stdout)
+    out = reconcile(env.kube, live, CFG, env.memory, cache=env.caches)
+    assert env.kube.reads.total() == reads  # pods (and children, nodes) from the caches
+    assert out.conditions["TransportReady"] == "False"
+    status = json.loads(env.kubectl("get", "epdc", name, "-o", "json").stdout)["status"]
+    cond = next(x for x in status["conditions"] if x["type"] == "TransportReady")
+    assert (cond["reason"], pod in cond["message"]) == ("NoRDMADevice", True)

@@ -190,7 +190,7 @@ def test_rbac_is_exactly_what_the_operator_calls(helm: Path) -> None:
     assert allowed(rules, c.GROUP, f"{c.PLURAL}/status") == {"patch"}
     assert allowed(rules, "", "events") == {"create"}
     assert allowed(rules, "", "nodes") == {"list", "watch"}  # the node cache
-    assert allowed(rules, "", "pods") == {"list"}  # read-only: transport preflight reports
+    assert allowed(rules, "", "pods") == {"list", "watch"}  # read-only: the pod cache
     for sub in ("scale", "status"):  # seed/revert the number as HPA does; write its status
         assert allowed(rules, c.GROUP, f"{c.SCALER_PLURAL}/{sub}") == {"patch"}
     granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}

@@ -15,17 +15,27 @@ from typing import Any
 
 import pytest
 
+from epd_connector.launch.preflight import (
+    INIT_CONTAINER,
+    REPORT_VERSION,
+    parse_report,
+    report_text,
+)
 from epd_operator.api import constants as c
 from epd_operator.reconcile import resources
 from epd_operator.reconcile.cache import (
     CHILD_SELECTOR,
+    POD_SELECTOR,
+    WATCH_TIMEOUT_S,
     Caches,
     ChildCache,
     NodeCache,
+    PodCache,
     Reflector,
     newer,
 )
 from epd_operator.reconcile.kube import CHILD_KINDS, NODE, Kind, Kube, KubeError, Listing
+from epd_operator.reconcile.transport import pod_report
 
 CM = next(k for k in CHILD_KINDS if k.kind == "ConfigMap")
 SVC = next(k for k in CHILD_KINDS if k.kind == "Service")
@@ -297,3 +307,85 @@ def test_a_missing_optional_crd_lists_as_empty() -> None:
     scaler.start()  # the thread treats it as "none exist" and looks again later
     wait(lambda: caches.children.synced([scaler.scope]))
     scaler.stop()
+
+
+def pod(name: str, owner: str, rv: int, *, report: str | None = None,
+        phase: str = "Pending", role: str = "decode") -> dict[str, Any]:
+    init: dict[str, Any] = {"name": INIT_CONTAINER, "image": "img", "ready": False,
+                            "state": {"running": {"startedAt": "t"}}}
+    if report is not None:
+        init["state"] = {"terminated": {"exitCode": 0, "message": report, "finishedAt": "t"}}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": str(rv),
+                         "labels": {c.LABEL_INSTANCE: owner, c.LABEL_ROLE: role,
+                                    c.LABEL_NAME: c.APP_NAME, "pod-template-hash": "x"},
+                         "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"containers": [{"name": "engine", "image": "img"}]},
+            "status": {"phase": phase, "podIP": "10.0.0.1", "initContainerStatuses": [
+                init, {"name": "other-init", "state": {"terminated": {"message": "x"}}}]}}
+
+
+def test_the_pod_cache_keeps_the_reports_and_tells_the_owner_only_when_one_changes() -> None:
+    kube = Scripted()
+    kube.listings["Pod"] = [Listing([pod("a-decode-0", "a", 5)], "5")]
+    report = report_text({"v": REPORT_VERSION, "transport": "rdma", "reason": "RDMA"})
+    kube.streams["Pod"] = [[
+        {"type": "MODIFIED", "object": pod("a-decode-0", "a", 6, phase="Running")},
+        {"type": "MODIFIED", "object": pod("a-decode-0", "a", 7, report=report)},
+        {"type": "MODIFIED", "object": pod("a-decode-0", "a", 8, report=report,
+                                           phase="Running")},
+    ]]
+    told = Told()
+    cache = PodCache(kube, ["ns"], told)
+    (r,) = cache.reflectors
+    r.stop()
+    r.run_once()
+    got = cache._objs[("Pod", "ns", "a-decode-0")]
+    # Slim: name, owner and role labels, the preflight container's termination message.
+    assert got == {"kind": "Pod", "metadata": {
+        "name": "a-decode-0", "namespace": "ns", "resourceVersion": "8",
+        "labels": {c.LABEL_INSTANCE: "a", c.LABEL_ROLE: "decode"}},
+        "status": {"initContainerStatuses": [
+            {"name": INIT_CONTAINER, "state": {"terminated": {"message": report}}}]}}
+    assert pod_report(got) == parse_report(report)
+    # The listing and the report are news; a phase change before or after is not.
+    assert told.owners == [("ns", "a"), ("ns", "a")]
+    assert [x for x in kube.calls if x[1] == "Pod"] == [
+        ("list", "Pod", POD_SELECTOR), ("watch", "Pod", "5")]
+
+
+def test_pods_start_watching_on_first_use_and_answer_none_until_listed() -> None:
+    kube = Scripted()
+    kube.listings["Pod"] = [Listing([pod("a-decode-0", "a", 5), pod("b-decode-0", "b", 6)],
+                                    "6")]
+    caches = Caches(kube, ["ns"])
+    assert not caches.pods.started
+    assert all(s.name != "pods in ns" for s in caches.states())
+    first = caches.pods.pods("ns", "a")  # wanted now: the reflector starts
+    assert caches.pods.started
+    wait(lambda: caches.pods.pods("ns", "a") is not None)
+    assert first is None or first  # None when asked before the listing came back
+    assert [p["metadata"]["name"] for p in caches.pods.pods("ns", "a") or []] == ["a-decode-0"]
+    assert any(s.name == "pods in ns" for s in caches.states())
+    caches.stop()
+
+
+def test_a_reflector_reports_bookmarks_deadlines_and_refusals() -> None:
+    kube = Scripted()
+    kube.streams["Service"] = [[
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}}]]
+    sink = ChildCache(kube, ["ns"])
+    r = run_once(kube, SVC, sink)
+    st = r.state()
+    assert (r.bookmarks, st.error_status, st.running) == (1, None, False)  # stopped
+    assert st.alive_at is not None
+    assert st.deadline is not None
+    assert st.deadline - st.alive_at > WATCH_TIMEOUT_S[0]
+
+    kube.listings["Service"] = [KubeError("list", "services", 401, "Unauthorized")]
+    refused = Reflector(kube, SVC, "ns", "sel", sink)
+    refused.start()
+    wait(lambda: refused.state().error_status == 401)
+    assert refused.state().running
+    assert refused.state().deadline is None
+    refused.stop()

@@ -69,10 +69,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "watch", "create", "patch", "delete"]
 # Engine pods are only read: their status carries the transport preflight report
-# (TransportReady). Never written.
+# (TransportReady), kept by a watch-fed cache once a cluster asks for RDMA. Never written.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # Per-role scale targets (EPDRoleScaler): children like the above, watched so a `kubectl
 # scale` / HPA write reaches the StatefulSet at once; the operator seeds or reverts their
 # number through /scale (as HPA does) and writes their status.

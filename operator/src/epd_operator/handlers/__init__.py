@@ -9,7 +9,8 @@
   deleted or hand-edited child is restored and a role's scale target is applied (or
   reverted) without waiting for the resync;
 - every EPDCluster watch event, to keep the newest body for the two triggers above;
-- a liveness probe (/healthz): fails when the API refuses our credentials or the watch is lost.
+- a liveness probe (/healthz): fails when the API refused our credentials or a watch is lost
+  (judged from the watches' own signs of life: the probe makes no API request).
 
 Handlers return nothing (kopf would store it in status) and keep no state of their own.
 kopf's bookkeeping (finalizer, progress and diff-base annotations) lives under our prefix
@@ -20,7 +21,6 @@ one), so an EPDCluster stays deletable while the operator is down or uninstalled
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +34,8 @@ from .runtime import Options, Runtime
 __all__ = ["Options", "Runtime", "configure", "register"]
 
 log = logging.getLogger(__name__)
+
+WATCH_RENEW_S = 1800
 
 def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     """kopf settings of this operator (also used by the tests that run it)."""
@@ -52,7 +54,13 @@ def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     settings.scanning.disabled = True
     settings.execution.max_workers = options.workers
     settings.networking.request_timeout = 60
-    settings.watching.server_timeout = 300
+    # The EPDCluster watch: renewed every 30 min (the apiserver's own shortest default), each
+    # renewal being one request at idle. kopf's inactivity timeout (reconnect when no event or
+    # bookmark came for 70 s by default) would add requests at idle: the apiserver's bookmarks
+    # may skip minutes on a quiet kind. A dead connection ends at the client timeout at worst.
+    settings.watching.server_timeout = WATCH_RENEW_S
+    settings.watching.client_timeout = WATCH_RENEW_S + 60
+    settings.watching.inactivity_timeout = WATCH_RENEW_S + 60
 
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
@@ -80,8 +88,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
 
     async def healthy(**_: Any) -> dict[str, int]:
         # /healthz: a failing probe makes kopf answer 500 (PERMANENT: no kopf retry loop).
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(runtime.executor, runtime.check_health)
+        # No API request: it judges what the watches and the last answers said.
+        return runtime.check_health()
 
     kopf.on.probe(registry=registry, id="api", errors=kopf.ErrorsMode.PERMANENT)(healthy)
     kopf.on.cleanup(registry=registry, id="stop-resync")(stop)

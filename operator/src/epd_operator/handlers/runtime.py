@@ -44,8 +44,8 @@ from epd_operator.metrics import Metrics
 from epd_operator.reconcile.backoff import Backoff, BackoffPolicy
 from epd_operator.reconcile.cache import Caches
 from epd_operator.reconcile.core import Outcome, StatusMemory, reconcile
-from epd_operator.reconcile.health import WatchCheck
-from epd_operator.reconcile.kube import Kube, KubeError
+from epd_operator.reconcile.health import watch_problems
+from epd_operator.reconcile.kube import Kube
 
 # Triggers that only say "look again": skipped while the object waits for a backoff retry.
 LOOK_AGAIN = frozenset({"resync", "child"})
@@ -83,7 +83,6 @@ class Runtime:
         self.backoff = backoff or Backoff(options.retry)
         self.metrics.retries.source = self._retry_rows
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}
-        self.watch_check = WatchCheck(grace_s=max(60.0, 2 * options.resync_seconds))
         self.executor = ThreadPoolExecutor(max_workers=options.workers,
                                            thread_name_prefix="reconcile")
         self._locks: dict[str, asyncio.Lock] = {}
@@ -102,6 +101,10 @@ class Runtime:
 
     def remember(self, uid: str, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
+        if "managedFields" in meta:
+            # Held for every EPDCluster, and nothing reads them.
+            meta = {k: v for k, v in meta.items() if k != "managedFields"}
+            body = {**body, "metadata": meta}
         self.bodies[uid] = body
         self.uid_by_name[(str(meta.get("namespace")), str(meta.get("name")))] = uid
 
@@ -259,19 +262,16 @@ class Runtime:
             )
 
     def check_health(self) -> dict[str, int]:
-        """Raises HealthError when the API refuses our credentials or the watch is lost
-        (blocking: run it in the executor)."""
-        try:
-            listed = self.kube.list_epdcluster_versions(self.options.namespaces)
-        except KubeError as exc:
-            raise HealthError(f"cannot list EPDClusters: {exc}") from exc
-        seen = {uid: (body.get("metadata") or {}).get("resourceVersion")
-                for uid, body in self.bodies.items()}
-        stale = self.watch_check.observe(listed, seen, time.monotonic())
-        if stale:
-            raise HealthError(f"the EPDCluster watch is behind the API for {len(stale)} "
-                              f"object(s) (e.g. uid {stale[0]}): watch lost")
-        return {"epdclusters": len(listed)}
+        """Raises HealthError when the API refused our credentials or a watch is lost
+        (reconcile.health); makes no API request."""
+        refused = self.kube.unauthorized
+        if refused is not None:
+            raise HealthError(f"the API refuses our credentials: {refused}")
+        states = self.caches.states() if self._loop is not None else []
+        problems = watch_problems(states, time.monotonic())
+        if problems:
+            raise HealthError("; ".join(problems))
+        return {"epdclusters": len(self.bodies), "watches": len(states)}
 
     def forget(self, uid: str) -> None:
         body = self.bodies.pop(uid, None)

@@ -139,9 +139,11 @@ def _rfc3339(t: datetime) -> str:
 def _transport(
     kube: Kube, ns: str, name: str, *, rdma_enabled: bool | None,
     previous: Mapping[str, Any] | None, generation: int, now: str,
+    cache: Caches | None = None,
 ) -> dict[str, Any] | None:
-    """TransportReady from the engine pods' preflight reports; without a valid spec, or when
-    the pods cannot be listed, the condition the object holds is kept as it is."""
+    """TransportReady from the engine pods' preflight reports (from the pod cache when it is
+    current, else listed); without a valid spec, or when the pods cannot be listed, the
+    condition the object holds is kept as it is."""
     kept = next((dict(x) for x in (previous or {}).get("conditions") or []
                  if isinstance(x, Mapping) and x.get("type") == TRANSPORT_READY), None)
     if rdma_enabled is None:
@@ -150,7 +152,8 @@ def _transport(
         # TCP is what the spec asks for: no report to read (and no API call to make).
         return transport_condition(False, [], previous, generation, now)
     try:
-        pods = kube.list_pods(ns, name)
+        cached = cache.pods.pods(ns, name) if cache is not None else None
+        pods = cached if cached is not None else kube.list_pods(ns, name)
     except KubeError as exc:
         log.warning("%s/%s: transport reports not read: %s", ns, name, exc)
         return kept
@@ -274,7 +277,7 @@ def reconcile(
         previous=previous, now=now, notes=notes,
     )
     transport = _transport(kube, ns, name, rdma_enabled=rdma_enabled, previous=previous,
-                           generation=generation, now=now)
+                           generation=generation, now=now, cache=cache)
     if transport is not None:
         status["conditions"].append(transport)
     for role, d in decisions.items():

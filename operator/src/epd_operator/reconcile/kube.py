@@ -76,7 +76,7 @@ OPTIONAL_KINDS = frozenset({SCALER.kind})
 EPDCLUSTER = Kind(f"{c.GROUP}/{c.VERSION}", c.KIND, c.PLURAL)
 NODE = Kind("v1", "Node", "nodes", namespaced=False)
 EVENT = Kind("v1", "Event", "events")
-POD = Kind("v1", "Pod", "pods")  # read only (list_pods)
+POD = Kind("v1", "Pod", "pods")  # read only (list_pods, and the pod cache's list + watch)
 _BY_KIND = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, EPDCLUSTER, NODE, EVENT)}
 
 
@@ -162,6 +162,10 @@ class Kube:
         self.writes = WriteCounter()
         # Reads by (kind, verb): list, watch (one per watch request, not per event).
         self.reads = WriteCounter()
+        # The last request the apiserver answered 401 (our credentials stopped working:
+        # the ServiceAccount or its token is gone), until a request succeeds again. The
+        # liveness probe reads it instead of asking the API itself.
+        self.unauthorized: KubeError | None = None
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
@@ -175,6 +179,9 @@ class Kube:
             )
         # One connection per worker thread of the reconcile pool, plus the resync burst.
         cfg.connection_pool_maxsize = 32
+        # TCP keepalive (the client's own, client-go's timings): a watch whose connection died
+        # silently breaks within minutes and is re-listed, without any API request at idle.
+        cfg.keep_alive = True
         api = k8s_client.ApiClient(cfg)
 
         def transport(
@@ -232,10 +239,19 @@ class Kube:
             status, raw = self._transport(method, path, headers, body)
         except Exception as exc:  # connection refused, TLS, timeouts: one error type upward
             raise KubeError(verb, what, 0, str(exc)) from exc
-        if not 200 <= status < 300:
-            raise KubeError(verb, what, status, _api_message(raw))
+        self._answered(verb, what, status, raw)
         out: dict[str, Any] = json.loads(raw) if raw else {}
         return out
+
+    def _answered(self, verb: str, what: str, status: int, raw: bytes) -> None:
+        """Raise KubeError for a non-2xx answer; keep track of refused credentials."""
+        if 200 <= status < 300:
+            self.unauthorized = None
+            return
+        err = KubeError(verb, what, status, _api_message(raw))
+        if status == 401:
+            self.unauthorized = err
+        raise err
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -263,25 +279,11 @@ class Kube:
                 out.append(item)
         return out
 
-    def list_epdcluster_versions(self, namespaces: list[str]) -> dict[str, str]:
-        """uid -> resourceVersion of every EPDCluster served (all namespaces when empty);
-        the liveness probe's call: it fails with 401/403 when our credentials stopped
-        working."""
-        out: dict[str, str] = {}
-        paths = ([EPDCLUSTER.base(ns) for ns in namespaces] if namespaces
-                 else [f"/apis/{EPDCLUSTER.api_version}/{EPDCLUSTER.plural}"])
-        for path in paths:
-            self.reads.add(EPDCLUSTER.kind, "list")
-            body = self._call("list", "epdclusters", "GET", path)
-            for item in body.get("items") or []:
-                meta = item.get("metadata") or {}
-                out[str(meta.get("uid"))] = str(meta.get("resourceVersion"))
-        return out
-
     def list_pods(self, namespace: str, instance: str) -> list[dict[str, Any]]:
         """The engine pods of `instance` (read-only: their status carries the transport
         preflight reports; pods are never written, so they are no CHILD_KINDS)."""
         selector = f"{c.LABEL_INSTANCE}={instance},{c.LABEL_NAME}={c.APP_NAME}"
+        self.reads.add(POD.kind, "list")
         body = self._call(
             "list", f"pods in {namespace}", "GET", POD.base(namespace),
             query={"labelSelector": selector},
@@ -327,8 +329,8 @@ class Kube:
             raise
         except Exception as exc:
             raise KubeError("watch", what, 0, str(exc)) from exc
-        if not 200 <= status < 300:
-            raise KubeError("watch", what, status, _api_message("".join(lines).encode()))
+        raw = b"" if 200 <= status < 300 else "".join(lines).encode()
+        self._answered("watch", what, status, raw)
         try:
             for line in lines:
                 if not line.strip():
