@@ -43,6 +43,7 @@ def run_commands() -> list[list[str]]:
     return cmds
 
 
+@pytest.mark.process
 def test_hadolint_is_clean() -> None:
     exe = Path(sys.executable).parent / "hadolint"
     found = str(exe) if exe.exists() else shutil.which("hadolint")

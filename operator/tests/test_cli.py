@@ -162,6 +162,7 @@ def test_crds(tmp_path: Path) -> None:
     ).read_text() == crdgen.render_yaml()
 
 
+@pytest.mark.process
 def test_console_script() -> None:
     exe = Path(sys.executable).parent / "epdctl"
     done = subprocess.run(

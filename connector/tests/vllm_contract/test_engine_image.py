@@ -106,6 +106,7 @@ def test_mooncake_build_matches_the_cpu_twin_the_tests_use() -> None:
     assert f'"mooncake-transfer-engine-non-cuda=={cuda13}"' in transport_extra
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("dockerfile", "clean"),
     [
