@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from e2e.providers import bin_dir
+from epd_operator import __version__
 from epd_operator.api import constants as c
 from epd_operator.api.admission import WEBHOOK_PATH
 from epd_operator.api.parse import USER_VOLUME_SOURCES
@@ -82,7 +83,7 @@ def test_chart_crds_equal_the_generated_crds() -> None:
 def test_defaults(helm: Path) -> None:
     docs = template(helm)
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    assert chart["appVersion"] == "0.1.0"
+    assert chart["appVersion"] == __version__
     (dep,) = by_kind(docs, "Deployment")
     assert dep["spec"]["replicas"] == 1
     assert dep["spec"]["strategy"] == {"type": "Recreate"}

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from .. import __version__
 from . import constants as c
 from .models import ROOT_RULES, EPDClusterSpec, EPDClusterStatus
 from .scaler import EPDRoleScalerSpec, EPDRoleScalerStatus
@@ -119,13 +120,22 @@ def _ready_column(role: str) -> dict[str, Any]:
     }
 
 
+def _labels() -> dict[str, str]:
+    """The CRDs' labels; the version label tells which release installed a CRD."""
+    return {
+        c.LABEL_NAME: c.APP_NAME,
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+        c.LABEL_VERSION: __version__,
+    }
+
+
 def crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": c.CRD_NAME,
-            "labels": {c.LABEL_NAME: c.APP_NAME, c.LABEL_MANAGED_BY: c.MANAGED_BY},
+            "labels": _labels(),
         },
         "spec": {
             "group": c.GROUP,
@@ -183,7 +193,7 @@ def scaler_crd() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": c.SCALER_CRD_NAME,
-            "labels": {c.LABEL_NAME: c.APP_NAME, c.LABEL_MANAGED_BY: c.MANAGED_BY},
+            "labels": _labels(),
         },
         "spec": {
             "group": c.GROUP,
