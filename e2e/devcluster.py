@@ -24,8 +24,8 @@ from pathlib import Path
 from types import FrameType
 
 from e2e.operator_proc import OperatorProcess, serviceaccount_kubeconfig
+from e2e.paths import REPO
 from e2e.providers import (
-    REPO,
     Cluster,
     Provider,
     ProviderError,

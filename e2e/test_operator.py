@@ -38,7 +38,8 @@ from e2e.operator_proc import (
     build_and_load_images,
     serviceaccount_kubeconfig,
 )
-from e2e.providers import REPO, Cluster, fake_gpu_node, json_objects
+from e2e.paths import REPO
+from e2e.providers import Cluster, fake_gpu_node, json_objects
 from epd_operator.api import constants as c
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
@@ -608,7 +609,10 @@ def test_8_argocd_health_follows_a_real_lifecycle(env: Env) -> None:
 
 def scale_api(env: Env) -> Any:
     """The custom-objects client HPA's scale client amounts to, with admin credentials."""
-    api = k8s_config.new_client_from_config(config_file=str(env.cluster.kubeconfig))
+    # The kubernetes package has no type hints.
+    api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(env.cluster.kubeconfig)
+    )
     return k8s_client.CustomObjectsApi(api)
 
 
@@ -735,9 +739,10 @@ def test_8b_per_role_scaling_through_the_role_scalers(env: Env) -> None:
 
 def test_9_healthz_fails_once_the_credentials_are_gone(env: Env) -> None:
     # Last: it leaves the operator without credentials (what `helm uninstall` does to it).
-    if not isinstance(env.op, OperatorProcess):
+    op = env.op
+    if not isinstance(op, OperatorProcess):
         pytest.skip("the in-cluster operator's pod goes with its ServiceAccount")
-    assert env.op.healthz() == 200
+    assert op.healthz() == 200
     env.cluster.kubectl("-n", OP_NS, "delete", "serviceaccount", SA)
     # kopf caches probe results for 10 s; the next probe after that lists with a dead token.
-    wait_for("/healthz to fail", lambda: env.op.healthz() == 500, timeout=60, interval=1)
+    wait_for("/healthz to fail", lambda: op.healthz() == 500, timeout=60, interval=1)

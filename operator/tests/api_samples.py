@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "crds" / "samples"
+from e2e.paths import SAMPLES
+
 INVALID = SAMPLES / "invalid"
 
 

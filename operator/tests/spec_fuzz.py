@@ -18,12 +18,12 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from connector.tests import rule_tables as t
+from e2e.paths import REPO
 from epd_connector.launch import rules
 from epd_connector.launch.argv import build_argv, build_env
 from epd_connector.launch.pod import PodContext
@@ -35,7 +35,6 @@ from epd_operator.api.parse import parse
 from epd_operator.render import render_cluster
 from epd_operator.render.launch import launch_config
 
-REPO = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((REPO / "crds" / "samples").glob("*.yaml"))
 POD = PodContext.create("10.1.2.3", 0)
 

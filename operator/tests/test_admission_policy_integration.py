@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from e2e.operator_proc import serviceaccount_kubeconfig
-from e2e.providers import REPO, Cluster
+from e2e.paths import REPO
+from e2e.providers import Cluster
 from epd_operator.api import constants as c
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse

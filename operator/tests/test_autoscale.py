@@ -5,12 +5,12 @@ real apiserver and HPA controller in test_scaling_integration.py.)"""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from e2e.paths import REPO
 from epd_operator.api import constants as c
 from epd_operator.api.parse import parse
 from epd_operator.cli import load_clusters, main
@@ -25,7 +25,6 @@ from epd_operator.render.autoscale import (
     scaled_object,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 AUTOSCALED = REPO / "crds" / "samples" / "autoscaled-e-p-d.yaml"
 MINIMAL = REPO / "crds" / "samples" / "minimal-epd.yaml"
 

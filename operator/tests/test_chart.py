@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.paths import REPO
 from e2e.providers import bin_dir
 from epd_operator import __version__
 from epd_operator.api import constants as c
@@ -23,7 +24,6 @@ from epd_operator.api.admission import WEBHOOK_PATH
 from epd_operator.api.parse import USER_VOLUME_SOURCES
 from epd_operator.reconcile.kube import CHILD_KINDS
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "epd-operator"
 # Render for the Kubernetes version the project pins (helm's own default is far older).
 KUBE_VERSION = next(

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from e2e.paths import REPO
+
 DOCKERFILE = REPO / "Dockerfile"
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from api_samples import REPO, InvalidSample, invalid_samples, load, valid_samples
+from api_samples import InvalidSample, invalid_samples, load, valid_samples
 
+from e2e.paths import REPO
 from epd_connector.launch.config import CONFIGMAP_KEY
 from epd_connector.launch.config import parse as parse_launch
 from epd_operator.api import crdgen

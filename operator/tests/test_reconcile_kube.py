@@ -14,12 +14,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
+from e2e.paths import REPO
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
 from epd_operator.reconcile.kube import CHILD_KINDS, Kube, KubeError, kind_of
 from epd_operator.render import render_cluster
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 class Recorder:
@@ -65,7 +64,8 @@ def test_delete_is_background_and_pinned_to_the_uid_and_tolerates_404() -> None:
 
 def test_list_children_asks_every_child_kind_by_our_labels() -> None:
     rec = Recorder(body={"items": [{"metadata": {"name": "x"}}]})
-    out = Kube(rec).list_children("ns", "demo")
+    kube = Kube(rec)
+    out = kube.list_children("ns", "demo")
     assert [c[1] for c in rec.calls] == [k.base("ns") for k in CHILD_KINDS]
     for _, _, query, _, _ in rec.calls:
         assert query == {"labelSelector": [
@@ -73,7 +73,7 @@ def test_list_children_asks_every_child_kind_by_our_labels() -> None:
     # List items lack apiVersion/kind; plan needs them.
     assert [(o["apiVersion"], o["kind"]) for o in out] == [
         (k.api_version, k.kind) for k in CHILD_KINDS]
-    assert Kube(rec).writes.total() == 0
+    assert kube.writes.total() == 0  # reads are not writes
 
 
 def test_status_and_events() -> None:
@@ -202,7 +202,7 @@ def test_list_kind_and_watch_kind_ask_for_a_resumable_watch_with_bookmarks() -> 
     ((_, path, query, _, _),) = rec.calls
     assert path == "/api/v1/services"  # all namespaces
     assert query == {"labelSelector": ["a=b"]}
-    got = []
+    got: list[Any] = []
     with pytest.raises(KubeError) as err:
         got.extend(kube.watch_kind(svc, "ns", "a=b", "41", 600))
     assert err.value.status == 410  # the caller re-lists

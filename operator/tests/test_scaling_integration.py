@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.providers import REPO, Cluster
+from e2e.paths import REPO
+from e2e.providers import Cluster
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
 from epd_operator.api.operator_config import OperatorConfig

@@ -3,13 +3,13 @@ preflight init container in RDMA pods, and a whole reconcile pass reading real r
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from test_reconcile_core import CFG, FakeApiserver, sample
 
+from e2e.paths import REPO
 from epd_connector.launch.preflight import INIT_CONTAINER, Probe, decide, report_text
 from epd_operator.api import constants as c
 from epd_operator.api.parse import parse
@@ -23,7 +23,6 @@ from epd_operator.reconcile.transport import (
 )
 from epd_operator.render import render_cluster
 
-REPO = Path(__file__).resolve().parents[2]
 OK = decide({"ec": "rdma"}, Probe(("uverbs0",), ("mlx5_0",), ("mlx5_0",)))
 NO_DEVICE = decide({"ec": "rdma", "kv": "rdma"}, Probe((), (), ()))
 FALLBACK = decide({"kv": "rdma"}, Probe(("uverbs0",), ("mlx5_0",), ()))

@@ -27,7 +27,8 @@ from spec_fuzz import generate, judge
 
 from connector.tests import rule_tables as t
 from e2e.operator_proc import OperatorProcess, free_port
-from e2e.providers import REPO, Cluster, bin_dir
+from e2e.paths import REPO
+from e2e.providers import Cluster, bin_dir
 from e2e.webhook_certs import make_certs
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
