@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
+from api_samples import sample_path
 
-from e2e.paths import REPO
 from epd_operator.api import constants as c
 from epd_operator.api.parse import parse
 from epd_operator.cli import load_clusters, main
@@ -25,8 +25,8 @@ from epd_operator.render.autoscale import (
     scaled_object,
 )
 
-AUTOSCALED = REPO / "crds" / "samples" / "autoscaled-e-p-d.yaml"
-MINIMAL = REPO / "crds" / "samples" / "minimal-epd.yaml"
+AUTOSCALED = sample_path("autoscaled-e-p-d")
+MINIMAL = sample_path("minimal-epd")
 
 
 def cluster() -> Any:

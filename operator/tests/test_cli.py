@@ -10,17 +10,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from api_samples import InvalidSample, invalid_samples, load, valid_samples
+from api_samples import InvalidSample, invalid_samples, load, sample_path, valid_samples
 
-from e2e.paths import REPO
 from epd_connector.launch.config import CONFIGMAP_KEY
 from epd_connector.launch.config import parse as parse_launch
 from epd_operator.api import crdgen
 from epd_operator.api.parse import parse
 from epd_operator.cli import PREVIEW_UID, main
 
-MINIMAL = REPO / "crds" / "samples" / "minimal-epd.yaml"
-FULL = REPO / "crds" / "samples" / "full-epd-rdma.yaml"
+MINIMAL = sample_path("minimal-epd")
+FULL = sample_path("full-epd-rdma")
 
 
 def run(args: list[str]) -> tuple[int, str]:

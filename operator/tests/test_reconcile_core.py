@@ -12,10 +12,9 @@ import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import api_samples
 import pytest
-import yaml
 
-from e2e.paths import REPO
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.reconcile.core import StatusMemory, reconcile
 from epd_operator.reconcile.kube import Kube
@@ -86,7 +85,7 @@ class FakeApiserver:
 
 
 def sample(name: str = "minimal-epd") -> dict[str, Any]:
-    obj: dict[str, Any] = yaml.safe_load((REPO / "crds" / "samples" / f"{name}.yaml").read_text())
+    obj = api_samples.sample(name)
     obj["metadata"].update(namespace="ns", uid="cluster-uid", generation=1)
     return obj
 

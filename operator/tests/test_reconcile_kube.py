@@ -12,9 +12,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import yaml
+from api_samples import load, valid_samples
 
-from e2e.paths import REPO
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
 from epd_operator.reconcile.kube import CHILD_KINDS, Kube, KubeError, kind_of
@@ -127,12 +126,12 @@ def test_unknown_kinds_are_refused() -> None:
         kind_of({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget"})
 
 
-@pytest.mark.parametrize("sample", sorted((REPO / "crds" / "samples").glob("*.yaml")),
+@pytest.mark.parametrize("sample", valid_samples(),
                          ids=lambda p: p.stem)
 def test_render_emits_only_kinds_observe_lists(sample: Path) -> None:
     # prune can only see what observe lists: a rendered kind outside CHILD_KINDS would never
     # be pruned (nor be compared for the no-op check).
-    obj = yaml.safe_load(sample.read_text())
+    obj = load(sample)
     obj["metadata"].update(namespace="ns", uid="00000000-0000-4000-8000-000000000000")
     manifests = render_cluster(parse(obj), OperatorConfig.from_env({}))
     assert manifests

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import api_samples
 import pytest
-import yaml
 from test_reconcile_core import CFG, FakeApiserver, sample
 
-from e2e.paths import REPO
 from epd_connector.launch.preflight import INIT_CONTAINER, Probe, decide, report_text
 from epd_operator.api import constants as c
 from epd_operator.api.parse import parse
@@ -110,7 +109,7 @@ def test_transition_time_moves_only_on_a_flip() -> None:
 
 
 def _load(name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = yaml.safe_load((REPO / "crds" / "samples" / f"{name}.yaml").read_text())
+    obj = api_samples.sample(name)
     obj["metadata"]["uid"] = "u"
     return obj
 
