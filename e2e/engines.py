@@ -54,7 +54,7 @@ from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
 from epd_operator.render.engine import statefulset
 from epd_operator.render.launch import launch_config
-from epd_operator.render.names import role_name
+from epd_operator.render.names import configmap_name, role_name
 
 INSTALLER = REPO / "hack" / "install-vllm-env.sh"
 TINY_MODEL_SCRIPT = REPO / "e2e" / "tiny_model.py"
@@ -262,7 +262,11 @@ class EngineCluster:
         cfg = OperatorConfig()
         launcher = str(Path(sys.executable).with_name("epd-engine"))
         for role in self.config.present_roles():
-            rendered = statefulset(self.model, role, cfg, self.config)
+            # The ConfigMap name only names a volume the local engines never mount (they read
+            # self.launch_path).
+            rendered = statefulset(
+                self.model, role, cfg, self.config, configmap_name(self.config.cluster)
+            )
             for ordinal in range(rendered["spec"]["replicas"]):
                 pod = f"{role_name(self.config.cluster, role)}-{ordinal}"
                 host = next_loopback_ip()

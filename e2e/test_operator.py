@@ -54,7 +54,8 @@ SA = f"{RELEASE}-epd-operator"
 RESYNC = 3.0
 SAMPLES = sorted((REPO / "crds" / "samples").glob("*.yaml"))
 EXTRA_NODES = 8  # 20 clusters at once (test 5) need more GPUs than the provider's 4 nodes
-WATCHED = f"configmaps,services,statefulsets,deployments,{c.SCALER_PLURAL}"
+WATCHED = (f"configmaps,services,statefulsets,deployments,poddisruptionbudgets,"
+           f"{c.SCALER_PLURAL}")
 
 
 @dataclass
@@ -420,11 +421,18 @@ def test_3_deleted_or_edited_children_are_restored(env: Env) -> None:
     assert time.monotonic() - started <= RESYNC + 5
     cm = next(o for o in env.children(name) if o["kind"] == "ConfigMap")
     key, text = next(iter(cm["data"].items()))
-    env.kubectl("patch", "cm", cm["metadata"]["name"], "--type=merge",
-                "-p", json.dumps({"data": {key: "{}"}}))
-    wait_for("the edited ConfigMap to be restored",
-             lambda: json.loads(env.kubectl("get", "cm", cm["metadata"]["name"], "-o", "json"))
-             ["data"][key] == text, timeout=RESYNC + 10)
+    # The launch ConfigMap of a revision is immutable: a hand edit is refused outright...
+    edit = env.cluster.kubectl("-n", NS, "patch", "cm", cm["metadata"]["name"],
+                               "--type=merge", "-p", json.dumps({"data": {key: "{}"}}),
+                               check=False)
+    assert edit.returncode != 0
+    assert "immutable" in edit.stderr
+    # ...and a deleted one comes back, the same, with the resync.
+    env.kubectl("delete", "cm", cm["metadata"]["name"])
+    wait_for("the deleted ConfigMap to be restored",
+             lambda: (out := env.kubectl("get", "cm", cm["metadata"]["name"], "-o", "json",
+                                         "--ignore-not-found").strip())
+             and json.loads(out)["data"][key] == text, timeout=RESYNC + 10)
     wait_condition(env, name, "Ready")
 
 
@@ -556,7 +564,11 @@ def test_7b_a_pod_that_can_only_do_tcp_shows_transport_not_ready(env: Env,
     env.apply(obj)
     live = wait_condition(env, name, "Ready")
     assert condition(live, "TransportReady")["status"] == "Unknown"  # nothing reported yet
-    cm = json.loads(env.kubectl("get", "configmap", f"{name}-launch", "-o", "json"))
+    # The immutable launch ConfigMap of the revision the prefill pods mount.
+    sts = json.loads(env.kubectl("get", "statefulset", f"{name}-prefill", "-o", "json"))
+    (mounted,) = [v["configMap"]["name"] for v in sts["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == "launch-config"]
+    cm = json.loads(env.kubectl("get", "configmap", mounted, "-o", "json"))
     launch = tmp_path / f"{name}-launch.json"
     launch.write_text(cm["data"]["launch.json"], encoding="utf-8")
     pod = f"{name}-prefill-0"
@@ -734,6 +746,44 @@ def test_8b_per_role_scaling_through_the_role_scalers(env: Env) -> None:
     assert sts_of(env, dec)["metadata"]["generation"] == dec_gen
     wait_for("the scaler to follow the spec", lambda: scaler_of(env, dec)["spec"][
         "replicas"] == 4, timeout=RESYNC + 10)
+    env.kubectl("delete", "epdc", name, "--wait=false")
+
+
+def partitions_of(env: Env, name: str) -> dict[str, int]:
+    sets = json.loads(env.kubectl("get", "sts", "-l", f"{c.LABEL_INSTANCE}={name}",
+                                  "-o", "json"))["items"]
+    return {o["metadata"]["labels"][c.LABEL_ROLE]:
+            o["spec"]["updateStrategy"]["rollingUpdate"]["partition"] for o in sets}
+
+
+def test_8c_a_coordinated_rollout_survives_an_operator_kill(env: Env) -> None:
+    """2E/2P/2D, image change: the operator lowers every role's partition to 1 (step 1),
+    is SIGKILLed there, and the restarted operator finishes the rollout from the live
+    StatefulSets (the planner keeps no state of its own)."""
+    name = "roll-kill"
+    obj = minimal(name)
+    obj["spec"]["roles"] = {r: {"replicas": 2} for r in ("encoder", "prefill", "decode")}
+    env.apply(obj)
+    wait_condition(env, name, "Ready", timeout=120)
+    assert set(partitions_of(env, name).values()) == {0}
+    env.kubectl("patch", "epdc", name, "--type=merge",
+                "-p", json.dumps({"spec": {"image": {"tag": "rolled"}}}))
+    wait_for("step 1 on every role", lambda: set(partitions_of(env, name).values()) == {1},
+             timeout=60, interval=0.05)
+    env.op.kill()
+    held = partitions_of(env, name)
+    time.sleep(3)
+    assert partitions_of(env, name) == held  # nobody moves the rollout while it is down
+    env.op.start()
+    env.op.wait_healthy()
+    live = wait_condition(env, name, "Ready", timeout=180)
+    assert set(partitions_of(env, name).values()) == {0}
+    assert live["status"]["rollout"] == {"step": 0, "steps": 0, "paused": False}
+    for sts in json.loads(env.kubectl("get", "sts", "-l", f"{c.LABEL_INSTANCE}={name}",
+                                      "-o", "json"))["items"]:
+        (ctr,) = sts["spec"]["template"]["spec"]["containers"]
+        assert ctr["image"].endswith(":rolled")
+        assert sts["status"]["updatedReplicas"] == 2
     env.kubectl("delete", "epdc", name, "--wait=false")
 
 

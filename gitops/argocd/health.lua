@@ -65,6 +65,12 @@ if ready ~= nil and ready.status == "True" then
 end
 
 local progressing = condition(obj.status.conditions, "Progressing")
+-- spec.paused holds a rollout mid-way: Argo CD's word for that is Suspended.
+if progressing ~= nil and progressing.reason == "RolloutPaused" then
+  hs.status = "Suspended"
+  hs.message = text(progressing, "Rollout paused")
+  return hs
+end
 hs.status = "Progressing"
 hs.message = text(progressing, text(ready, "Not ready yet"))
 return hs

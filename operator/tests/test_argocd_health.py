@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from e2e.argocd_health import health
+from epd_operator.api import constants as c
+from epd_operator.reconcile.partitions import annotate_status, drive
 from epd_operator.reconcile.status import Problem, compute_status
 
 NOW = "2026-11-23T10:00:00Z"
@@ -43,10 +45,31 @@ def st(children: list[dict[str, Any]], problems: list[Problem] | None = None,
                           previous=None, now=NOW)
 
 
+def paused(status: dict[str, Any]) -> dict[str, Any]:
+    """A status with a rollout held by spec.paused, as reconcile.partitions annotates it."""
+    driven = drive([_sts_b()], [_sts_a_mid()], {"decode": 1}, paused=True)
+    annotate_status(status, driven, paused=True)
+    return status
+
+
+def _sts_a_mid() -> dict[str, Any]:
+    live = sts(2)
+    live["spec"]["template"] = {"metadata": {"labels": {c.LABEL_REVISION: "a"}}}
+    live["status"].update(updatedReplicas=1, currentRevision="r0", updateRevision="r1")
+    return live
+
+
+def _sts_b() -> dict[str, Any]:
+    want = sts(2)
+    want["spec"]["template"] = {"metadata": {"labels": {c.LABEL_REVISION: "a"}}}
+    return want
+
+
 CASES = [
     ("no status yet", obj(), "Progressing", "Waiting for the operator"),
     ("ready", obj(status=st([sts(2)])), "Healthy", "every replica ready"),
     ("rolling out", obj(status=st([sts(1)])), "Progressing", "1/2 ready"),
+    ("rollout paused", obj(status=paused(st([_sts_a_mid()]))), "Suspended", "step 1/2"),
     ("spec invalid", obj(status=st([], [Problem("SpecInvalid", "spec.roles.x: bad")])),
      "Degraded", "SpecInvalid: spec.roles.x: bad"),
     ("insufficient resources",

@@ -35,11 +35,16 @@ def test_render_prints_a_yaml_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     docs = list(yaml.safe_load_all(text))
     assert [d["kind"] for d in docs] == [
         "ConfigMap",
+        "ConfigMap",  # the routing table
         "Service",
+        "Service",  # the role's Service of the current wiring revision
         "StatefulSet",
+        "PodDisruptionBudget",
         "EPDRoleScaler",
         "Service",
+        "Service",
         "StatefulSet",
+        "PodDisruptionBudget",
         "EPDRoleScaler",
         "Deployment",
         "Service",

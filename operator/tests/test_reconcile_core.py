@@ -294,7 +294,8 @@ def test_without_the_scaler_crd_the_rest_is_applied_and_the_fix_is_named() -> No
     api = NoScalerCRD()
     out = reconcile(Kube(api), sample(), CFG, StatusMemory())
     # Pods keep running as specified; the cluster says what to install.
-    assert {k for k, _ in api.kinds()} == {"ConfigMap", "Service", "StatefulSet", "Deployment"}
+    assert {k for k, _ in api.kinds()} == {"ConfigMap", "Service", "StatefulSet", "Deployment",
+                                           "PodDisruptionBudget"}
     assert out.retry
     assert out.problems
     assert all("epdrolescalers.epd-operator.io is not installed" in p.message

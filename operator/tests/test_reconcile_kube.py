@@ -122,8 +122,8 @@ def test_connection_errors_become_kube_errors() -> None:
 
 
 def test_unknown_kinds_are_refused() -> None:
-    with pytest.raises(ValueError, match="unsupported kind policy/v1/PodDisruptionBudget"):
-        kind_of({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget"})
+    with pytest.raises(ValueError, match="unsupported kind batch/v1/Job"):
+        kind_of({"apiVersion": "batch/v1", "kind": "Job"})
 
 
 @pytest.mark.parametrize("sample", valid_samples(),
@@ -174,7 +174,8 @@ class MissingScalerCRD(Recorder):
 def test_list_children_without_the_scaler_crd_lists_the_rest() -> None:
     rec = MissingScalerCRD(body={"items": [{"metadata": {"name": "x"}}]})
     out = Kube(rec).list_children("ns", "demo")
-    assert [o["kind"] for o in out] == ["ConfigMap", "Service", "StatefulSet", "Deployment"]
+    assert [o["kind"] for o in out] == ["ConfigMap", "Service", "StatefulSet", "Deployment",
+                                        "PodDisruptionBudget"]
     with pytest.raises(KubeError) as info:
         Kube(rec).apply({"apiVersion": "epd-operator.io/v1alpha1", "kind": "EPDRoleScaler",
                          "metadata": {"name": "demo-decode", "namespace": "ns"}})

@@ -9,13 +9,16 @@ from typing import Any
 import pytest
 
 from epd_connector.launch import config as launch
+from epd_connector.launch.routing import wiring_revision
 from epd_connector.router.__main__ import build_parser as router_parser
 from epd_operator.api import constants as c
 from epd_operator.api.models import EPDCluster
 from epd_operator.api.operator_config import OperatorConfig
-from epd_operator.api.parse import parse
+from epd_operator.api.parse import SpecError, parse
+from epd_operator.reconcile.revisions import launch_pins
 from epd_operator.render import render_cluster
 from epd_operator.render.engine import engine_image, split_image
+from epd_operator.render.launch import launch_config, launch_revision
 from epd_operator.render.names import MAX_STATEFULSET_NAME, child_name
 
 CFG = OperatorConfig()
@@ -51,9 +54,14 @@ def engine_container(manifests: list[dict[str, Any]], role: str) -> dict[str, An
     return container
 
 
+def launch_cm(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    (cm,) = [m for m in manifests if m["kind"] == "ConfigMap"
+             and m["metadata"]["labels"][c.LABEL_COMPONENT] == c.COMPONENT_CONFIG]
+    return cm
+
+
 def config_of(manifests: list[dict[str, Any]]) -> launch.LaunchConfig:
-    cm = by_kind(manifests, "ConfigMap", "-launch")
-    return launch.parse(cm["data"][launch.CONFIGMAP_KEY])
+    return launch.parse(launch_cm(manifests)["data"][launch.CONFIGMAP_KEY])
 
 
 @pytest.mark.parametrize(
@@ -62,12 +70,17 @@ def config_of(manifests: list[dict[str, Any]]) -> launch.LaunchConfig:
         (
             {"encoder": {}, "decode": {}},
             [
-                ("ConfigMap", "demo-launch"),
+                ("ConfigMap", "demo-launch-<rev>"),
+                ("ConfigMap", "demo-routing"),
                 ("Service", "demo-encoder"),
+                ("Service", "demo-encoder-w<wiring>"),
                 ("StatefulSet", "demo-encoder"),
+                ("PodDisruptionBudget", "demo-encoder"),
                 ("EPDRoleScaler", "demo-encoder"),
                 ("Service", "demo-decode"),
+                ("Service", "demo-decode-w<wiring>"),
                 ("StatefulSet", "demo-decode"),
+                ("PodDisruptionBudget", "demo-decode"),
                 ("EPDRoleScaler", "demo-decode"),
                 ("Deployment", "demo-router"),
                 ("Service", "demo-router"),
@@ -76,15 +89,22 @@ def config_of(manifests: list[dict[str, Any]]) -> launch.LaunchConfig:
         (
             EPD_ROLES,
             [
-                ("ConfigMap", "demo-launch"),
+                ("ConfigMap", "demo-launch-<rev>"),
+                ("ConfigMap", "demo-routing"),
                 ("Service", "demo-encoder"),
+                ("Service", "demo-encoder-w<wiring>"),
                 ("StatefulSet", "demo-encoder"),
+                ("PodDisruptionBudget", "demo-encoder"),
                 ("EPDRoleScaler", "demo-encoder"),
                 ("Service", "demo-prefill"),
+                ("Service", "demo-prefill-w<wiring>"),
                 ("StatefulSet", "demo-prefill"),
+                ("PodDisruptionBudget", "demo-prefill"),
                 ("EPDRoleScaler", "demo-prefill"),
                 ("Service", "demo-decode"),
+                ("Service", "demo-decode-w<wiring>"),
                 ("StatefulSet", "demo-decode"),
+                ("PodDisruptionBudget", "demo-decode"),
                 ("EPDRoleScaler", "demo-decode"),
                 ("Deployment", "demo-router"),
                 ("Service", "demo-router"),
@@ -93,8 +113,15 @@ def config_of(manifests: list[dict[str, Any]]) -> launch.LaunchConfig:
     ],
 )
 def test_objects_and_order(roles: dict[str, Any], order: list[tuple[str, str]]) -> None:
-    manifests = render_cluster(cluster(roles=roles), CFG)
-    assert [(m["kind"], m["metadata"]["name"]) for m in manifests] == order
+    obj = cluster(roles=roles)
+    manifests = render_cluster(obj, CFG)
+    rev = launch_revision(launch_config(obj))
+    wiring = wiring_revision(launch_config(obj))
+    names = [
+        (m["kind"], m["metadata"]["name"].replace(rev, "<rev>").replace(wiring, "<wiring>"))
+        for m in manifests
+    ]
+    assert names == order
 
 
 def test_every_object_is_owned_labelled_and_namespaced() -> None:
@@ -115,7 +142,9 @@ def test_every_object_is_owned_labelled_and_namespaced() -> None:
         assert labels[c.LABEL_NAME] == "epd"
         assert labels[c.LABEL_INSTANCE] == "demo"
         assert labels[c.LABEL_MANAGED_BY] == "epd-operator"
-        assert labels[c.LABEL_COMPONENT] in ("config", "encoder", "prefill", "decode", "router")
+        assert labels[c.LABEL_COMPONENT] in (
+            "config", "routing", "encoder", "prefill", "decode", "router"
+        )
 
 
 def test_uid_is_required() -> None:
@@ -186,7 +215,7 @@ def test_engine_container_contract() -> None:
         assert "securityContext" not in ctr  # nothing extra without RDMA
     pod = by_kind(m, "StatefulSet", "-decode")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["launch-config"]["configMap"]["name"] == "demo-launch"
+    assert volumes["launch-config"]["configMap"]["name"] == launch_cm(m)["metadata"]["name"]
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
     assert pod["terminationGracePeriodSeconds"] == 60
     assert pod["enableServiceLinks"] is False
@@ -412,7 +441,8 @@ def test_launch_config_contents() -> None:
             "decode": {"replicas": 3, "extraArgs": ["--enforce-eager"]},
         },
     }
-    cfg = config_of(render_cluster(cluster(**spec), CFG))
+    manifests = render_cluster(cluster(**spec), CFG)
+    cfg = config_of(manifests)
     assert cfg.cluster == "demo"
     assert cfg.namespace == "ns"
     assert cfg.topology == "E/P/D"
@@ -429,7 +459,9 @@ def test_launch_config_contents() -> None:
     assert cfg.media_io_kwargs == {"video": {"num_frames": 8}}
     assert cfg.roles.prefill is not None
     assert cfg.roles.prefill.parallelism.tensor == 2
-    assert cfg.roles.decode.replicas == 3
+    # Replica counts are not part of a launch revision: no pod reads them.
+    document = json.loads(launch_cm(manifests)["data"][launch.CONFIGMAP_KEY])
+    assert all("replicas" not in role for role in document["roles"].values())
     assert cfg.roles.decode.extra_args == ["--enforce-eager"]
     assert cfg.roles.decode.service == "demo-decode"
 
@@ -454,10 +486,10 @@ def test_render_does_not_depend_on_the_order_of_the_input_or_mutate_it() -> None
     assert obj.model_dump() == before
 
 
-def _revisions(obj: EPDCluster) -> dict[str, str]:
+def _revisions(manifests: list[dict[str, Any]]) -> dict[str, str]:
     return {
         m["metadata"]["name"]: m["spec"]["template"]["metadata"]["labels"][c.LABEL_REVISION]
-        for m in render_cluster(obj, CFG)
+        for m in manifests
         if m["kind"] in ("StatefulSet", "Deployment")
     }
 
@@ -466,10 +498,14 @@ BASE_SPEC: dict[str, Any] = {"roles": copy.deepcopy(EPD_ROLES)}
 
 
 def _changed(mutate: Any) -> set[str]:
-    before = _revisions(cluster(**copy.deepcopy(BASE_SPEC)))
+    """The workloads whose template changes, rendered as a reconcile pass does: with the
+    launch ConfigMap pins chosen from the objects rendered before (standing in for live)."""
+    live = render_cluster(cluster(**copy.deepcopy(BASE_SPEC)), CFG)
     spec = copy.deepcopy(BASE_SPEC)
     mutate(spec)
-    after = _revisions(cluster(**spec))
+    obj = cluster(**spec)
+    after = _revisions(render_cluster(obj, CFG, pins=launch_pins(launch_config(obj), live)))
+    before = _revisions(live)
     return {name.removeprefix("demo-") for name in before if before[name] != after[name]}
 
 
@@ -518,10 +554,14 @@ def test_router() -> None:
     assert dep["spec"]["replicas"] == 2
     ctr = dep["spec"]["template"]["spec"]["containers"][0]
     assert ctr["command"] == ["epd-router"]
-    assert ctr["args"] == ["--launch-config", "/etc/epd/launch.json", "--port", "8000"]
+    assert ctr["args"] == [
+        "--launch-config", "/etc/epd/launch.json", "--port", "8000",
+        "--routing-file", "/etc/epd/routing/routing.json",
+    ]
     # The router's own parser accepts what we render.
     args = router_parser().parse_args(ctr["args"])
     assert (args.launch_config, args.port) == ("/etc/epd/launch.json", 8000)
+    assert args.routing_file == "/etc/epd/routing/routing.json"
     assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
     assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert svc["spec"]["type"] == "NodePort"
@@ -541,7 +581,7 @@ def test_router_traffic_settings_become_flags_the_router_parses() -> None:
     dep = by_kind(render_cluster(obj, CFG), "Deployment", "router")
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     # queueSize equals the router's default: not rendered.
-    assert args[4:] == [
+    assert args[6:] == [
         "--consumer-media", "raw",
         "--encoder-routing", "round-robin",
         "--health-timeout-s", "2.5",
@@ -565,3 +605,15 @@ def test_router_traffic_settings_become_flags_the_router_parses() -> None:
 def test_bad_router_traffic_settings_name_the_field(router: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         cluster(router=router)
+
+
+def test_one_disruption_budget_per_role_with_its_max_unavailable() -> None:
+    roles = {"encoder": {}, "prefill": {"rollout": {"maxUnavailable": 2}}, "decode": {}}
+    m = render_cluster(cluster(roles=roles), CFG)
+    for role, bound in (("encoder", 1), ("prefill", 2), ("decode", 1)):
+        pdb = by_kind(m, "PodDisruptionBudget", f"-{role}")
+        sts = by_kind(m, "StatefulSet", f"-{role}")
+        assert pdb["spec"]["maxUnavailable"] == bound
+        assert pdb["spec"]["selector"] == sts["spec"]["selector"]
+    with pytest.raises(SpecError, match="maxUnavailable"):
+        cluster(roles={"encoder": {"rollout": {"maxUnavailable": 0}}, "decode": {}})

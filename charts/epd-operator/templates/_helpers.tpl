@@ -64,6 +64,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: ["apps"]
   resources: ["statefulsets", "deployments"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# One PodDisruptionBudget per engine role (roles.<role>.rollout.maxUnavailable).
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Engine pods are only read: their status carries the transport preflight report
 # (TransportReady). Never written.
 - apiGroups: [""]

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from epd_connector.router.__main__ import build_parser, main
 from epd_connector.router.app import RouterOptions
-from epd_connector.router.discovery import Discovery, resolve
+from epd_connector.router.discovery import Discovery, Target, resolve
 from epd_connector.router.pods import Pool
 
 CONFIG = {
@@ -98,7 +98,10 @@ def test_discovery_puts_healthy_pods_in_rotation_and_drops_failing_ones() -> Non
         async with aiohttp.ClientSession() as session:
             d = Discovery(
                 pools,
-                {"decode": "localhost", "encoder": "gone.invalid"},
+                lambda: [
+                    Target("decode", "", port, 1, "localhost"),
+                    Target("encoder", "", port, 1, "gone.invalid"),
+                ],
                 session,
                 dns_refresh_s=60,
                 health_interval_s=60,

@@ -55,6 +55,7 @@ class RouterOptions(Overload):
     consumer_media: str = "reference"
     encoder_routing: str = "affinity"
     workers: int = 1
+    routing_file: str = ""
 
     def check(self) -> None:
         """ValueError naming the option when a value cannot work."""

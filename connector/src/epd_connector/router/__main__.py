@@ -52,6 +52,9 @@ _HELP = {
     "queue_timeout_s": "longest wait for a pod before HTTP 503 naming the stage",
     "encoder_routing": "how an item picks its encoder: 'affinity' (rendezvous hash of its "
     "content, under a load bound: repeats reach the encoder that cached them) or 'round-robin'",
+    "routing_file": "routing table JSON listing the live wiring revisions (the operator's "
+    "<cluster>-routing ConfigMap); re-read on change; a request is served by pods of one "
+    "revision only. Empty: the launch config's role Services, one revision",
     "workers": "router processes sharing the port (SO_REUSEPORT), for many-core pods",
     "consumer_media": "how media reach the EC consumer after encoding: 'reference' (a "
     "metadata-only embeds item with the encoder's uuid: the consumer never preprocesses the "

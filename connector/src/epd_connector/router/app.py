@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,15 +33,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from epd_connector.launch import wiring
-from epd_connector.launch.config import LaunchConfig, RoleName
+from epd_connector.launch.config import LaunchConfig, LaunchConfigError, RoleName
 from epd_connector.launch.router_options import RouterOptions
+from epd_connector.launch.routing import RoutingTable, load_table, revision_service
 from epd_connector.launch.rules import DEFAULT_KV_BOOTSTRAP_PORT
 
 from . import protocol
-from .discovery import Discovery
+from .discovery import Discovery, Target, parse_static
 from .errors import ClientFacingError, UpstreamFailed, UpstreamRejected, error_response
 from .metrics import RouterMetrics
-from .pods import Pod, Pool, by_affinity, least_loaded, round_robin
+from .pods import Pod, Pool, by_affinity, eligible_revisions, least_loaded, round_robin
 
 __all__ = ["Router", "RouterOptions"]
 
@@ -75,6 +77,7 @@ class _Req:
     budget: _Budget
     started: float
     encoders_used: set[str] = field(default_factory=set)  # by the current attempt
+    revision: str | None = None  # the wiring revision the current attempt is pinned to
 
 
 class Router:
@@ -82,25 +85,22 @@ class Router:
         self.config, self.opts = config, opts
         self.topology = config.topology
         self.consumer_role: RoleName = wiring.ec_consumer_role(config)
-        self.kv_connector = config.kv.connector if config.kv is not None else "MooncakeConnector"
-        # ECMooncakeConnector pushes to the consumer named per request; ECExampleConnector
-        # shares a volume keyed by mm_hash and needs no target (protocol.py).
-        self.ec_push = config.ec.connector == "ECMooncakeConnector"
         self.served = {config.model.served_model_name or config.model.name}
         opts.check()
         self.by_reference = opts.consumer_media == "reference"
         self._turns = itertools.count()  # encoder_routing round-robin
         self.metrics = RouterMetrics()
         self.pools: dict[str, Pool] = {}
-        dns: dict[str, str] = {}
         for role in config.present_roles():
             launch = config.role(role)
             pool = self.pools[role] = Pool(role, launch.port, launch.parallelism.data, opts)
             if role in opts.static_pods:
                 pool.sync(opts.static_pods[role])
-            else:
-                dns[role] = f"{launch.service}.{config.namespace}.{opts.dns_suffix}"
-        self._dns = dns
+        # Wiring revision -> its view of the launch config (ports, DP sizes, connectors): ""
+        # is the launch config itself until a routing table says otherwise.
+        self.views: dict[str, LaunchConfig] = {"": config}
+        self._table: RoutingTable | None = None
+        self._table_stamp: tuple[int, int] | None = None
         self._engine_ids: dict[str, dict[str, str]] = {}
         self.session: aiohttp.ClientSession | None = None
         self.discovery: Discovery | None = None
@@ -136,7 +136,7 @@ class Router:
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         self.discovery = Discovery(
             self.pools,
-            self._dns,
+            self._targets,
             self.session,
             dns_refresh_s=self.opts.dns_refresh_s,
             health_interval_s=self.opts.health_interval_s,
@@ -150,6 +150,73 @@ class Router:
             await self.discovery.stop()
         if self.session is not None:
             await self.session.close()
+
+    # ---- where the pods are ------------------------------------------------------------------
+
+    def _targets(self) -> list[Target]:
+        """Discovery's targets: per live wiring revision of the routing table, each role's
+        revision Service (or static list); without a table, the launch config's role Services
+        (or --static-pods)."""
+        self._reload_routing()
+        out: list[Target] = []
+        if self._table is None:
+            for role, pool in self.pools.items():
+                launch = self.config.role(role)  # type: ignore[arg-type]
+                if role in self.opts.static_pods:
+                    static = tuple(self.opts.static_pods[role])
+                    out.append(Target(role, "", pool.port, pool.dp_size, static=static))
+                else:
+                    out.append(Target(role, "", pool.port, pool.dp_size, self._dns(launch.service)))
+            return out
+        for rev in self._table.revisions:
+            cfg = rev.config
+            for role in cfg.present_roles():
+                launch = cfg.role(role)
+                port, dp = launch.port, launch.parallelism.data
+                if rev.static is not None:
+                    pods = tuple(parse_static(",".join(rev.static.get(role, [])), port))
+                    out.append(Target(role, rev.wiring, port, dp, static=pods))
+                else:
+                    name = self._dns(revision_service(launch.service, rev.wiring))
+                    out.append(Target(role, rev.wiring, port, dp, name))
+        return out
+
+    def _dns(self, service: str) -> str:
+        return f"{service}.{self.config.namespace}.{self.opts.dns_suffix}"
+
+    def _reload_routing(self) -> None:
+        """Re-read the routing table when its file changed (the kubelet swaps a ConfigMap
+        volume's files atomically); a table that cannot be read keeps the last good one."""
+        path = self.opts.routing_file
+        if not path:
+            return
+        try:
+            st = os.stat(path)
+        except OSError:
+            return  # not written yet (or no table): keep what we route by
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._table_stamp:
+            return
+        try:
+            table = load_table(path)
+        except LaunchConfigError as exc:
+            log.warning("routing table not used: %s", exc)
+            return
+        self._table, self._table_stamp = table, stamp
+        self.views = {"": self.config} | {r.wiring: r.config for r in table.revisions}
+        log.info("routing table: revisions %s", ", ".join(r.wiring for r in table.revisions))
+
+    def _view(self, revision: str) -> LaunchConfig:
+        return self.views.get(revision, self.config)
+
+    def _revisions_for(self, req: _Req) -> set[str]:
+        """The revisions the next pick of `req` may use: its own once pinned."""
+        if req.revision is not None:
+            return {req.revision}
+        needed = ["prefill", "decode"] if self.topology == "E/P/D" else ["decode"]
+        if req.refs:
+            needed.append("encoder")
+        return eligible_revisions(self.pools, needed, time.monotonic())
 
     def _update_gauges(self) -> None:
         now = time.monotonic()
@@ -271,6 +338,7 @@ class Router:
         req = _Req(request, route, body, raw, refs, _Budget(self.opts.retries), started)
         while True:
             req.encoders_used = set()
+            req.revision = None  # each attempt picks its revision afresh
             try:
                 if self.topology == "E/PD":
                     return await self._attempt_epd(req)
@@ -311,11 +379,19 @@ class Router:
         )
         self.metrics.retries.labels(exc.role, reason).inc()
 
-    async def _pick(self, role: str, budget: _Budget) -> Pod:
-        pool = self.pools[role]
-        return await self._acquire(
-            role, lambda: least_loaded(pool.candidates(budget.of(role), time.monotonic()))
+    async def _pick(self, role: str, req: _Req) -> Pod:
+        """A pod of `role` for `req`, of its pinned revision (the first pick pins it)."""
+        pool, budget = self.pools[role], req.budget
+        pod = await self._acquire(
+            role,
+            lambda: least_loaded(
+                pool.candidates(budget.of(role), time.monotonic(), self._revisions_for(req))
+            ),
         )
+        if req.revision is None:
+            req.revision = pod.revision
+            self.metrics.of(self.metrics.revision_requests, pod.revision).inc()
+        return pod
 
     async def _acquire(self, role: str, choose: Callable[[], Pod | None]) -> Pod:
         """The pod `choose` picks; when there is none, wait in the bounded queue until one is
@@ -366,19 +442,20 @@ class Router:
                 await self._wake()
 
     async def _attempt_epd(self, req: _Req) -> web.StreamResponse:
-        pd = await self._pick("decode", req.budget)
+        pd = await self._pick("decode", req)
         rank = pd.least_loaded_rank()
         async with self._using(pd, rank):
             body = await self._encode_all(req, pd, rank) if req.refs else req.body
             return await self._final(req, pd, rank, body)
 
     async def _attempt_e_p_d(self, req: _Req) -> web.StreamResponse:
-        p = await self._pick("prefill", req.budget)
+        p = await self._pick("prefill", req)
         rank = p.least_loaded_rank()
         transfer_id = protocol.new_transfer_id()
         async with self._using(p, rank):
             p_body = await self._encode_all(req, p, rank) if req.refs else req.body
-            mooncake = self.kv_connector == "MooncakeConnector"
+            kv_cfg = self._view(p.revision).kv
+            mooncake = kv_cfg is None or kv_cfg.connector == "MooncakeConnector"
             kv = (
                 protocol.mooncake_prefill_params(transfer_id)
                 if mooncake
@@ -398,7 +475,7 @@ class Router:
                     # P sampled EOS: Mooncake KV sends nothing and this answer is final.
                     return await self._reply_with(req, answer)
                 engine_id = await self._engine_id(p, rank)
-                bootstrap = f"http://{_hostport(p.host, self._bootstrap_port())}"
+                bootstrap = f"http://{_hostport(p.host, self._bootstrap_port(p))}"
                 d_params = protocol.mooncake_decode_params(bootstrap, engine_id, transfer_id)
             else:
                 got = answer.get("kv_transfer_params")
@@ -407,22 +484,22 @@ class Router:
                         "prefill", p.key, "answer without kv_transfer_params", pod_down=False
                     )
                 d_params = got
-        d = await self._pick("decode", req.budget)
+        d = await self._pick("decode", req)
         d_rank = d.least_loaded_rank()
         # D gets P's body (media by reference, when rewritten): as a KV consumer it accepts
         # metadata-only items too, and its EC items are dropped by decode_request.
         async with self._using(d, d_rank):
             return await self._final(req, d, d_rank, protocol.decode_request(p_body, d_params))
 
-    def _bootstrap_port(self) -> int:
-        kv = self.config.kv
+    def _bootstrap_port(self, p: Pod) -> int:
+        kv = self._view(p.revision).kv
         return kv.bootstrap_port if kv is not None else DEFAULT_KV_BOOTSTRAP_PORT
 
     async def _engine_id(self, p: Pod, rank: int) -> str:
         """Mooncake KV `remote_engine_id` of P's DP rank, from P's bootstrap server `/query`."""
         cached = self._engine_ids.get(p.key)
         if cached is None or str(rank) not in cached:
-            url = f"http://{_hostport(p.host, self._bootstrap_port())}/query"
+            url = f"http://{_hostport(p.host, self._bootstrap_port(p))}/query"
             assert self.session is not None
             async with (
                 self._upstream_errors("prefill", p, self.opts.prefill_timeout_s),
@@ -448,9 +525,11 @@ class Router:
     # ---- encoders ----------------------------------------------------------------------------
 
     async def _encode_all(self, req: _Req, consumer: Pod, rank: int) -> dict[str, Any]:
-        consumer_zmq = (
-            wiring.consumer_zmq(self.config, consumer.host, rank) if self.ec_push else None
-        )
+        view = self._view(consumer.revision)
+        # ECMooncakeConnector pushes to the consumer named per request; ECExampleConnector
+        # shares a volume keyed by mm_hash and needs no target (protocol.py).
+        ec_push = view.ec.connector == "ECMooncakeConnector"
+        consumer_zmq = wiring.consumer_zmq(view, consumer.host, rank) if ec_push else None
         t0 = time.monotonic()
         results: list[protocol.Encoded] = [protocol.Encoded("", "", "", {})] * len(req.refs)
 
@@ -465,7 +544,7 @@ class Router:
             raise eg.exceptions[0] from None
         self.metrics.of(self.metrics.stage_seconds, "encode").observe(time.monotonic() - t0)
         body = protocol.by_reference(req.body, req.refs, results) if self.by_reference else req.body
-        if not self.ec_push:
+        if not ec_push:
             return body
         return protocol.with_ec_items(body, [(e.mm_hash, e.transfer_id) for e in results])
 
@@ -475,7 +554,7 @@ class Router:
         pool = self.pools["encoder"]
         while True:
             enc = await self._acquire(
-                "encoder", lambda: self._pick_encoder(pool, req.budget, ref.content_key)
+                "encoder", lambda: self._pick_encoder(pool, req, ref.content_key)
             )
             transfer_id = protocol.new_transfer_id()
             body = protocol.encoder_request(
@@ -494,8 +573,8 @@ class Router:
             except UpstreamFailed as exc:
                 self._spend(req.budget, exc)
 
-    def _pick_encoder(self, pool: Pool, budget: _Budget, content_key: str) -> Pod | None:
-        pods = pool.candidates(budget.of("encoder"), time.monotonic())
+    def _pick_encoder(self, pool: Pool, req: _Req, content_key: str) -> Pod | None:
+        pods = pool.candidates(req.budget.of("encoder"), time.monotonic(), self._revisions_for(req))
         if self.opts.encoder_routing == "round-robin":
             return round_robin(pods, next(self._turns))
         return by_affinity(pods, content_key, self.opts.affinity_load_factor)

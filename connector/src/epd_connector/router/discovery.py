@@ -1,5 +1,6 @@
-"""Where the pods are: DNS A records of each role's headless Service (or a static list), plus
-the health checks that put pods into rotation and take them out."""
+"""Where the pods are: DNS A records of each role's headless Service (or a static list), per
+wiring revision when a routing table lists several (launch.routing), plus the health checks that
+put pods into rotation and take them out."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiohttp
 
-from .pods import Pod, Pool
+from .pods import Endpoint, Pod, Pool
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +56,26 @@ async def resolve(name: str) -> list[str] | None:
     return sorted({str(info[4][0]) for info in infos})
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where one role's pods of one wiring revision are: a DNS name, or fixed addresses."""
+
+    role: str
+    revision: str
+    port: int
+    dp_size: int
+    dns_name: str | None = None
+    static: tuple[tuple[str, int], ...] = ()
+
+
 class Discovery:
-    """Keeps every pool in sync with DNS (or its static list) and health-checks its pods."""
+    """Keeps every pool in sync with DNS (or its static list) and health-checks its pods.
+    `targets` is asked on every refresh, so a routing table that changes is followed."""
 
     def __init__(
         self,
         pools: dict[str, Pool],
-        dns_names: dict[str, str],
+        targets: Callable[[], list[Target]],
         session: aiohttp.ClientSession,
         *,
         dns_refresh_s: float,
@@ -68,7 +83,7 @@ class Discovery:
         health_timeout_s: float,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        self.pools, self.dns_names, self.session = pools, dns_names, session
+        self.pools, self.targets, self.session = pools, targets, session
         self.dns_refresh_s, self.health_interval_s = dns_refresh_s, health_interval_s
         self.health_timeout_s = health_timeout_s
         self.on_change = on_change
@@ -89,18 +104,43 @@ class Discovery:
 
     async def refresh_dns(self) -> None:
         new: list[Pod] = []
-        for role, name in self.dns_names.items():
-            ips = await resolve(name)
-            if ips is None:
+        by_role: dict[str, list[Target]] = {role: [] for role in self.pools}
+        for t in self.targets():
+            if t.role in by_role:
+                by_role[t.role].append(t)
+        for role, targets in by_role.items():
+            found = await self._endpoints(targets)
+            if found is None:
                 continue  # transient resolver error: keep what we had
             pool = self.pools[role]
-            before = set(pool.pods)
-            new += pool.sync((ip, pool.port) for ip in ips)
-            if set(pool.pods) != before:
-                log.info("%s pods from %s: %s", role, name, ", ".join(sorted(pool.pods)) or "none")
+            before = {k: p.revision for k, p in pool.pods.items()}
+            new += pool.sync(found)
+            if {k: p.revision for k, p in pool.pods.items()} != before:
+                log.info(
+                    "%s pods: %s",
+                    role,
+                    ", ".join(
+                        f"{k}@{p.revision}" if p.revision else k
+                        for k, p in sorted(pool.pods.items())
+                    )
+                    or "none",
+                )
         if new:
             await asyncio.gather(*(self.check(p) for p in new))
         self.on_change()
+
+    @staticmethod
+    async def _endpoints(targets: list[Target]) -> list[Endpoint] | None:
+        out: list[Endpoint] = []
+        for t in targets:
+            if t.dns_name is None:
+                out += [Endpoint(h, p, t.revision, t.dp_size) for h, p in t.static]
+                continue
+            ips = await resolve(t.dns_name)
+            if ips is None:
+                return None
+            out += [Endpoint(ip, t.port, t.revision, t.dp_size) for ip in ips]
+        return out
 
     async def check(self, pod: Pod) -> None:
         reason: str | None = None
@@ -130,8 +170,6 @@ class Discovery:
         self.on_change()
 
     async def _dns_loop(self) -> None:
-        if not self.dns_names:
-            return
         while True:
             await asyncio.sleep(self.dns_refresh_s)
             await self.refresh_dns()

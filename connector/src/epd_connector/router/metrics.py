@@ -80,6 +80,12 @@ class RouterMetrics:
             ["role"],
             registry=r,
         )
+        self.revision_requests = Counter(
+            "epd_router_revision_requests",
+            "Request attempts by the wiring revision that served them (one revision each)",
+            ["revision"],
+            registry=r,
+        )
         self.panic = Gauge(
             "epd_router_panic",
             "1 while too few pods of a role are healthy and the router routes to all of them",

@@ -13,6 +13,10 @@ A pod enters rotation only after a health check answered 200. It leaves:
 Panic: when fewer than `panic_threshold_percent` of a role's checked pods are in rotation, the
 router routes to every pod that still accepts connections, soft-ejected ones included, rather
 than overload the few left (Envoy's panic threshold).
+Revisions: every pod carries the wiring revision discovery found it under (launch.routing);
+a request is served by pods of one revision only, chosen among the revisions that have a
+candidate in every role (a new revision takes traffic once it is complete), else among those
+that have one in every role the request needs (`eligible_revisions`).
 Selection: least outstanding requests, ties broken at random; for encoders, rendezvous hashing
 on the item's content with a load bound (an encoder keeps its items while its load stays under
 `load_factor` x the mean), so the same image reaches the encoder that has seen it. With
@@ -25,12 +29,22 @@ import hashlib
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from epd_connector.launch.router_options import Overload
 
 HARD = ("refused", "status")  # down reasons that take a pod out at once, even in panic
+
+
+class Endpoint(NamedTuple):
+    """One address discovery found: the pod's wiring revision and DP size come with it."""
+
+    host: str
+    port: int
+    revision: str = ""
+    dp_size: int = 0  # 0: the pool's
 
 
 @dataclass(eq=False)
@@ -39,6 +53,7 @@ class Pod:
     host: str
     port: int
     dp_size: int = 1
+    revision: str = ""  # the wiring revision (routing.wiring_revision); "" without a table
     healthy: bool | None = None  # None: not checked yet
     inflight: int = 0
     rank_inflight: list[int] = field(default_factory=list)
@@ -90,16 +105,21 @@ class Pool:
         self.overload = overload or Overload()
         self.pods: dict[str, Pod] = {}
 
-    def sync(self, addresses: Iterable[tuple[str, int]]) -> list[Pod]:
-        """Make the pool match discovery; returns the pods that are new (to check at once)."""
-        wanted = {Pod(self.role, h, p, self.dp_size).key: (h, p) for h, p in addresses}
+    def sync(self, addresses: Iterable[tuple[str, int] | Endpoint]) -> list[Pod]:
+        """Make the pool match discovery; returns the pods that are new (to check at once).
+        An address that now belongs to another revision (a reused IP) is a new pod."""
+        wanted: dict[str, Pod] = {}
+        for addr in addresses:
+            ep = Endpoint(*addr)
+            pod = Pod(self.role, ep.host, ep.port, ep.dp_size or self.dp_size, ep.revision)
+            wanted[pod.key] = pod
         for key in list(self.pods):
-            if key not in wanted:
+            if key not in wanted or wanted[key].revision != self.pods[key].revision:
                 del self.pods[key]
         new: list[Pod] = []
-        for key, (h, p) in wanted.items():
+        for key, pod in wanted.items():
             if key not in self.pods:
-                self.pods[key] = pod = Pod(self.role, h, p, self.dp_size)
+                self.pods[key] = pod
                 new.append(pod)
         return new
 
@@ -112,13 +132,20 @@ class Pool:
         ready = len(self.in_rotation(now))
         return checked > 0 and ready * 100 < self.overload.panic_threshold_percent * checked
 
-    def candidates(self, exclude: set[str], now: float | None = None) -> list[Pod]:
+    def candidates(
+        self,
+        exclude: set[str],
+        now: float | None = None,
+        revisions: Collection[str] | None = None,
+    ) -> list[Pod]:
         """Pods that may take a request now and were not yet tried by it (all of them if every
         one was tried): those in rotation, or in panic every pod not hard down; without the
-        pods at `max_inflight_per_pod`."""
+        pods at `max_inflight_per_pod`; only of `revisions` when given."""
         ready = self.in_rotation(now)
         if self.panicking(now):
             ready = [p for p in self.pods.values() if p.healthy is not None and not p.hard_down]
+        if revisions is not None:
+            ready = [p for p in ready if p.revision in revisions]
         limit = self.overload.max_inflight_per_pod
         if limit:
             ready = [p for p in ready if p.inflight < limit]
@@ -161,6 +188,26 @@ class Pool:
         pod.consecutive_failures = 0
         if pod.ejections and now - pod.ejected_until > self.overload.max_ejection_s:
             pod.ejections = 0  # well behaved for a while: the next ejection is short again
+
+
+def serving_revisions(
+    pools: Mapping[str, Pool], roles: Iterable[str], now: float | None = None
+) -> set[str]:
+    """The revisions with a candidate pod in every one of `roles`."""
+    found: set[str] | None = None
+    for role in roles:
+        revs = {p.revision for p in pools[role].candidates(set(), now)}
+        found = revs if found is None else found & revs
+    return found or set()
+
+
+def eligible_revisions(
+    pools: Mapping[str, Pool], needed: Iterable[str], now: float | None = None
+) -> set[str]:
+    """Where a request may go: the revisions complete in every role (a new revision takes
+    traffic only once it has a pod of each); when none is, those complete in the roles this
+    request needs (a text request in E/PD needs no encoder)."""
+    return serving_revisions(pools, pools, now) or serving_revisions(pools, needed, now)
 
 
 def least_loaded(pods: list[Pod], rng: random.Random | None = None) -> Pod | None:

@@ -784,7 +784,8 @@ def _shared_file(root: Path, mm_hash: str) -> Path:
 def _save_shared(root: Path, mm_hash: str, nbytes: int) -> None:
     path = _shared_file(root, mm_hash)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    # A name per writer: two requests saving the same item at once must not share a temp file.
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
     tmp.write_bytes(encoder_output(mm_hash, nbytes))
     tmp.replace(path)  # a consumer never sees half a file
 

@@ -17,6 +17,7 @@ from epd_connector.launch.pod import ENV_POD_IP as ENV_POD_IP
 from epd_connector.launch.pod import ENV_POD_NAME as ENV_POD_NAME
 from epd_connector.launch.pod import ENV_POD_NAMESPACE as ENV_POD_NAMESPACE
 from epd_connector.launch.pod import ENV_ROLE as ENV_ROLE
+from epd_connector.launch.routing import ROUTING_KEY
 from epd_connector.launch.rules import ENGINE_HTTP_PORT as _ENGINE_HTTP_PORT
 
 GROUP: Final = "epd-operator.io"
@@ -43,13 +44,19 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_VERSION: Final = "app.kubernetes.io/version"  # on the CRDs: epd_operator.__version__
 LABEL_ROLE: Final = f"{GROUP}/role"
 LABEL_REVISION: Final = f"{GROUP}/revision"
+# On each immutable launch ConfigMap: the launch revision (hash of its content) it holds.
+LABEL_LAUNCH_REVISION: Final = f"{GROUP}/launch-revision"
+# On engine pod templates and launch ConfigMaps: the wiring revision (launch.routing) pods are
+# paired by; the router serves a request with pods of one wiring revision only.
+LABEL_WIRING_REVISION: Final = f"{GROUP}/wiring-revision"
 APP_NAME: Final = "epd"
 MANAGED_BY: Final = "epd-operator"
 
-Component = Literal["encoder", "prefill", "decode", "router", "config", "store"]
+Component = Literal["encoder", "prefill", "decode", "router", "config", "store", "routing"]
 COMPONENT_ROUTER: Final = "router"
 COMPONENT_CONFIG: Final = "config"
 COMPONENT_STORE: Final = "store"  # the shared encoder cache's mooncake_master
+COMPONENT_ROUTING: Final = "routing"  # the router's mutable routing table ConfigMap
 
 # Pod-template annotation: checksum of the launch-config part a role's pods read, so a
 # config change rolls exactly the pods it affects.
@@ -57,13 +64,24 @@ ANNOTATION_CONFIG_CHECKSUM: Final = f"{GROUP}/launch-config-checksum"
 
 # Labels users may not set on pod templates: the selector and the revision depend on them.
 RESERVED_LABELS: Final = frozenset(
-    {LABEL_NAME, LABEL_INSTANCE, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_REVISION}
+    {
+        LABEL_NAME,
+        LABEL_INSTANCE,
+        LABEL_COMPONENT,
+        LABEL_MANAGED_BY,
+        LABEL_ROLE,
+        LABEL_REVISION,
+        LABEL_WIRING_REVISION,
+    }
 )
 
 # Pod environment contract: rendered by the operator, read by epd-engine. One definition, the
 # launch contract's own (epd_connector.launch.pod).
 LAUNCH_CONFIG_PATH: Final = DEFAULT_LAUNCH_CONFIG
 LAUNCH_CONFIG_DIR: Final = LAUNCH_CONFIG_PATH.rsplit("/", 1)[0]
+# The router's routing table (the <cluster>-routing ConfigMap, mutable: the router re-reads it).
+ROUTING_DIR: Final = "/etc/epd/routing"
+ROUTING_PATH: Final = f"{ROUTING_DIR}/{ROUTING_KEY}"
 
 # vLLM's OpenAI server port inside every engine pod, and its health endpoint.
 ENGINE_HTTP_PORT: Final = _ENGINE_HTTP_PORT  # the launch contract's (rules.py)
@@ -79,6 +97,7 @@ CONDITION_TYPES: Final = (CONDITION_READY, CONDITION_PROGRESSING, CONDITION_DEGR
 
 REASON_RECONCILED: Final = "Reconciled"
 REASON_ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
+REASON_ROLLOUT_PAUSED: Final = "RolloutPaused"  # spec.paused holds a rollout mid-way
 REASON_SPEC_INVALID: Final = "SpecInvalid"
 REASON_INSUFFICIENT_RESOURCES: Final = "InsufficientResources"
 REASON_RECONCILE_ERROR: Final = "ReconcileError"

@@ -438,6 +438,19 @@ class Parallelism(_Model):
         return self.tensor * self.pipeline * self.data
 
 
+class RoleRolloutSpec(_Model):
+    """How a role's pods move to a new revision, step by step (docs/rollouts.md)."""
+
+    max_unavailable: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_ROLE_REPLICAS,
+        description="Pods of the role that may be down at once: replaced together in one "
+        "rollout step, and the role's PodDisruptionBudget for voluntary disruptions (node "
+        "drains).",
+    )
+
+
 class RoleSpec(_Model):
     """One role's StatefulSet of vLLM engine pods."""
 
@@ -510,6 +523,11 @@ class RoleSpec(_Model):
     )
     volume_mounts: list[VolumeMount] | None = Field(
         default=None, max_length=64, description="Mounts of `volumes` into the engine container."
+    )
+    rollout: RoleRolloutSpec = Field(
+        default_factory=RoleRolloutSpec,
+        json_schema_extra=_default_of(RoleRolloutSpec),
+        description="Per-step bound of the coordinated rollout (maxUnavailable).",
     )
 
 
@@ -1238,6 +1256,11 @@ class EPDClusterSpec(_Model):
         default=None, description="Engine image; default: the operator's engine image."
     )
     roles: Roles = Field(description="The engine roles; their presence defines the topology.")
+    paused: bool = Field(
+        default=False,
+        description="Stop rollouts where they are: no further pod moves to a new revision "
+        "and spec changes to pod templates wait (scaling still applies). false resumes.",
+    )
     ec_transfer: ECTransferSpec = Field(
         default_factory=ECTransferSpec,
         json_schema_extra=_default_of(ECTransferSpec),
@@ -1329,6 +1352,14 @@ class RoleStatus(_Status):
         default=None, max_length=1024, description="Why desiredReplicas differs from "
         "requestedReplicas; absent when it does not."
     )
+    current_revision: str | None = Field(
+        default=None, max_length=253,
+        description="StatefulSet revision the role's not-yet-updated pods run.",
+    )
+    update_revision: str | None = Field(
+        default=None, max_length=253,
+        description="StatefulSet revision the role is rolling to (equal when rolled out).",
+    )
 
 
 class RoleStatuses(_Status):
@@ -1360,6 +1391,14 @@ class Condition(_Status):
     )
 
 
+class RolloutStatus(_Status):
+    """Where the coordinated rollout of the engine roles stands (docs/rollouts.md)."""
+
+    step: int = Field(default=0, ge=0, description="Steps completed.")
+    steps: int = Field(default=0, ge=0, description="Steps of this rollout in all.")
+    paused: bool = Field(default=False, description="spec.paused holds it at this step.")
+
+
 class EPDClusterStatus(_Status):
     """Observed state, written by the operator."""
 
@@ -1370,6 +1409,9 @@ class EPDClusterStatus(_Status):
         default=None, description="One-word summary of the conditions, for display."
     )
     roles: RoleStatuses | None = Field(default=None, description="Per-role pod counts.")
+    rollout: RolloutStatus | None = Field(
+        default=None, description="The coordinated rollout in progress (steps 0: none)."
+    )
     conditions: list[Condition] | None = Field(
         default=None,
         max_length=16,

@@ -71,6 +71,7 @@ OWNED_ENV: Mapping[str, str] = {
 
 # Volumes and mount paths the renderer adds to every engine pod (render.engine uses these).
 VOLUME_LAUNCH_CONFIG = "launch-config"
+VOLUME_ROUTING = "routing"  # the router's routing table (router pods only)
 VOLUME_SHM = "dshm"
 VOLUME_MODEL = "model"
 VOLUME_MODEL_CACHE = "model-cache"

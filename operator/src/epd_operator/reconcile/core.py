@@ -30,9 +30,10 @@ from epd_operator.api.models import EPDCluster
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import SpecError, parse
 from epd_operator.render import render_cluster
+from epd_operator.render.launch import launch_config
 from epd_operator.render.names import role_name, selector_labels
 
-from . import resources, scaling
+from . import partitions, resources, revisions, scaling
 from .cache import Caches
 from .kube import Kube, KubeError
 from .plan import key_of, make_plan
@@ -199,11 +200,29 @@ def reconcile(
         observed = None
 
     decisions: dict[str, scaling.RoleDecision] = {}
+    driven: partitions.Driven | None = None
     if cluster is not None and observed is not None:
         # Each role's count: from its owner (spec or EPDRoleScaler), clamped (issue 17).
         scalers = _by_role(observed, c.SCALER_KIND)
         decisions = scaling.decide(cluster.spec, scaling.scaler_replicas(scalers))
-        desired = render_cluster(cluster, cfg, {r: d.desired for r, d in decisions.items()})
+        # Workloads whose view of the launch config is unchanged keep their ConfigMap.
+        pins = revisions.launch_pins(launch_config(cluster), observed)
+        # Older launch revisions still present feed the router's routing table.
+        older, legacy = revisions.live_launch_configs(observed)
+        desired = render_cluster(
+            cluster,
+            cfg,
+            {r: d.desired for r, d in decisions.items()},
+            pins,
+            live=older,
+            legacy=legacy,
+        )
+        # The coordinated rollout: StatefulSet partitions per step; spec.paused holds it.
+        driven = partitions.drive(desired, observed, {
+            r: getattr(cluster.spec.roles, r).rollout.max_unavailable for r in c.ROLE_NAMES
+            if getattr(cluster.spec.roles, r) is not None}, cluster.spec.paused,
+            _rollout_pods(kube, ns, name, desired, observed))
+        desired = driven.desired
 
     if desired is not None and observed is not None:
         plan = make_plan(desired, observed, owner_uid=uid)
@@ -223,7 +242,8 @@ def reconcile(
             out.applied.append(f"{k[1]}/{k[2]}")
             log.info("%s/%s: applied %s/%s (%s)", ns, name, k[1], k[2],
                      plan.reasons.get(k) or "missing")
-        for gone in plan.prune:
+        for gone in _launch_prunable(kube, ns, name, plan.prune,
+                                     desired=desired, observed=observed):
             k = key_of(gone)
             try:
                 kube.delete(gone)
@@ -260,6 +280,8 @@ def reconcile(
     for role, d in decisions.items():
         if role in status["roles"]:
             status["roles"][role].update(scaling.role_status_fields(d))
+    if driven is not None and cluster is not None:
+        partitions.annotate_status(status, driven, cluster.spec.paused)
     clamps = scaling.clamp_events(previous, decisions)
     out.conditions = {cond["type"]: cond["status"] for cond in status["conditions"]}
     if status_changed(previous, status):
@@ -312,6 +334,53 @@ def _observe(kube: Kube, cache: Caches | None, ns: str, name: str) -> list[dict[
         if cached is not None:
             return cached
     return kube.list_children(ns, name)
+
+
+def _rollout_pods(
+    kube: Kube, ns: str, name: str, desired: list[dict[str, Any]],
+    observed: list[dict[str, Any]],
+) -> list[dict[str, Any]] | None:
+    """The pods' readiness for the rollout planner, listed only while a role rolls; None
+    (the planner then waits for every pod to be ready) when not needed or not readable."""
+    if not partitions.needs_pods(desired, observed):
+        return None
+    try:
+        return kube.list_pods(ns, name)
+    except KubeError as exc:
+        log.warning("%s/%s: pods not listed for the rollout: %s", ns, name, exc)
+        return None
+
+
+def _launch_prunable(
+    kube: Kube,
+    ns: str,
+    name: str,
+    prune: list[dict[str, Any]],
+    *,
+    desired: list[dict[str, Any]],
+    observed: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """`prune` without the old launch ConfigMaps that something may still mount
+    (reconcile.revisions); pods are listed only when there is such a candidate."""
+    launch = [o for o in prune if o.get("kind") == "ConfigMap"
+              and ((o.get("metadata") or {}).get("labels") or {}).get(c.LABEL_COMPONENT)
+              == c.COMPONENT_CONFIG]
+    if not launch:
+        return prune
+    workloads = [o for o in observed if o.get("kind") in ("StatefulSet", "Deployment")]
+    referenced = {
+        m for o in desired if o.get("kind") in ("StatefulSet", "Deployment")
+        and (m := revisions.mounted_launch_config(
+            ((o.get("spec") or {}).get("template") or {}).get("spec") or {})) is not None
+    }
+    try:
+        pods = kube.list_pods(ns, name)
+    except KubeError as exc:
+        log.warning("%s/%s: old launch ConfigMaps kept (pods not listed): %s", ns, name, exc)
+        return [o for o in prune if o not in launch]
+    keep = revisions.retained_launch_configs(launch, referenced, workloads, pods)
+    return [o for o in prune
+            if o not in launch or (o.get("metadata") or {}).get("name") not in keep]
 
 
 def _by_role(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:

@@ -65,6 +65,7 @@ CHILD_KINDS: tuple[Kind, ...] = (
     Kind("v1", "Service", "services"),
     Kind("apps/v1", "StatefulSet", "statefulsets"),
     Kind("apps/v1", "Deployment", "deployments"),
+    Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     Kind(c.API_VERSION, c.SCALER_KIND, c.SCALER_PLURAL),
 )
 SCALER = CHILD_KINDS[-1]

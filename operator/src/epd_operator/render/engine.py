@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from epd_connector.launch import routing
 from epd_connector.launch.config import LaunchConfig
+from epd_connector.launch.routing import wiring_revision
 from epd_connector.launch.wiring import ec_consumer_role
 
 from ..api import constants as c
@@ -28,7 +30,7 @@ from ..api.parse import (
 )
 from ..api.quantity import canonical_quantity
 from .launch import role_checksum
-from .names import configmap_name, metadata, role_name, selector_labels, stable_hash
+from .names import metadata, role_name, selector_labels, stable_hash
 from .preflight import preflight_container
 from .store import encoder_pinned_bytes, raise_memory
 
@@ -121,8 +123,9 @@ def _model_volumes(spec: EPDClusterSpec) -> tuple[list[dict[str, Any]], list[dic
 
 
 def pod_template(
-    obj: EPDCluster, role: str, cfg: OperatorConfig, config: LaunchConfig
+    obj: EPDCluster, role: str, cfg: OperatorConfig, config: LaunchConfig, configmap: str
 ) -> dict[str, Any]:
+    """The pod template of `role`; its pods mount the launch ConfigMap named `configmap`."""
     spec = obj.spec
     rs: RoleSpec = getattr(spec.roles, role)
     cluster = obj.metadata.name
@@ -142,7 +145,7 @@ def pod_template(
     volumes: list[dict[str, Any]] = [
         {
             "name": VOLUME_LAUNCH_CONFIG,
-            "configMap": {"name": configmap_name(cluster), "defaultMode": 0o644},
+            "configMap": {"name": configmap, "defaultMode": 0o644},
         },
         {"name": VOLUME_SHM, "emptyDir": {"medium": "Memory", "sizeLimit": cfg.shm_size}},
     ]
@@ -216,6 +219,9 @@ def pod_template(
     annotations = dict(rs.pod_annotations or {})
     annotations[c.ANNOTATION_CONFIG_CHECKSUM] = role_checksum(config, role)
     labels = {**dict(rs.pod_labels or {}), **selector_labels(cluster, role)}
+    # What the router pairs pods by (not a selector label: the role's workload keeps its
+    # selector while its pods move from one wiring revision to the next).
+    labels[c.LABEL_WIRING_REVISION] = wiring_revision(config)
     template: dict[str, Any] = {
         "metadata": {"labels": labels, "annotations": annotations},
         "spec": pod_spec,
@@ -247,12 +253,25 @@ def headless_service(obj: EPDCluster, role: str) -> dict[str, Any]:
     }
 
 
+def revision_service(obj: EPDCluster, role: str, wiring: str, port: int) -> dict[str, Any]:
+    """The headless Service of `role`'s pods of one wiring revision, which the router resolves
+    for that revision (launch.routing); `port` is the role's port in that revision."""
+    service = headless_service(obj, role)
+    service["metadata"]["name"] = routing.revision_service(service["metadata"]["name"], wiring)
+    service["spec"]["selector"] = {
+        **selector_labels(obj.metadata.name, role),
+        c.LABEL_WIRING_REVISION: wiring,
+    }
+    service["spec"]["ports"][0]["port"] = port
+    return service
+
+
 def statefulset(
-    obj: EPDCluster, role: str, cfg: OperatorConfig, config: LaunchConfig
+    obj: EPDCluster, role: str, cfg: OperatorConfig, config: LaunchConfig, configmap: str
 ) -> dict[str, Any]:
     rs: RoleSpec = getattr(obj.spec.roles, role)
     name = role_name(obj.metadata.name, role)
-    template = pod_template(obj, role, cfg, config)
+    template = pod_template(obj, role, cfg, config, configmap)
     meta = metadata(obj, name, role)
     meta["labels"][c.LABEL_REVISION] = template["metadata"]["labels"][c.LABEL_REVISION]
     return {
@@ -263,7 +282,24 @@ def statefulset(
             "serviceName": name,
             "replicas": rs.replicas,
             "podManagementPolicy": "Parallel",
+            # reconcile.partitions lowers the partition step by step during a rollout.
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
             "selector": {"matchLabels": selector_labels(obj.metadata.name, role)},
             "template": template,
+        },
+    }
+
+
+def disruption_budget(obj: EPDCluster, role: str) -> dict[str, Any]:
+    """The role's PodDisruptionBudget: voluntary disruptions (node drains, evictions) take
+    at most `rollout.maxUnavailable` of its pods at once, the bound a rollout step keeps."""
+    rs: RoleSpec = getattr(obj.spec.roles, role)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(obj, role_name(obj.metadata.name, role), role),
+        "spec": {
+            "maxUnavailable": rs.rollout.max_unavailable,
+            "selector": {"matchLabels": selector_labels(obj.metadata.name, role)},
         },
     }

@@ -4,10 +4,15 @@ The launch config types belong to `epd_connector.launch.config`; this module onl
 from the EPDCluster spec. A pod of role R reads the global settings, the topology and its own
 role entry, so its checksum covers exactly those (replica counts excluded): scaling a role or
 editing another role's settings does not restart it.
+
+The ConfigMap holds `launch_document`: the config without replica counts (no pod reads them;
+pods discover their peers), so the document, and the launch revision that names its immutable
+ConfigMap, change only when something a pod reads changes (docs/rollouts.md).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -24,6 +29,7 @@ from epd_connector.launch.config import (
 from epd_connector.launch.config import (
     Parallelism as ParallelismLaunch,
 )
+from epd_connector.launch.routing import wiring_revision
 
 from ..api.models import EPDCluster, EPDClusterSpec, RoleSpec
 from ..api.parse import MODEL_MOUNT, buffer_size_bytes
@@ -125,16 +131,35 @@ def _without_replicas(role: dict[str, Any]) -> dict[str, Any]:
 
 
 def role_checksum(config: LaunchConfig, role: str) -> str:
-    """Checksum of what a pod of `role` reads from the launch config."""
+    """Checksum of what a pod of `role` reads from the launch config, and of the wiring its
+    peers and the router pair it by: a change to any role's Service, port or parallelism
+    moves every role to the new wiring revision together (docs/rollouts.md)."""
     data = config.model_dump(mode="json", exclude_none=True)
     roles = data.pop("roles")
     data["topology"] = config.topology
     data["role"] = _without_replicas(roles[role])
+    data["wiring"] = wiring_revision(config)
     return stable_hash(data)
 
 
 def router_checksum(config: LaunchConfig) -> str:
     """The router reads every role's wiring, but not replica counts (it discovers pods)."""
+    return stable_hash(launch_document(config))
+
+
+def launch_document(config: LaunchConfig) -> dict[str, Any]:
+    """What the revision's ConfigMap holds: the config without `roles.*.replicas` (readers
+    default it; scaling must not make a new revision)."""
     data = config.model_dump(mode="json", exclude_none=True)
     data["roles"] = {name: _without_replicas(r) for name, r in data["roles"].items()}
-    return stable_hash(data)
+    return data
+
+
+def launch_revision(config: LaunchConfig) -> str:
+    """The launch revision: a hash of `launch_document`, 10 hex characters (names stay short)."""
+    return stable_hash(launch_document(config), 10)
+
+
+def launch_json(config: LaunchConfig) -> str:
+    """The ConfigMap's `launch.json`: canonical JSON, as `LaunchConfig.to_json` writes it."""
+    return json.dumps(launch_document(config), sort_keys=True, indent=2)

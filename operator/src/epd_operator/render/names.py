@@ -36,7 +36,19 @@ def child_name(cluster: str, suffix: str, limit: int = MAX_DNS_LABEL) -> str:
 
 
 def configmap_name(cluster: str) -> str:
+    """The single, mutable launch ConfigMap of operators before revision-named ones
+    (docs/rollouts.md): no longer rendered, still recognised while pods reference it."""
     return child_name(cluster, "launch")
+
+
+def launch_configmap_name(cluster: str, revision: str) -> str:
+    """The immutable launch ConfigMap of one launch revision (`launch_revision`)."""
+    return child_name(cluster, f"launch-{revision}")
+
+
+def routing_configmap_name(cluster: str) -> str:
+    """The router's routing table (mutable; launch.routing)."""
+    return child_name(cluster, "routing")
 
 
 def role_name(cluster: str, role: str) -> str:

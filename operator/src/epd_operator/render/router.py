@@ -14,9 +14,9 @@ from epd_connector.launch.router_options import RouterOptions
 from ..api import constants as c
 from ..api.models import EPDCluster, RouterSpec
 from ..api.operator_config import OperatorConfig
-from ..api.parse import VOLUME_LAUNCH_CONFIG
+from ..api.parse import VOLUME_LAUNCH_CONFIG, VOLUME_ROUTING
 from .launch import router_checksum
-from .names import configmap_name, metadata, router_name, selector_labels, stable_hash
+from .names import metadata, router_name, routing_configmap_name, selector_labels, stable_hash
 from .resources import container_resources
 
 ROUTER_CONTAINER = "router"
@@ -60,7 +60,10 @@ def router_flags(router: RouterSpec) -> list[str]:
     return flags
 
 
-def deployment(obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig) -> dict[str, Any]:
+def deployment(
+    obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig, configmap: str
+) -> dict[str, Any]:
+    """The router Deployment; its pods mount the launch ConfigMap named `configmap`."""
     cluster = obj.metadata.name
     name = router_name(cluster)
     container: dict[str, Any] = {
@@ -73,6 +76,8 @@ def deployment(obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig) -> di
             c.LAUNCH_CONFIG_PATH,
             "--port",
             str(cfg.router_port),
+            "--routing-file",
+            c.ROUTING_PATH,
             *router_flags(obj.spec.router),
         ],
         "env": [
@@ -92,7 +97,8 @@ def deployment(obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig) -> di
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [
-            {"name": VOLUME_LAUNCH_CONFIG, "mountPath": c.LAUNCH_CONFIG_DIR, "readOnly": True}
+            {"name": VOLUME_LAUNCH_CONFIG, "mountPath": c.LAUNCH_CONFIG_DIR, "readOnly": True},
+            {"name": VOLUME_ROUTING, "mountPath": c.ROUTING_DIR, "readOnly": True},
         ],
     }
     pod_spec: dict[str, Any] = {
@@ -103,8 +109,13 @@ def deployment(obj: EPDCluster, cfg: OperatorConfig, config: LaunchConfig) -> di
         "volumes": [
             {
                 "name": VOLUME_LAUNCH_CONFIG,
-                "configMap": {"name": configmap_name(cluster), "defaultMode": 0o644},
-            }
+                "configMap": {"name": configmap, "defaultMode": 0o644},
+            },
+            # Not a subPath mount: the kubelet refreshes it in place, and the router re-reads it.
+            {
+                "name": VOLUME_ROUTING,
+                "configMap": {"name": routing_configmap_name(cluster), "defaultMode": 0o644},
+            },
         ],
     }
     if cfg.image_pull_secrets:
