@@ -113,8 +113,8 @@ def test_pod_env_errors_name_the_variable(env: dict[str, str], error: str) -> No
 
 
 def test_pod_env_defaults() -> None:
-    pod = pod_env(_POD)
-    assert (pod.launch_config, pod.role, pod.pod_ip, pod.pod_name, pod.namespace) == (
+    launch_config, pod = pod_env(_POD)
+    assert (launch_config, pod.role, pod.ip, pod.name, pod.namespace) == (
         "/etc/epd/launch.json",
         "decode",
         "10.0.0.9",

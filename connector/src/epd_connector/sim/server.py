@@ -42,7 +42,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from epd_connector.launch import wiring
-from epd_connector.launch.config import LaunchConfig
+from epd_connector.launch.config import LaunchConfig, LaunchConfigError
+from epd_connector.launch.pod import ENV_ROLE, PodContext
 from epd_connector.openai_errors import OpenAIError, error_response
 from epd_connector.transport import Engine
 
@@ -59,7 +60,7 @@ from .media import (
     prompt_text,
 )
 from .metrics import SimMetrics
-from .settings import PodEnv, SimSettings
+from .settings import SimSettings
 from .store import EncoderStore
 
 log = logging.getLogger(__name__)
@@ -83,13 +84,15 @@ class Output:
 class SimEngine:
     """One simulated engine pod: role wiring from the launch config, state, and handlers."""
 
-    def __init__(self, config: LaunchConfig, pod: PodEnv, settings: SimSettings) -> None:
+    def __init__(self, config: LaunchConfig, pod: PodContext, settings: SimSettings) -> None:
+        if pod.role is None:  # PodContext.from_env always sets it
+            raise LaunchConfigError(f"{ENV_ROLE}: the simulator needs the pod's role")
         self.config, self.pod, self.settings = config, pod, settings
         self.role = pod.role
-        self.launch = config.role(pod.role)
+        self.launch = config.role(self.role)
         self.model = config.model.served_model_name or config.model.name
-        self.ec_role = wiring.ec_role(config, pod.role)
-        self.kv_role = wiring.kv_role(config, pod.role)
+        self.ec_role = wiring.ec_role(config, self.role)
+        self.kv_role = wiring.kv_role(config, self.role)
         self.is_encoder = self.role == "encoder"
         self.is_ec_consumer = self.ec_role == "ec_consumer"
         self._encoder_cache: OrderedDict[str, None] = OrderedDict()
@@ -106,7 +109,7 @@ class SimEngine:
         self.dp_size = self.launch.parallelism.data
         self.push_wait_s = config.ec.push_wait_timeout_s or settings.push_wait_timeout_s
         self.control_timeout_s = config.ec.control_timeout_s or 30.0
-        self.metrics = SimMetrics(self.model, pod.pod_name)
+        self.metrics = SimMetrics(self.model, pod.name)
         self.engine: Engine | None = None
         self.store: EncoderStore | None = None  # the shared encoder cache (encoders only)
         self.receivers: list[ec.ECReceiver] = []
@@ -118,22 +121,22 @@ class SimEngine:
         self.draining = False
         self.inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._rng = random.Random(pod.pod_name)
+        self._rng = random.Random(pod.name)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     @property
     def engine_ids(self) -> list[str]:
-        return [f"{self.pod.pod_name}-dp{d}" for d in range(self.dp_size)]
+        return [f"{self.pod.name}-dp{d}" for d in range(self.dp_size)]
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession()
         # Always TCP: simulator pods run where RDMA devices are not (kind, kwok, CI).
-        self.engine = await asyncio.to_thread(Engine, self.pod.pod_ip, "tcp")
+        self.engine = await asyncio.to_thread(Engine, self.pod.ip, "tcp")
         if self.is_encoder and self.config.ec.store is not None:
             # Like vLLM's encoder: no Store, no start (the launcher wrote its config file).
             self.store = await EncoderStore.open(
-                self.config, self.metrics, os.environ, self.pod.pod_ip
+                self.config, self.metrics, os.environ, self.pod.ip
             )
         host = self.settings.host
         if self.is_ec_consumer and self.shared_storage is None:
@@ -151,7 +154,7 @@ class SimEngine:
                 else [self.config.kv.bootstrap_port]
             )
             self.kv_source = kv.KVSource(
-                self.engine, self.settings.kv_slab_bytes, self.engine_ids, self.pod.pod_ip, ports[0]
+                self.engine, self.settings.kv_slab_bytes, self.engine_ids, self.pod.ip, ports[0]
             )
             for port in ports:
                 app = web.Application()
@@ -651,7 +654,7 @@ class SimEngine:
                     "remote_block_ids": [list(range(max(1, prompt_tokens // 16)))],
                     "remote_engine_id": self.engine_ids[dp_rank],
                     "remote_request_id": key,
-                    "remote_host": self.pod.pod_ip,
+                    "remote_host": self.pod.ip,
                     "remote_port": self.config.kv.side_channel_port + dp_rank,
                     "tp_size": self.launch.parallelism.tensor,
                     "dcp_size": 1,

@@ -53,6 +53,7 @@ from .constants import (
     DEFAULT_RDMA_RESOURCE,
     ENGINE_HTTP_PORT,
     MAX_ROLE_REPLICAS,
+    Phase,
     ReplicasFrom,
     RoleName,
 )
@@ -1405,7 +1406,7 @@ class EPDClusterStatus(_Status):
     observed_generation: int | None = Field(
         default=None, ge=0, description="metadata.generation last reconciled."
     )
-    phase: Literal["Pending", "Progressing", "Ready", "Degraded"] | None = Field(
+    phase: Phase | None = Field(
         default=None, description="One-word summary of the conditions, for display."
     )
     roles: RoleStatuses | None = Field(default=None, description="Per-role pod counts.")

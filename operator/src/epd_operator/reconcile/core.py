@@ -33,7 +33,7 @@ from epd_operator.render import render_cluster
 from epd_operator.render.launch import launch_config
 from epd_operator.render.names import role_name, selector_labels
 
-from . import partitions, resources, revisions, scaling
+from . import capacity, partitions, revisions, scaling
 from .cache import Caches
 from .kube import Kube, KubeError
 from .plan import key_of, make_plan
@@ -42,9 +42,6 @@ from .transport import TRANSPORT_READY, transport_condition, transport_event
 
 log = logging.getLogger(__name__)
 
-REASON_SPEC_INVALID = c.REASON_SPEC_INVALID
-REASON_APPLY_FAILED = c.REASON_RECONCILE_ERROR
-REASON_SPEC_WARNING = "SpecWarning"
 _MISSING_SCALER_CRD = (
     f" ({c.SCALER_CRD_NAME} is not installed: `kubectl apply -f crds/` or the chart's "
     "crds/; `helm upgrade` does not add new CRDs)"
@@ -186,7 +183,7 @@ def reconcile(
         path = str(getattr(exc, "path", "") or "")
         if path and path not in msg:
             msg = f"{path}: {msg}"
-        out.problems.append(Problem(REASON_SPEC_INVALID, msg))
+        out.problems.append(Problem(c.REASON_SPEC_INVALID, msg))
     else:
         rdma_enabled = cluster.spec.rdma.enabled
         notes = [f"{path}: {why}" for path, why in oddities(cluster.spec)]
@@ -195,7 +192,7 @@ def reconcile(
     try:
         observed = _observe(kube, cache, ns, name)
     except KubeError as exc:
-        out.problems.append(Problem(REASON_APPLY_FAILED, f"cannot list children: {exc}"))
+        out.problems.append(Problem(c.REASON_RECONCILE_ERROR, f"cannot list children: {exc}"))
         out.retry = True
         observed = None
 
@@ -233,7 +230,7 @@ def reconcile(
                 live = kube.apply(want)
             except KubeError as exc:
                 hint = _MISSING_SCALER_CRD if exc.not_found and k[1] == c.SCALER_KIND else ""
-                out.problems.append(Problem(REASON_APPLY_FAILED, f"{exc}{hint}"))
+                out.problems.append(Problem(c.REASON_RECONCILE_ERROR, f"{exc}{hint}"))
                 out.retry = True
                 continue
             children.append(live)
@@ -248,7 +245,7 @@ def reconcile(
             try:
                 kube.delete(gone)
             except KubeError as exc:
-                out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
+                out.problems.append(Problem(c.REASON_RECONCILE_ERROR, str(exc)))
                 out.retry = True
                 continue
             if cache is not None:
@@ -258,9 +255,9 @@ def reconcile(
         if cluster is not None:
             _sync_scalers(kube, cluster, decisions, children, out, cache=cache)
         try:
-            capacity = cache.nodes.capacity() if cache is not None else None
-            out.problems.extend(resources.check(
-                desired, capacity if capacity is not None else kube.list_nodes()))
+            nodes = cache.nodes.capacity() if cache is not None else None
+            out.problems.extend(capacity.check(
+                desired, nodes if nodes is not None else kube.list_nodes()))
         except KubeError as exc:
             # Without node visibility we cannot judge; the scheduler still will.
             log.warning("%s/%s: resource check skipped: %s", ns, name, exc)
@@ -298,7 +295,7 @@ def reconcile(
             if notes and not _announced(previous, notes):
                 # Valid but odd: say so once, as a Warning Event (and in the Ready message).
                 try:
-                    kube.create_event(obj, "Warning", REASON_SPEC_WARNING, "; ".join(notes))
+                    kube.create_event(obj, "Warning", c.REASON_SPEC_WARNING, "; ".join(notes))
                     out.events += 1
                 except KubeError as exc:
                     log.warning("%s/%s: event not recorded: %s", ns, name, exc)
@@ -415,7 +412,7 @@ def _sync_scalers(
             try:
                 kube.scale(ns, sname, d.scaler_write)
             except KubeError as exc:
-                out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
+                out.problems.append(Problem(c.REASON_RECONCILE_ERROR, str(exc)))
                 out.retry = True
             else:
                 out.scaler_writes.append(f"{sname}/scale")
@@ -427,7 +424,7 @@ def _sync_scalers(
             try:
                 written = kube.apply_scaler_status(ns, sname, want)
             except KubeError as exc:
-                out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
+                out.problems.append(Problem(c.REASON_RECONCILE_ERROR, str(exc)))
                 out.retry = True
             else:
                 out.scaler_writes.append(f"{sname}/status")
