@@ -8,8 +8,8 @@ grants is exactly what it has. On kind (EPD_CLUSTER_PROVIDER=kind, needs Docker)
 control-plane image is built and loaded, the operator runs in-cluster as the chart's
 Deployment and engine pods run the simulator; the same tests follow (not runnable here).
 
-Tests follow the issue's list (1-8) plus the zero-writes resync; they share one namespace and
-one operator process, and run in file order.
+Tests are numbered in the order they run (file order); they share one namespace and one
+operator process.
 """
 
 from __future__ import annotations

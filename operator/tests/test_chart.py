@@ -69,10 +69,10 @@ def test_lint_strict(helm: Path) -> None:
 def test_chart_crds_equal_the_generated_crds() -> None:
     top = REPO / "crds" / c.CRD_FILENAME
     chart = CHART / "crds" / c.CRD_FILENAME
-    assert top.exists(), f"{top} missing: python -m epd_operator.api.crdgen --write"
-    assert chart.exists(), f"{chart} missing: python -m epd_operator.api.crdgen --write"
+    assert top.exists(), f"{top} missing: make crds"
+    assert chart.exists(), f"{chart} missing: make crds"
     assert filecmp.cmp(top, chart, shallow=False), (
-        f"{chart} differs from {top}: regenerate with python -m epd_operator.api.crdgen --write"
+        f"{chart} differs from {top}: regenerate with make crds"
     )
     assert filecmp.cmp(REPO / "crds" / c.SCALER_CRD_FILENAME,
                        CHART / "crds" / c.SCALER_CRD_FILENAME, shallow=False)

@@ -1,6 +1,6 @@
 """The simulated engine's HTTP server: the OpenAI surface vLLM 0.33.0 serves, per EPD role.
 
-What each role does with a request follows vLLM 0.33.0 (shared facts sheet §2-§3):
+What each role does with a request follows vLLM 0.33.0 (the source files named below):
 - encoder (`ec_producer`): answers a non-streaming chat completion with empty output and a
   top-level `ec_transfer_params` keyed by mm_hash (`modality`, `item_indices`, `metadata`,
   `transfer_id`; `mooncake/scheduler.py::request_finished`, `utils.py::collect_ec_item_metadata`),

@@ -1,9 +1,9 @@
 """Generates the EPDCluster CustomResourceDefinition from the pydantic models.
 
-The models are the one definition of the API (DESIGN.md §2); this module turns their JSON
-schema into a Kubernetes structural schema (no $ref, no nullable unions, int-or-string and
-preserve-unknown-fields markers, CEL rules from `__cel__`) and wraps it in the CRD with the
-status subresource and printer columns. `python -m epd_operator.api.crdgen --write` (or
+The models are the one definition of the API (docs/architecture.md, "Where each rule
+lives"); this module turns their JSON schema into a Kubernetes structural schema (no $ref, no
+nullable unions, int-or-string and preserve-unknown-fields markers, CEL rules from `__cel__`)
+and wraps it in the CRD with the status subresource and printer columns. `make crds` (or
 `epdctl crds --write`) rewrites `crds/` and the chart's copy; a test fails on drift.
 """
 

@@ -1,6 +1,6 @@
 """The pure status of an EPDCluster: observed children + problems -> the status dict.
 
-Shape (DESIGN.md §2, the status model in api.models): `observedGeneration`, `phase`,
+Shape (the status model in api.models): `observedGeneration`, `phase`,
 `roles.<role>.{replicas, readyReplicas, updatedReplicas, ready}` (`ready` is "3/4", for the
 printer columns), and conditions. Exactly one of `Ready`, `Progressing`, `Degraded` is True
 at any time, so a reader never has to rank them:

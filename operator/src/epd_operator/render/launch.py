@@ -1,4 +1,5 @@
-"""Spec -> `LaunchConfig` (the JSON every pod reads, DESIGN.md §4) and its per-role checksums.
+"""Spec -> `LaunchConfig` (the JSON every pod reads: the launch contract, docs/architecture.md)
+and its per-role checksums.
 
 The launch config types belong to `epd_connector.launch.config`; this module only fills them
 from the EPDCluster spec. A pod of role R reads the global settings, the topology and its own
