@@ -217,7 +217,7 @@ def test_engine_container_contract() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["launch-config"]["configMap"]["name"] == launch_cm(m)["metadata"]["name"]
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
-    assert pod["terminationGracePeriodSeconds"] == 60
+    assert pod["terminationGracePeriodSeconds"] == 60 + 30  # vLLM's shutdown + the drain
     assert pod["enableServiceLinks"] is False
 
 
@@ -617,3 +617,25 @@ def test_one_disruption_budget_per_role_with_its_max_unavailable() -> None:
         assert pdb["spec"]["selector"] == sts["spec"]["selector"]
     with pytest.raises(SpecError, match="maxUnavailable"):
         cluster(roles={"encoder": {"rollout": {"maxUnavailable": 0}}, "decode": {}})
+
+
+@pytest.mark.parametrize(("drain", "hook"), [(None, True), (90, True), (0, False)])
+def test_engine_pods_drain_before_sigterm(drain: int | None, hook: bool) -> None:
+    roles: dict[str, Any] = {"encoder": {}, "decode": {}}
+    if drain is not None:
+        roles["decode"] = {"rollout": {"drainSeconds": drain}}
+    sts = next(
+        m for m in render_cluster(cluster(roles=roles), CFG)
+        if m["kind"] == "StatefulSet" and m["metadata"]["name"] == "demo-decode"
+    )
+    pod = sts["spec"]["template"]["spec"]
+    ctr = pod["containers"][0]
+    budget = 30 if drain is None else drain
+    env = {e["name"]: e.get("value") for e in ctr["env"]}
+    assert pod["terminationGracePeriodSeconds"] == CFG.termination_grace_period_seconds + budget
+    if hook:
+        assert ctr["lifecycle"]["preStop"]["exec"]["command"] == ["epd-engine", "--drain"]
+        assert env["EPD_DRAIN_SECONDS"] == str(budget)
+    else:
+        assert "lifecycle" not in ctr
+        assert "EPD_DRAIN_SECONDS" not in env

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import drain as drain_hook
 from .argv import build_argv, build_env
 from .config import LaunchConfigError, load
 from .pod import PodContext, engine_from_env, launch_config_path, role_from_env
@@ -55,6 +56,28 @@ def plan(env: Mapping[str, str], config_path: str | None = None) -> dict[str, An
     if engine == "sim":
         argv = [sys.executable, *SIM_ARGV]
     return {"engine": engine, "config": path, "argv": argv, "env": added, "files": files}
+
+
+def drain(env: Mapping[str, str], config_path: str | None = None) -> int:
+    """`--drain` (the preStop hook): wait until this pod's engine holds no request, bounded
+    by EPD_DRAIN_SECONDS; always exit 0 (the kubelet sends SIGTERM next either way)."""
+    raw = env.get(drain_hook.ENV_DRAIN_SECONDS, "").strip()
+    try:
+        budget = float(raw) if raw else float(drain_hook.DEFAULT_DRAIN_SECONDS)
+        config = load(config_path or launch_config_path(env))
+        port = config.role(role_from_env(env)).port
+        pod = PodContext.from_env(env)
+    except (ValueError, LaunchConfigError) as exc:
+        print(f"epd-engine --drain: {exc}; not waiting", file=sys.stderr)
+        return 0
+    out = drain_hook.drain(drain_hook.http_fetch(pod.ip, port), budget)
+    log.info(
+        "drain: %s after %.1fs (requests left: %s)",
+        "done" if out.drained else "budget spent",
+        out.waited_s,
+        "unknown" if out.last_busy is None else f"{out.last_busy:g}",
+    )
+    return 0
 
 
 def preflight(env: Mapping[str, str], config_path: str | None = None) -> int:
@@ -118,6 +141,12 @@ def _parser() -> argparse.ArgumentParser:
         "as one JSON line on stdout and in $EPD_PREFLIGHT_OUT or the termination log; exit 0",
     )
     p.add_argument(
+        "--drain",
+        action="store_true",
+        help="the pod's preStop hook: wait until the engine holds no request (its "
+        "vllm:num_requests_running/waiting gauges), at most $EPD_DRAIN_SECONDS; exit 0",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help='print {"engine", "config", "argv", "env", "files"} as JSON and exit instead of '
@@ -133,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.preflight:
         return preflight(os.environ, args.config)
+    if args.drain:
+        return drain(os.environ, args.config)
     try:
         what = plan(os.environ, args.config)
     except LaunchConfigError as exc:

@@ -27,6 +27,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from epd_connector.launch.config import Device
+from epd_connector.launch.drain import DEFAULT_DRAIN_SECONDS
 from epd_connector.launch.router_options import CONSUMER_MEDIA_MODES, ENCODER_ROUTING, RouterOptions
 from epd_connector.launch.rules import (
     DEFAULT_EC_PORT,
@@ -449,6 +450,14 @@ class RoleRolloutSpec(_Model):
         description="Pods of the role that may be down at once: replaced together in one "
         "rollout step, and the role's PodDisruptionBudget for voluntary disruptions (node "
         "drains).",
+    )
+    drain_seconds: int = Field(
+        default=DEFAULT_DRAIN_SECONDS,
+        ge=0,
+        le=3600,
+        description="Longest wait of a terminating pod for its requests (and their EC pushes "
+        "and KV pulls) to finish before vLLM gets SIGTERM; it has left the Services and the "
+        "router's rotation first. The pod's grace period grows by as much. 0: no drain.",
     )
 
 

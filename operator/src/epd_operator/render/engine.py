@@ -12,6 +12,7 @@ from typing import Any
 
 from epd_connector.launch import routing
 from epd_connector.launch.config import LaunchConfig
+from epd_connector.launch.drain import ENV_DRAIN_SECONDS
 from epd_connector.launch.routing import wiring_revision
 from epd_connector.launch.wiring import ec_consumer_role
 
@@ -140,7 +141,10 @@ def pod_template(
     ]
     if spec.model.source is None:
         env.append({"name": "HF_HOME", "value": f"{MODEL_CACHE_MOUNT}/huggingface"})
-    env += _dump(rs.env)
+    drain_s = rs.rollout.drain_seconds
+    if drain_s:
+        env.append({"name": ENV_DRAIN_SECONDS, "value": str(drain_s)})
+    env += _dump(rs.env)  # the user's last: theirs win
 
     volumes: list[dict[str, Any]] = [
         {
@@ -189,6 +193,9 @@ def pod_template(
         "livenessProbe": _probe(c.HEALTH_PATH, 15, 4, 10),
         "volumeMounts": mounts,
     }
+    if drain_s:
+        # A terminating pod finishes what it holds before vLLM gets SIGTERM (launch.drain).
+        container["lifecycle"] = {"preStop": {"exec": {"command": ["epd-engine", "--drain"]}}}
     if spec.rdma.enabled:
         # Memory registration pins pages; IPC_LOCK lifts the memlock limit. Not privileged.
         container["securityContext"] = {"capabilities": {"add": ["IPC_LOCK"]}}
@@ -200,7 +207,8 @@ def pod_template(
         # Service named "vllm") would confuse vLLM's own environment parsing.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": cfg.termination_grace_period_seconds,
+        # The grace period covers the preStop drain, then vLLM's own shutdown.
+        "terminationGracePeriodSeconds": cfg.termination_grace_period_seconds + drain_s,
         "containers": [container],
         "volumes": volumes,
     }
