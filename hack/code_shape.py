@@ -23,7 +23,8 @@ def modules(root: Path) -> list[tuple[int, str]]:
     for tree in TREES:
         for path in sorted((root / tree).rglob("*.py")):
             if path.name not in GENERATED:
-                out.append((len(path.read_text(encoding="utf-8").splitlines()), str(path.relative_to(root))))
+                lines = len(path.read_text(encoding="utf-8").splitlines())
+                out.append((lines, str(path.relative_to(root))))
     return sorted(out, reverse=True)
 
 

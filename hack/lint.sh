@@ -9,5 +9,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Tests import their helpers by directory (pytest's rootdir-relative imports), so each group is
 # checked with its own search path; two groups because both hold a top-level `conftest`.
 MYPYPATH=operator/tests:. .venv/bin/mypy --explicit-package-bases operator/tests conftest.py
-MYPYPATH=connector/tests/dataplane:. .venv/bin/mypy --explicit-package-bases connector/tests e2e bench
+MYPYPATH=connector/tests/dataplane:. .venv/bin/mypy --explicit-package-bases connector/tests e2e bench \
+  hack/code_shape.py
 .venv/bin/lint-imports
