@@ -39,7 +39,7 @@ from . import capacity, partitions, revisions, scaling
 from .cache import Caches
 from .kube import Kube, KubeError
 from .plan import key_of, make_plan
-from .status import DEGRADED, Problem, compute_status, events_for, status_changed
+from .status import DEGRADED, Problem, checked, compute_status, events_for, status_changed
 from .transport import TRANSPORT_READY, transport_condition, transport_event
 
 log = logging.getLogger(__name__)
@@ -348,7 +348,7 @@ def _compute_status(p: _Pass, previous: Mapping[str, Any] | None, now: str) -> _
     if p.driven is not None and p.cluster is not None:
         partitions.annotate_status(status, p.driven, p.cluster.spec.paused)
     p.out.conditions = {cond["type"]: cond["status"] for cond in status["conditions"]}
-    return _Report(status, previous, transport, scaling.clamp_events(previous, p.decisions))
+    return _Report(checked(status), previous, transport, scaling.clamp_events(previous, p.decisions))
 
 
 def _publish(p: _Pass, report: _Report, memory: StatusMemory | None) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from epd_operator.api import constants as c
+from epd_operator.api.models import EPDClusterStatus
 
 READY = c.CONDITION_READY
 PROGRESSING = c.CONDITION_PROGRESSING
@@ -181,6 +182,37 @@ def compute_status(
         "roles": role_counts(children),
         "conditions": conditions,
     }
+
+
+class StatusShapeError(ValueError):
+    """A computed status the EPDClusterStatus model does not define (a bug in this package:
+    the apiserver would prune the key silently, and every pass would write it again)."""
+
+
+def checked(status: dict[str, Any]) -> dict[str, Any]:
+    """`status`, unchanged, once the EPDClusterStatus model (the one definition of the shape,
+    also the CRD's status schema) accepts every key and value in it."""
+    try:
+        model = EPDClusterStatus.model_validate(status)
+    except ValueError as exc:
+        raise StatusShapeError(f"status does not fit EPDClusterStatus: {exc}") from exc
+    unknown = _keys_outside(status, model.model_dump(by_alias=True, mode="json"), "status")
+    if unknown:
+        raise StatusShapeError(f"status keys EPDClusterStatus does not define: {unknown}")
+    return status
+
+
+def _keys_outside(raw: Any, modelled: Any, path: str) -> list[str]:
+    if isinstance(raw, Mapping) and isinstance(modelled, Mapping):
+        out = [f"{path}.{k}" for k in raw if k not in modelled]
+        for k in raw:
+            if k in modelled:
+                out += _keys_outside(raw[k], modelled[k], f"{path}.{k}")
+        return out
+    if isinstance(raw, list) and isinstance(modelled, list):
+        return [u for i, (r, m) in enumerate(zip(raw, modelled, strict=False))
+                for u in _keys_outside(r, m, f"{path}[{i}]")]
+    return []
 
 
 def status_changed(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
