@@ -348,7 +348,8 @@ def _compute_status(p: _Pass, previous: Mapping[str, Any] | None, now: str) -> _
     if p.driven is not None and p.cluster is not None:
         partitions.annotate_status(status, p.driven, p.cluster.spec.paused)
     p.out.conditions = {cond["type"]: cond["status"] for cond in status["conditions"]}
-    return _Report(checked(status), previous, transport, scaling.clamp_events(previous, p.decisions))
+    clamps = scaling.clamp_events(previous, p.decisions)
+    return _Report(checked(status), previous, transport, clamps)
 
 
 def _publish(p: _Pass, report: _Report, memory: StatusMemory | None) -> None:
