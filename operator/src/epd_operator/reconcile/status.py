@@ -122,38 +122,57 @@ def compute_status(
     """The full status for one reconcile pass. `now` is an RFC 3339 timestamp (pure: the
     caller owns the clock); `previous` is the status the object holds now; `notes` are
     warnings about a valid but odd spec, added to the Ready condition's message."""
-    pending = not_rolled_out(children)
+    phase, states = _states(problems, not_rolled_out(children), notes)
+    return {
+        "observedGeneration": generation,
+        "phase": phase,
+        "roles": role_counts(children),
+        "conditions": _conditions(states, previous, generation, now),
+    }
+
+
+_State = tuple[str, str, str]  # status, reason, message
+
+
+def _states(
+    problems: Sequence[Problem], pending: Sequence[str], notes: Sequence[str]
+) -> tuple[str, dict[str, _State]]:
+    """The phase and each condition's (status, reason, message): exactly one of Ready,
+    Progressing, Degraded is True; Reconciling and Stalled mirror the last two."""
     if problems:
         reason = problems[0].reason
         message = "; ".join(p.message for p in problems)
-        states = {
+        phase, states = "Degraded", {
             READY: ("False", reason, message),
             PROGRESSING: ("False", reason, "blocked: " + message),
             DEGRADED: ("True", reason, message),
         }
-        phase = "Degraded"
     elif pending:
         message = "; ".join(pending)
-        states = {
+        phase, states = "Progressing", {
             READY: ("False", REASON_ROLLOUT, message),
             PROGRESSING: ("True", REASON_ROLLOUT, message),
             DEGRADED: ("False", c.REASON_AS_EXPECTED, "no problems"),
         }
-        phase = "Progressing"
     else:
         message = "all roles and the router run the current spec with every replica ready"
-        states = {
+        phase, states = "Ready", {
             READY: ("True", REASON_RECONCILED, message),
             PROGRESSING: ("False", REASON_RECONCILED, "rollout complete"),
             DEGRADED: ("False", c.REASON_AS_EXPECTED, "no problems"),
         }
-        phase = "Ready"
     if notes:
         status_, reason_, message_ = states[READY]
         states[READY] = (status_, reason_, f"{message_}; {WARNINGS_PREFIX}{'; '.join(notes)}")
     states[RECONCILING] = states[PROGRESSING]
     states[STALLED] = states[DEGRADED]
+    return phase, states
 
+
+def _conditions(
+    states: Mapping[str, _State], previous: Mapping[str, Any] | None, generation: int, now: str
+) -> list[dict[str, Any]]:
+    """The conditions in CONDITION_ORDER; lastTransitionTime moves only on a flip."""
     old = {
         cond.get("type"): cond
         for cond in ((previous or {}).get("conditions") or [])
@@ -176,12 +195,7 @@ def compute_status(
                 ),
             }
         )
-    return {
-        "observedGeneration": generation,
-        "phase": phase,
-        "roles": role_counts(children),
-        "conditions": conditions,
-    }
+    return conditions
 
 
 class StatusShapeError(ValueError):
