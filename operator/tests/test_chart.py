@@ -21,7 +21,7 @@ from e2e.providers import bin_dir
 from epd_operator import __version__
 from epd_operator.api import constants as c
 from epd_operator.api.admission import WEBHOOK_PATH
-from epd_operator.api.parse import USER_VOLUME_SOURCES
+from epd_operator.api.layout import USER_VOLUME_SOURCES
 from epd_operator.reconcile.kube import CHILD_KINDS
 
 CHART = REPO / "charts" / "epd-operator"

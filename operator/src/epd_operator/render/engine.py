@@ -17,9 +17,7 @@ from epd_connector.launch.routing import wiring_revision
 from epd_connector.launch.wiring import ec_consumer_role
 
 from ..api import constants as c
-from ..api.models import EPDCluster, EPDClusterSpec, ResourceRequirements, RoleSpec
-from ..api.operator_config import OperatorConfig
-from ..api.parse import (
+from ..api.layout import (
     MODEL_CACHE_MOUNT,
     MODEL_MOUNT,
     SHM_MOUNT,
@@ -29,6 +27,8 @@ from ..api.parse import (
     VOLUME_MODEL_CACHE,
     VOLUME_SHM,
 )
+from ..api.models import EPDCluster, EPDClusterSpec, ResourceRequirements, RoleSpec
+from ..api.operator_config import OperatorConfig
 from ..api.quantity import canonical_quantity
 from .launch import role_checksum
 from .names import metadata, role_name, selector_labels, stable_hash

@@ -32,8 +32,9 @@ from epd_connector.launch.config import (
 )
 from epd_connector.launch.routing import wiring_revision
 
+from ..api.layout import MODEL_MOUNT
 from ..api.models import EPDCluster, EPDClusterSpec, RoleSpec
-from ..api.parse import MODEL_MOUNT, buffer_size_bytes
+from ..api.parse import buffer_size_bytes
 from .names import role_name, stable_hash
 from .store import store_launch
 

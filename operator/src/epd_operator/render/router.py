@@ -12,9 +12,9 @@ from epd_connector.launch.config import LaunchConfig
 from epd_connector.launch.router_options import RouterOptions
 
 from ..api import constants as c
+from ..api.layout import VOLUME_LAUNCH_CONFIG, VOLUME_ROUTING
 from ..api.models import EPDCluster, RouterSpec
 from ..api.operator_config import OperatorConfig
-from ..api.parse import VOLUME_LAUNCH_CONFIG, VOLUME_ROUTING
 from .launch import router_checksum
 from .names import metadata, router_name, routing_configmap_name, selector_labels, stable_hash
 from .podparts import PORT_NAME, configmap_volume, field_env, health_probe
