@@ -413,23 +413,55 @@ class SimEngine:
     async def _encode(
         self, body: dict[str, Any], parts: list[MediaPart], prompt_tokens: int
     ) -> web.Response:
+        """The encoder's answer: encode what the shared cache lacks, describe every item in
+        `ec_transfer_params`, then push the outputs to the consumer (after the reply)."""
         ids = [await self._item_identity(p, preprocess=False) for p in parts]
-        # The shared encoder cache first (images only, as vLLM): a hit is not encoded.
-        cached: dict[str, bytes] = {}
-        if self.store is not None:
-            for part, (mm_hash, content) in zip(parts, ids, strict=True):
-                if part.modality == "image" and content is not None and mm_hash not in cached:
-                    got = await self.store.get(mm_hash, self.settings.bytes_per_image)
-                    if got is not None:
-                        cached[mm_hash] = got
+        cached = await self._from_store(parts, ids)
         for mm_hash, content in ids:
             if content is not None and mm_hash not in cached:
                 self._encoder_work(mm_hash)
         if not ids or any(mm_hash not in cached for mm_hash, _ in ids):
             await asyncio.sleep(self.settings.encode_delay_s)
         params = body.get("ec_transfer_params") or {}
-        ec_items = params.get("ec_items") or []
         request_id = uuid.uuid4().hex
+        out, pushes = await self._encoded_items(
+            parts, ids, cached, params.get("ec_items") or [], request_id
+        )
+        consumer = params.get("consumer_zmq")
+        if consumer and pushes:
+            try:
+                ec.parse_consumer_zmq(str(consumer))
+            except ValueError as exc:
+                raise RequestFailed(400, str(exc), "BadRequestError", "ec_transfer_params") from exc
+            # vLLM pushes from the worker after encoding, not inside the HTTP reply.
+            self._spawn(self._push(str(consumer), pushes))
+        self.metrics.finished("stop")
+        return web.json_response(self._encoder_reply(request_id, prompt_tokens, out))
+
+    async def _from_store(
+        self, parts: list[MediaPart], ids: list[tuple[str, bytes | None]]
+    ) -> dict[str, bytes]:
+        """The shared encoder cache first (images only, as vLLM): a hit is not encoded."""
+        cached: dict[str, bytes] = {}
+        if self.store is None:
+            return cached
+        for part, (mm_hash, content) in zip(parts, ids, strict=True):
+            if part.modality == "image" and content is not None and mm_hash not in cached:
+                got = await self.store.get(mm_hash, self.settings.bytes_per_image)
+                if got is not None:
+                    cached[mm_hash] = got
+        return cached
+
+    async def _encoded_items(
+        self,
+        parts: list[MediaPart],
+        ids: list[tuple[str, bytes | None]],
+        cached: dict[str, bytes],
+        ec_items: list[Any],
+        request_id: str,
+    ) -> tuple[dict[str, dict[str, Any]], list[ec.PushItem]]:
+        """`ec_transfer_params` by mm_hash, and the outputs to push (none with a shared
+        volume: those are saved there instead)."""
         out: dict[str, dict[str, Any]] = {}
         pushes: list[ec.PushItem] = []
         for part, (mm_hash, _) in zip(parts, ids, strict=True):
@@ -457,38 +489,32 @@ class SimEngine:
                     cached[mm_hash] = payload  # a repeat within the request is no new miss
                     self._spawn(self.store.put(mm_hash, payload))
             pushes.append(ec.PushItem(tid, mm_hash, payload))
-        consumer = params.get("consumer_zmq")
-        if consumer and pushes:
-            try:
-                ec.parse_consumer_zmq(str(consumer))
-            except ValueError as exc:
-                raise RequestFailed(400, str(exc), "BadRequestError", "ec_transfer_params") from exc
-            # vLLM pushes from the worker after encoding, not inside the HTTP reply.
-            self._spawn(self._push(str(consumer), pushes))
-        self.metrics.finished("stop")
-        return web.json_response(
-            {
-                "id": f"chatcmpl-{request_id}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": self.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": 0,
-                    "total_tokens": prompt_tokens,
-                },
-                "kv_transfer_params": None,
-                "ec_transfer_params": out or None,
-            }
-        )
+        return out, pushes
+
+    def _encoder_reply(
+        self, request_id: str, prompt_tokens: int, out: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": 0,
+                "total_tokens": prompt_tokens,
+            },
+            "kv_transfer_params": None,
+            "ec_transfer_params": out or None,
+        }
 
     async def _push(self, consumer: str, items: list[ec.PushItem]) -> None:
         assert self.engine is not None
