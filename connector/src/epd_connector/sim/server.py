@@ -742,31 +742,12 @@ class SimEngine:
         prefix = "chatcmpl" if kind == "chat" else "cmpl"
 
         def chunk(piece: str | None, finish: str | None, first: bool = False) -> bytes:
-            if kind == "chat":
-                delta: dict[str, Any] = (
-                    {"role": "assistant", "content": ""}
-                    if first
-                    else ({"content": piece} if piece is not None else {})
-                )
-                choice: dict[str, Any] = {
-                    "index": 0,
-                    "delta": delta,
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-            else:
-                choice = {
-                    "index": 0,
-                    "text": piece or "",
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
             data: dict[str, Any] = {
                 "id": f"{prefix}-{rid}",
                 "object": obj,
                 "created": created,
                 "model": self.model,
-                "choices": [choice],
+                "choices": [_stream_choice(kind, piece, finish, first)],
             }
             if finish is not None:
                 data["kv_transfer_params"] = out.kv_transfer_params
@@ -825,6 +806,18 @@ def _read_shared(root: Path, mm_hash: str) -> bytes | None:
     except OSError:
         return None
 
+
+def _stream_choice(kind: str, piece: str | None, finish: str | None, first: bool) -> dict[str, Any]:
+    """One streamed choice as vLLM sends it: a chat delta (the first one carries the role) or
+    a completion's text."""
+    if kind != "chat":
+        return {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
+    delta: dict[str, Any] = (
+        {"role": "assistant", "content": ""}
+        if first
+        else ({"content": piece} if piece is not None else {})
+    )
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
 def _transfer_id(ec_items: list[Any], index: int, mm_hash: str) -> str | None:
     """vLLM's matching rule: position first (if its mm_hash is absent or equal), then by mm_hash."""
