@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Prints the shape of the source trees: the largest modules and the longest functions.
 
-    hack/code_shape.py [ROOT] [--top N] [--limit LINES]
+    hack/code_shape.py [ROOT] [--top N] [--limit LINES] [--check]
 
-Figures for reviews and closing notes (docs/architecture.md); it asserts nothing. A function's
-length counts its lines from `def` to its last line, docstring and comments included; the
-ruff complexity limits in pyproject.toml are what is enforced.
+Figures for reviews and closing notes. A function's length counts its lines from `def` to its
+last line, docstring and comments included. With --check it lists only the functions over the
+limit and fails if there is one (hack/lint.sh: 60 lines, next to ruff's complexity limits).
 """
 
 from __future__ import annotations
@@ -44,15 +44,22 @@ def main() -> int:
     parser.add_argument("root", nargs="?", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--limit", type=int, default=60, help="count functions longer than this")
+    parser.add_argument(
+        "--check", action="store_true", help="only list functions over --limit; exit 1 if any"
+    )
     args = parser.parse_args()
     mods, funcs = modules(args.root), functions(args.root)
+    over = [f for f in funcs if f[0] > args.limit]
+    if args.check:
+        for n, name in over:
+            print(f"{name}: {n} lines (limit {args.limit})")
+        return 1 if over else 0
     print(f"largest modules ({len(mods)} in {', '.join(TREES)}):")
     for n, name in mods[: args.top]:
         print(f"  {n:5d}  {name}")
     print(f"longest functions ({len(funcs)}):")
     for n, name in funcs[: args.top]:
         print(f"  {n:5d}  {name}")
-    over = [f for f in funcs if f[0] > args.limit]
     print(f"functions longer than {args.limit} lines: {len(over)}")
     return 0
 

@@ -48,16 +48,9 @@ def _merge(outer: Schema, inner: Schema) -> Schema:
     return merged
 
 
-def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
-    node = dict(node)
-    ref = node.pop("$ref", None)
-    if ref is not None:
-        node = _merge(node, _structural(defs[ref.rsplit("/", 1)[-1]], defs))
-    if "anyOf" in node and not node.get("x-kubernetes-int-or-string"):
-        branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
-        if len(branches) != 1:
-            raise ValueError(f"cannot express union {branches} in a structural schema")
-        node = _merge(node, _structural(branches[0], defs))
+def _openapi_v3_keywords(node: Schema) -> None:
+    """JSON Schema 2020 spellings -> what a CRD's OpenAPI v3 schema takes (in place): no
+    titles, numeric exclusive bounds as booleans, no null or list defaults."""
     node.pop("title", None)
     if "description" in node:
         node["description"] = _text(node["description"])
@@ -69,6 +62,19 @@ def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
         default = node["default"]
         if default is None or isinstance(default, list):
             del node["default"]
+
+
+def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
+    node = dict(node)
+    ref = node.pop("$ref", None)
+    if ref is not None:
+        node = _merge(node, _structural(defs[ref.rsplit("/", 1)[-1]], defs))
+    if "anyOf" in node and not node.get("x-kubernetes-int-or-string"):
+        branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
+        if len(branches) != 1:
+            raise ValueError(f"cannot express union {branches} in a structural schema")
+        node = _merge(node, _structural(branches[0], defs))
+    _openapi_v3_keywords(node)
     if node.get("type") == "object":
         extra = node.pop("additionalProperties", None)
         if extra is True:
