@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from .spec import EPDClusterSpec, RoleSpec
 
 
-
 # --------------------------------------------------------------------------- scaling (issue 17)
 
 ROLE_SCALING_RULES: tuple[CelRule, ...] = (

@@ -793,7 +793,6 @@ class RouterSpec(_Model):
     )
 
 
-
 class CPUSpec(_Model):
     """Settings of vLLM's CPU backend (device: cpu)."""
 
