@@ -5,7 +5,8 @@
 -- of the argocd-cm ConfigMap (see README, "GitOps").
 --
 -- Reads what the operator writes: status.observedGeneration and the Ready / Progressing /
--- Degraded conditions (exactly one of them is True once the operator has reconciled).
+-- Degraded conditions (once reconciled, exactly one is True, except that Ready stays True
+-- while a change rolls out within its bound: then Progressing is True too and wins here).
 hs = {}
 
 local function condition(conditions, ctype)
@@ -58,19 +59,26 @@ if degraded ~= nil and degraded.status == "True" then
 end
 
 local ready = condition(obj.status.conditions, "Ready")
+local progressing = condition(obj.status.conditions, "Progressing")
+-- Ready stays True while a change rolls out within its bound; Progressing says it is not done.
+if progressing ~= nil and progressing.status == "True" then
+  -- spec.paused holds a rollout mid-way: Argo CD's word for that is Suspended.
+  if progressing.reason == "RolloutPaused" then
+    hs.status = "Suspended"
+    hs.message = text(progressing, "Rollout paused")
+    return hs
+  end
+  hs.status = "Progressing"
+  hs.message = text(progressing, "Rolling out")
+  return hs
+end
+
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = text(ready, "Ready")
   return hs
 end
 
-local progressing = condition(obj.status.conditions, "Progressing")
--- spec.paused holds a rollout mid-way: Argo CD's word for that is Suspended.
-if progressing ~= nil and progressing.reason == "RolloutPaused" then
-  hs.status = "Suspended"
-  hs.message = text(progressing, "Rollout paused")
-  return hs
-end
 hs.status = "Progressing"
 hs.message = text(progressing, text(ready, "Not ready yet"))
 return hs

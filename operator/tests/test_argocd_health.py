@@ -45,6 +45,12 @@ def st(children: list[dict[str, Any]], problems: list[Problem] | None = None,
                           previous=None, now=NOW)
 
 
+def serving_rollout() -> dict[str, Any]:
+    """A Ready cluster whose decode role rolls with 1 of 2 pods ready (maxUnavailable 1)."""
+    was = st([sts(2)])
+    return compute_status(generation=1, children=[sts(1)], problems=[], previous=was, now=NOW)
+
+
 def paused(status: dict[str, Any]) -> dict[str, Any]:
     """A status with a rollout held by spec.paused, as reconcile.partitions annotates it."""
     driven = drive([_sts_b()], [_sts_a_mid()], {"decode": 1}, paused=True)
@@ -70,6 +76,8 @@ CASES = [
     ("ready", obj(status=st([sts(2)])), "Healthy", "every replica ready"),
     ("rolling out", obj(status=st([sts(1)])), "Progressing", "1/2 ready"),
     ("rollout paused", obj(status=paused(st([_sts_a_mid()]))), "Suspended", "step 1/2"),
+    # Ready stays True through the rollout; Argo CD still waits for its end.
+    ("serving while rolling out", obj(status=serving_rollout()), "Progressing", "1/2 ready"),
     ("spec invalid", obj(status=st([], [Problem("SpecInvalid", "spec.roles.x: bad")])),
      "Degraded", "SpecInvalid: spec.roles.x: bad"),
     ("insufficient resources",

@@ -219,3 +219,44 @@ def test_a_status_outside_the_model_is_refused_by_name(change: dict[str, Any], n
     status = compute_status(generation=1, children=[], problems=[], previous=None, now=T0)
     with pytest.raises(StatusShapeError, match=named.replace(".", r"\.")):
         checked({**status, **change})
+
+
+# A Ready cluster that rolls out: Ready stays True while every role keeps its serving floor.
+def _pdb(role: str, max_unavailable: int) -> dict[str, Any]:
+    return {"kind": "PodDisruptionBudget", "metadata": {"name": f"demo-{role}"},
+            "spec": {"maxUnavailable": max_unavailable}}
+
+
+SERVING = [
+    # decode 2 pods, maxUnavailable 1 (no PDB: 1): one replaced at a time keeps one serving.
+    ([sts("decode", 2, 1, 1, current="r1")], "True"),
+    # A role of one pod has no floor to spare: its only pod being replaced is an outage.
+    ([sts("decode", 1, 0, 0, current="r1")], "False"),
+    # maxUnavailable 2 of 3: one ready is the floor.
+    ([sts("decode", 3, 1, 2, current="r1"), _pdb("decode", 2)], "True"),
+    ([sts("decode", 3, 1, 2, current="r1")], "False"),
+    # The router must keep one available pod.
+    ([router(available=0)], "False"),
+    # A new spec not yet observed: pods are what they were, still serving.
+    ([sts("decode", 2, 2, 2, gen=3, seen=2)], "True"),
+]
+
+
+@pytest.mark.parametrize(("children", "ready"), SERVING)
+def test_ready_stays_true_while_a_rollout_keeps_its_floor(
+    children: list[dict[str, Any]], ready: str
+) -> None:
+    was = compute_status(generation=2, children=healthy(), problems=[], previous=None, now=T0)
+    st = compute_status(generation=3, children=[*healthy()[:1], *children], problems=[],
+                        previous=was, now=T1)
+    assert conds(st)["Ready"][0] == ready
+    assert conds(st)["Progressing"] == ("True", "RolloutInProgress")
+    assert st["phase"] == "Progressing"
+    if ready == "True":
+        assert conds(st)["Ready"][1] == "ServingDuringRollout"
+        ready_cond = next(c for c in st["conditions"] if c["type"] == "Ready")
+        assert ready_cond["lastTransitionTime"] == T0  # no flicker: it never turned False
+    # A cluster that was never Ready does not turn Ready early (creation waits for all pods).
+    fresh = compute_status(generation=3, children=[*healthy()[:1], *children], problems=[],
+                           previous=None, now=T1)
+    assert conds(fresh)["Ready"][0] == "False"

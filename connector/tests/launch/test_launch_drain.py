@@ -130,17 +130,18 @@ def test_the_hook_returns_when_the_engine_holds_nothing_or_the_budget_is_spent(
     t = threading.Thread(target=request)
     t.start()
     time.sleep(0.5)
-    started = time.monotonic()
     hook = _hook(slow, budget_s)
-    _, err = hook.communicate(timeout=budget_s + 30)
-    returned = time.monotonic()
+    _, err = hook.communicate(timeout=budget_s + 60)
+    hook_done = bool(finished)  # had the request ended when the hook returned?
     t.join()
     assert hook.returncode == 0, err
     if waits_for_request:
-        # 80 tokens x 0.1 s: the hook outlived the request, and said it drained.
-        assert finished[0] <= returned, err
+        # 80 tokens x 0.1 s: the hook read the request running, then nothing left.
+        assert hook_done, err
         assert "drain: done" in err
+        assert "requests left: 0" in err
     else:
-        assert returned - started < budget_s + 3
-        assert finished[0] > returned  # the request was still running when the budget ended
+        # 250 tokens outlive the 7 s budget: the hook gave up with the request still running.
+        assert not hook_done, err
         assert "drain: budget spent" in err
+        assert "requests left: 1" in err

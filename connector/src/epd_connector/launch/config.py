@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,6 +26,8 @@ from .rules import (
     ENGINE_HTTP_PORT,
 )
 from .rules import RoleName as RoleName  # one definition, with the rules
+
+_M = TypeVar("_M", bound=BaseModel)
 
 SCHEMA_VERSION: Final = "epd.launch/v1"
 CONFIGMAP_KEY = "launch.json"
@@ -198,24 +200,32 @@ class LaunchConfigError(ValueError):
     """A launch config that cannot be used; the message names the key."""
 
 
-def parse(text: str, source: str = "launch config") -> LaunchConfig:
-    """Parse launch-config JSON; errors name the offending key path."""
+def parse_json(model: type[_M], text: str, source: str) -> _M:
+    """Parse `text` as JSON into `model`; errors name `source` and the offending key path."""
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LaunchConfigError(f"{source}: not valid JSON: {exc}") from exc
     try:
-        return LaunchConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "<root>"
         raise LaunchConfigError(f"{source}: {loc}: {first['msg']}") from exc
 
 
-def load(path: str | Path) -> LaunchConfig:
+def read_text(path: str | Path, what: str) -> str:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise LaunchConfigError(f"cannot read launch config {p}: {exc.strerror}") from exc
-    return parse(text, source=str(p))
+        raise LaunchConfigError(f"cannot read {what} {p}: {exc.strerror}") from exc
+
+
+def parse(text: str, source: str = "launch config") -> LaunchConfig:
+    """Parse launch-config JSON; errors name the offending key path."""
+    return parse_json(LaunchConfig, text, source)
+
+
+def load(path: str | Path) -> LaunchConfig:
+    return parse(read_text(path, "launch config"), source=str(path))

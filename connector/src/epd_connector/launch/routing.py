@@ -19,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .config import LaunchConfig, LaunchConfigError
+from .config import LaunchConfig, parse_json, read_text
 
 ROUTING_SCHEMA: Final = "epd.routing/v1"
 ROUTING_KEY = "routing.json"
@@ -97,22 +97,8 @@ def table_for(configs: list[LaunchConfig], legacy: LaunchConfig | None = None) -
 
 def parse_table(text: str, source: str = "routing table") -> RoutingTable:
     """Parse a routing table; errors name the key."""
-    try:
-        raw: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LaunchConfigError(f"{source}: not valid JSON: {exc}") from exc
-    try:
-        return RoutingTable.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise LaunchConfigError(f"{source}: {loc}: {first['msg']}") from exc
+    return parse_json(RoutingTable, text, source)
 
 
 def load_table(path: str | Path) -> RoutingTable:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LaunchConfigError(f"cannot read routing table {p}: {exc.strerror}") from exc
-    return parse_table(text, source=str(p))
+    return parse_table(read_text(path, "routing table"), source=str(path))

@@ -98,6 +98,8 @@ CONDITION_DEGRADED: Final = "Degraded"
 REASON_RECONCILED: Final = "Reconciled"
 REASON_ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
 REASON_ROLLOUT_PAUSED: Final = "RolloutPaused"  # spec.paused holds a rollout mid-way
+# Ready stays True through a change while every role keeps its serving floor.
+REASON_SERVING_DURING_ROLLOUT: Final = "ServingDuringRollout"
 REASON_SPEC_INVALID: Final = "SpecInvalid"
 REASON_SPEC_WARNING: Final = "SpecWarning"  # an Event: admitted, but worth a look
 REASON_INSUFFICIENT_RESOURCES: Final = "InsufficientResources"

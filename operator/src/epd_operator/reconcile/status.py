@@ -3,11 +3,16 @@
 Shape (the status model in api.models): `observedGeneration`, `phase`,
 `roles.<role>.{replicas, readyReplicas, updatedReplicas, ready}` (`ready` is "3/4", for the
 printer columns), and conditions. Exactly one of `Ready`, `Progressing`, `Degraded` is True
-at any time, so a reader never has to rank them:
+at any time, except during a change that keeps serving:
 
 - Degraded=True  a problem stops us (SpecInvalid, InsufficientResources, ReconcileError);
 - Progressing=True  children are applied but not all rolled out and ready yet;
-- Ready=True  every role and the router run the current template with all replicas ready.
+- Ready=True  every role and the router run the current template with all replicas ready;
+- Ready=True and Progressing=True  a change is rolling out (or a role scaling) on a cluster
+  that was Ready, and every engine role still has at least `replicas - maxUnavailable` (and
+  one) ready pods and the router one available (`serving_within_bound`): the cluster serves
+  throughout, so `Ready` does not flicker; readers that must wait for the end (the Argo CD
+  script, kstatus through `Reconciling`, `phase`) read Progressing first.
 
 kstatus (Flux, `kpt live status`, cli-utils) ignores those three types and reads the two
 "abnormal-true" conditions instead, so we mirror them: `Reconciling` == Progressing and
@@ -22,7 +27,7 @@ keeps the old time. `status_changed` decides whether a write is needed at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +42,7 @@ STALLED = "Stalled"
 CONDITION_ORDER = (READY, PROGRESSING, DEGRADED, RECONCILING, STALLED)
 REASON_RECONCILED = c.REASON_RECONCILED
 REASON_ROLLOUT = c.REASON_ROLLOUT_IN_PROGRESS
+REASON_SERVING = c.REASON_SERVING_DURING_ROLLOUT
 WARNINGS_PREFIX = "warnings: "
 
 
@@ -110,6 +116,37 @@ def not_rolled_out(children: Iterable[Mapping[str, Any]]) -> list[str]:
     return pending
 
 
+def serving_within_bound(children: Iterable[Mapping[str, Any]]) -> bool:
+    """Every engine StatefulSet has at least max(1, replicas - maxUnavailable) ready pods (its
+    PodDisruptionBudget, of the same name, holds the role's maxUnavailable; 1 without one) and
+    every Deployment (the router) at least one available pod."""
+    objs = list(children)
+    budgets = {
+        (o.get("metadata") or {}).get("name"): (o.get("spec") or {}).get("maxUnavailable", 1)
+        for o in objs
+        if o.get("kind") == "PodDisruptionBudget"
+    }
+    for obj in objs:
+        kind = obj.get("kind")
+        st = obj.get("status") or {}
+        if kind == "StatefulSet":
+            want = int((obj.get("spec") or {}).get("replicas", 1))
+            budget = budgets.get((obj.get("metadata") or {}).get("name"), 1)
+            floor = max(1, want - (budget if isinstance(budget, int) else 1))
+            if int(st.get("readyReplicas", 0) or 0) < floor:
+                return False
+        elif kind == "Deployment" and int(st.get("availableReplicas", 0) or 0) < 1:
+            return False
+    return True
+
+
+def _was_ready(previous: Mapping[str, Any] | None) -> bool:
+    return any(
+        isinstance(cond, Mapping) and cond.get("type") == READY and cond.get("status") == "True"
+        for cond in ((previous or {}).get("conditions") or [])
+    )
+
+
 def compute_status(
     *,
     generation: int,
@@ -122,7 +159,12 @@ def compute_status(
     """The full status for one reconcile pass. `now` is an RFC 3339 timestamp (pure: the
     caller owns the clock); `previous` is the status the object holds now; `notes` are
     warnings about a valid but odd spec, added to the Ready condition's message."""
-    phase, states = _states(problems, not_rolled_out(children), notes)
+    phase, states = _states(
+        problems,
+        not_rolled_out(children),
+        notes,
+        serving=lambda: _was_ready(previous) and serving_within_bound(children),
+    )
     return {
         "observedGeneration": generation,
         "phase": phase,
@@ -135,10 +177,15 @@ _State = tuple[str, str, str]  # status, reason, message
 
 
 def _states(
-    problems: Sequence[Problem], pending: Sequence[str], notes: Sequence[str]
+    problems: Sequence[Problem],
+    pending: Sequence[str],
+    notes: Sequence[str],
+    *,
+    serving: Callable[[], bool],
 ) -> tuple[str, dict[str, _State]]:
-    """The phase and each condition's (status, reason, message): exactly one of Ready,
-    Progressing, Degraded is True; Reconciling and Stalled mirror the last two."""
+    """The phase and each condition's (status, reason, message): one of Ready, Progressing,
+    Degraded is True, except that Ready stays True beside Progressing while a change keeps
+    serving (`serving()`, asked only then); Reconciling and Stalled mirror the last two."""
     if problems:
         reason = problems[0].reason
         message = "; ".join(p.message for p in problems)
@@ -150,7 +197,9 @@ def _states(
     elif pending:
         message = "; ".join(pending)
         phase, states = "Progressing", {
-            READY: ("False", REASON_ROLLOUT, message),
+            READY: ("True", REASON_SERVING, f"serving while it rolls out: {message}")
+            if serving()
+            else ("False", REASON_ROLLOUT, message),
             PROGRESSING: ("True", REASON_ROLLOUT, message),
             DEGRADED: ("False", c.REASON_AS_EXPECTED, "no problems"),
         }
