@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import yaml
+from api_samples import sample
 
-from e2e.paths import REPO
 from e2e.providers import Cluster
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
@@ -104,7 +103,7 @@ def env(cluster: Cluster) -> Iterator[Env]:
     for crd in (c.CRD_NAME, c.SCALER_CRD_NAME):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     cluster.kubectl("create", "namespace", NS)
-    obj = yaml.safe_load((REPO / "crds" / "samples" / "minimal-epd.yaml").read_text())
+    obj = sample("minimal-epd")
     obj["metadata"] = {"name": NAME, "namespace": NS}
     obj["spec"]["roles"] = {role: {"replicas": 2} for role in ROLES}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))

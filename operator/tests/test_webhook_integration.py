@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from api_samples import InvalidSample, invalid_samples
+from api_samples import InvalidSample, invalid_samples, sample
 from spec_fuzz import generate, judge
 
 from connector.tests import rule_tables as t
@@ -211,7 +211,7 @@ def test_updates_that_keep_the_spec_pass_and_a_down_operator_blocks_nothing(
     webhook: Any,
 ) -> None:
     cluster, op = webhook
-    good = yaml.safe_load((REPO / "crds" / "samples" / "minimal-epd.yaml").read_text())
+    good = sample("minimal-epd")
     good["metadata"] = {"name": "while-up"}
     assert apply(cluster, good).returncode == 0
     # A spec change that breaks a rule is refused on UPDATE too.
