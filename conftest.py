@@ -1,4 +1,20 @@
-"""Root pytest configuration: the session-scoped `cluster` fixture every tier above unit uses.
+"""Root pytest configuration: the test tiers and the session-scoped `cluster` fixture.
+
+Tiers (docs/architecture.md, "Test tiers"): every collected test gets exactly one tier marker,
+the heaviest thing it needs, so `-m unit` is a fast, pure tier by construction:
+
+  unit         pure Python in this process; starting a subprocess fails the test (see
+               `_refuse_processes`), so a test that needs one must say so
+  process      starts local processes: simulator pods + router, helm, shell installers
+  vllm         runs the cached vLLM 0.33.0 environment (contract checks)
+  integration  the local control plane (the `cluster` fixture)
+  e2e          the operator on a cluster
+  engine       real vLLM engines behind the router
+  gpu          an NVIDIA GPU (never in CI)
+
+Explicit markers in a test module win; otherwise the `cluster` fixture means integration and a
+path in PROCESS_PATHS means process. Each tier has its own timeout (TIMEOUT_S); the global one
+in pyproject.toml only covers what is not a test (collection).
 
 The provider comes from EPD_CLUSTER_PROVIDER (kwok by default, see e2e/providers.py). A cluster
 is created once per session, only when a selected test asks for it, and torn down at the end
@@ -10,9 +26,11 @@ path is printed at the end of the run.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Final
 
 import pytest
 
@@ -20,7 +38,32 @@ import pytest
 # contract harness, and its assertions should read like pytest's.
 pytest.register_assert_rewrite("connector.tests.vllm_contract.vllm_harness")
 
-from e2e.providers import REPO, Cluster, make_provider  # noqa: E402
+from e2e.paths import REPO  # noqa: E402
+from e2e.providers import Cluster, make_provider  # noqa: E402
+
+# Lightest first; a test's tier is the heaviest one among its markers.
+TIERS: Final = ("unit", "process", "vllm", "integration", "e2e", "engine", "gpu")
+# Seconds per test (setup, call and teardown: the first integration test boots the cluster,
+# an engine module starts several vLLM instances). A test may still set its own
+# @pytest.mark.timeout.
+TIMEOUT_S: Final = {
+    "unit": 30,
+    "process": 300,
+    "vllm": 600,
+    "integration": 600,
+    "e2e": 900,
+    "engine": 1800,
+    "gpu": 900,
+}
+# Test files (relative to the repository root) that start processes but need no cluster. A
+# directory ends with "/". A unit-tier test that starts a process fails and names this list.
+PROCESS_PATHS: Final = (
+    "connector/tests/dataplane/",  # loopback clusters of simulator pods and the router
+    "connector/tests/launch/test_launch_cli.py",  # the epd-engine console script
+    "connector/tests/sim/test_localcluster_signals.py",
+    "connector/tests/vllm_contract/test_install_vllm_env.py",  # the installer script
+    "operator/tests/test_chart.py",  # the pinned, Go-built helm
+)
 
 # The Mooncake transfer engine logs every segment open/close at INFO (its level comes from
 # MC_LOG_LEVEL when the library loads); keep warnings and errors, drop the chatter.
@@ -28,6 +71,63 @@ os.environ.setdefault("MC_LOG_LEVEL", "WARNING")
 
 _failed: list[str] = []
 _notes: list[str] = []
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The heaviest tier among the item's markers, its fixtures and its path."""
+    marked = {m.name for m in item.iter_markers()} & set(TIERS)
+    if "cluster" in getattr(item, "fixturenames", ()):
+        marked.add("integration")
+    path = Path(str(item.path)).resolve()
+    rel = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.as_posix()
+    if any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in PROCESS_PATHS):
+        marked.add("process")
+    return max(marked, key=TIERS.index, default="unit")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item)
+        item.add_marker(tier)
+        item.stash[_TIER] = tier
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TIMEOUT_S[tier]))
+
+
+_TIER = pytest.StashKey[str]()
+_running: list[str] = []  # the node id of the unit test running now, if any
+_execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+
+def _refuse_processes(self: subprocess.Popen[Any], args: Any, *rest: Any, **kw: Any) -> Any:
+    if _running:
+        raise RuntimeError(
+            f"{_running[0]} is in the unit tier but started a process ({args!r:.80}): add its "
+            "file to PROCESS_PATHS in conftest.py, or mark it (see docs/architecture.md)"
+        )
+    return _execute_child(self, args, *rest, **kw)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every process start goes through Popen._execute_child (asyncio's subprocesses too).
+    subprocess.Popen._execute_child = _refuse_processes  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    subprocess.Popen._execute_child = _execute_child  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    unit = item.stash.get(_TIER, "unit") == "unit"
+    if unit:
+        _running.append(item.nodeid)
+    try:
+        yield
+    finally:
+        if unit:
+            _running.clear()
 
 
 @pytest.hookimpl(hookwrapper=True)

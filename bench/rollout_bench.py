@@ -32,7 +32,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from e2e.providers import REPO, KwokProvider
+from e2e.paths import REPO
+from e2e.providers import KwokProvider
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
 from epd_operator.api.operator_config import OperatorConfig

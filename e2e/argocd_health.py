@@ -8,12 +8,13 @@ feed it status objects the operator really produced.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from lupa import LuaRuntime
 
-SCRIPT = Path(__file__).resolve().parents[1] / "gitops" / "argocd" / "health.lua"
+from e2e.paths import REPO
+
+SCRIPT = REPO / "gitops" / "argocd" / "health.lua"
 
 
 def _to_lua(lua: LuaRuntime, value: Any) -> Any:

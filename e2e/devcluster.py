@@ -24,8 +24,8 @@ from pathlib import Path
 from types import FrameType
 
 from e2e.operator_proc import OperatorProcess, serviceaccount_kubeconfig
+from e2e.paths import REPO, SAMPLES
 from e2e.providers import (
-    REPO,
     Cluster,
     Provider,
     ProviderError,
@@ -37,7 +37,7 @@ NAME = "epd-dev"
 WORKDIR = Path(os.environ.get("EPD_CACHE_DIR", Path.home() / ".cache" / "epd-operator")) / "dev"
 RELEASE = "epd"
 OPERATOR_NS = "epd-system"
-SAMPLE = REPO / "crds" / "samples" / "minimal-epd.yaml"
+SAMPLE = SAMPLES / "minimal-epd.yaml"
 SAMPLE_NS = "default"
 PIDFILE = WORKDIR / "operator.pid"
 

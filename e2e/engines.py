@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from e2e.paths import REPO
 from epd_connector.sim.procs import (
     Proc,
     ProcGroup,
@@ -55,7 +56,6 @@ from epd_operator.render.engine import statefulset
 from epd_operator.render.launch import launch_config, launch_revision
 from epd_operator.render.names import launch_configmap_name, role_name
 
-REPO = Path(__file__).resolve().parents[1]
 INSTALLER = REPO / "hack" / "install-vllm-env.sh"
 TINY_MODEL_SCRIPT = REPO / "e2e" / "tiny_model.py"
 PROBE_DIR = REPO / "e2e" / "vision_probe"

@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from e2e.paths import REPO
 from e2e.providers import Cluster
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
@@ -249,7 +250,7 @@ def build_and_load_images(cluster: Cluster, tag: str) -> str:
     """kind only: build the control-plane image from the repo's Dockerfile and load it into
     the cluster's nodes. Returns the image reference."""
     image = f"epd-operator/epd-operator:{tag}"
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     subprocess.run(["docker", "build", "-t", image, "-f", str(repo / "Dockerfile"), str(repo)],
                    check=True, timeout=1800)
     cluster.run("kind", "load", "docker-image", image, "--name", cluster.name, timeout=600)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from e2e.paths import REPO
+
 INSTALL_SCRIPT = REPO / "hack" / "install-cluster-bins.sh"
 KIND_CONFIG = REPO / "e2e" / "kind-config.yaml"
 

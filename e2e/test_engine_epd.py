@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from e2e.conftest import REQUESTS, Answer, Baseline, answer_of, start_cluster
-from e2e.engines import MODEL_NAME, EngineCluster, chat, http_json, image_part, png
+from e2e.engines import MODEL_NAME, EngineCluster, chat, image_part, png
+from epd_connector.sim.procs import http_json
 
 pytestmark = pytest.mark.engine
 

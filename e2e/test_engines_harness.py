@@ -14,9 +14,11 @@ import pytest
 from e2e import engines
 from e2e.engines import EngineCluster, EngineEnvMissing, epd_cluster, png
 from epd_connector.launch.argv import build_argv, build_env
+from epd_connector.launch.config import RoleName
 from epd_connector.launch.pod import PodContext
 
 
+@pytest.mark.process
 def test_missing_env_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EPD_CACHE_DIR", str(tmp_path))
     with pytest.raises(EngineEnvMissing, match=r"run hack/bootstrap\.sh"):
@@ -44,7 +46,7 @@ def test_cluster_renders_cpu_engines_on_their_own_ports(tmp_path: Path, prefill:
     assert config.model.path == str(tmp_path / "model")
     ports = {r: config.role(r).port for r in config.present_roles()}
     assert len(set(ports.values())) == len(ports)  # engines share this host
-    consumer = "prefill" if prefill else "decode"
+    consumer: RoleName = "prefill" if prefill else "decode"
     pod = PodContext.create("127.0.0.9", 0, role=consumer)
     argv = build_argv(config, consumer, pod)
     assert argv[argv.index("--port") + 1] == str(ports[consumer])

@@ -8,8 +8,8 @@ grants is exactly what it has. On kind (EPD_CLUSTER_PROVIDER=kind, needs Docker)
 control-plane image is built and loaded, the operator runs in-cluster as the chart's
 Deployment and engine pods run the simulator; the same tests follow (not runnable here).
 
-Tests follow the issue's list (1-8) plus the zero-writes resync; they share one namespace and
-one operator process, and run in file order.
+Tests are numbered in the order they run (file order); they share one namespace and one
+operator process.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ from e2e.operator_proc import (
     build_and_load_images,
     serviceaccount_kubeconfig,
 )
-from e2e.providers import REPO, Cluster, fake_gpu_node, json_objects
+from e2e.paths import REPO
+from e2e.paths import SAMPLES as SAMPLE_DIR
+from e2e.providers import Cluster, fake_gpu_node, json_objects
 from epd_operator.api import constants as c
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
@@ -51,7 +53,7 @@ OP_NS = "epd-system"
 RELEASE = "epd"
 SA = f"{RELEASE}-epd-operator"
 RESYNC = 3.0
-SAMPLES = sorted((REPO / "crds" / "samples").glob("*.yaml"))
+SAMPLES = sorted(SAMPLE_DIR.glob("*.yaml"))
 EXTRA_NODES = 8  # 20 clusters at once (test 5) need more GPUs than the provider's 4 nodes
 WATCHED = (f"configmaps,services,statefulsets,deployments,poddisruptionbudgets,"
            f"{c.SCALER_PLURAL}")
@@ -326,7 +328,7 @@ def test_zero_writes_on_a_resync_with_nothing_to_do(env: Env) -> None:
 
 
 def minimal(name: str) -> dict[str, Any]:
-    obj = load(REPO / "crds" / "samples" / "minimal-epd.yaml")
+    obj = load(SAMPLE_DIR / "minimal-epd.yaml")
     obj["metadata"] = {"name": name}
     return obj
 
@@ -521,7 +523,7 @@ def set_spec(env: Env, name: str, spec: dict[str, Any]) -> None:
 
 
 def operator_invalid_sample() -> tuple[dict[str, Any], str, str]:
-    for path in sorted((REPO / "crds" / "samples" / "invalid").glob("*.yaml")):
+    for path in sorted((SAMPLE_DIR / "invalid").glob("*.yaml")):
         text = path.read_text()
         if "# rejected-by: operator" in text:
             fields = dict(re.findall(r"^# (path|expect): (.+)$", text, re.MULTILINE))
@@ -555,7 +557,7 @@ def test_6_invalid_spec_is_degraded_with_an_event_and_others_unaffected(env: Env
 
 
 def test_7_absent_rdma_resource_is_insufficient_resources(env: Env) -> None:
-    obj = copy.deepcopy(load(REPO / "crds" / "samples" / "full-epd-rdma.yaml"))
+    obj = copy.deepcopy(load(SAMPLE_DIR / "full-epd-rdma.yaml"))
     obj["metadata"] = {"name": "no-rdma-here"}
     obj["spec"].setdefault("rdma", {})["resourceName"] = "rdma/absent_hca"
     env.apply(obj)
@@ -573,7 +575,7 @@ def test_7b_a_pod_that_can_only_do_tcp_shows_transport_not_ready(env: Env,
     preflight says so, and the operator turns it into TransportReady=False + an Event. kwok
     runs no containers, so the test does the kubelet's one part: it puts the init container's
     termination message (the preflight's real output here) into the pod status."""
-    obj = copy.deepcopy(load(REPO / "crds" / "samples" / "full-epd-rdma.yaml"))
+    obj = copy.deepcopy(load(SAMPLE_DIR / "full-epd-rdma.yaml"))
     name = "rdma-fallback"
     obj["metadata"] = {"name": name}
     env.apply(obj)
@@ -636,7 +638,10 @@ def test_8_argocd_health_follows_a_real_lifecycle(env: Env) -> None:
 
 def scale_api(env: Env) -> Any:
     """The custom-objects client HPA's scale client amounts to, with admin credentials."""
-    api = k8s_config.new_client_from_config(config_file=str(env.cluster.kubeconfig))
+    # The kubernetes package has no type hints.
+    api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(env.cluster.kubeconfig)
+    )
     return k8s_client.CustomObjectsApi(api)
 
 

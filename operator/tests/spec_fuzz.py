@@ -18,10 +18,9 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
+from api_samples import load, valid_samples
 
 from connector.tests import rule_tables as t
 from epd_connector.launch import rules
@@ -35,8 +34,7 @@ from epd_operator.api.parse import parse
 from epd_operator.render import render_cluster
 from epd_operator.render.launch import launch_config
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES = sorted((REPO / "crds" / "samples").glob("*.yaml"))
+SAMPLES = valid_samples()
 POD = PodContext.create("10.1.2.3", 0)
 
 _WEIRD: list[Any] = [0, -1, 1, 2, 3, 65535, 65536, 10**12, 0.5, 1.5, True, "", "x", "2",
@@ -122,7 +120,7 @@ def _mutate(rng: random.Random, spec: dict[str, Any]) -> None:
 
 def generate(seed: int, count: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    bases = [yaml.safe_load(p.read_text()) for p in SAMPLES]
+    bases = [load(p) for p in SAMPLES]
     out = []
     for i in range(count):
         obj = copy.deepcopy(rng.choice(bases))

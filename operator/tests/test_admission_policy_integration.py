@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 import yaml
+from api_samples import valid_samples
 
 from e2e.operator_proc import serviceaccount_kubeconfig
-from e2e.providers import REPO, Cluster
+from e2e.paths import REPO
+from e2e.providers import Cluster
 from epd_operator.api import constants as c
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
@@ -133,7 +135,7 @@ def test_rbac_alone_would_allow_it(as_operator: Any) -> None:
     assert out.strip() == "yes"
 
 
-@pytest.mark.parametrize("sample", sorted((REPO / "crds" / "samples").glob("*.yaml")),
+@pytest.mark.parametrize("sample", valid_samples(),
                          ids=lambda p: p.stem)
 def test_everything_the_operator_renders_is_allowed(as_operator: Any, sample: Path) -> None:
     wait_for_policy(as_operator)

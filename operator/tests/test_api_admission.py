@@ -4,12 +4,12 @@ specs it admits with warnings."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
 from api_samples import invalid_samples, load, valid_samples
 
+from e2e.paths import CHART
 from epd_operator.api.admission import WEBHOOK_PATH, oddities, review
 from epd_operator.api.parse import parse
 
@@ -46,7 +46,7 @@ def test_other_operations_are_allowed(operation: str) -> None:
 
 
 def test_webhook_path_is_the_charts() -> None:
-    chart = Path(__file__).resolve().parents[2] / "charts/epd-operator/templates/webhook.yaml"
+    chart = CHART / "templates" / "webhook.yaml"
     assert f"path: {WEBHOOK_PATH}\n" in chart.read_text()
 
 

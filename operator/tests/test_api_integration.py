@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from api_samples import InvalidSample, invalid_samples, load, valid_samples
 
+from e2e.providers import Cluster
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
 from epd_operator.api.parse import SpecError, parse
@@ -28,7 +28,7 @@ NAMESPACE = "epd-api-samples"
 
 
 @pytest.fixture(scope="module")
-def api(cluster: Any) -> Iterator[Any]:
+def api(cluster: Cluster) -> Cluster:
     crd = crdgen.targets(crdgen.repo_root())[0]
     cluster.kubectl(
         "apply",
@@ -149,6 +149,6 @@ def test_printer_columns_and_status_subresource(api: Any) -> None:
         assert header.split() == ["NAME", "READY", "PHASE", "ENCODER", "PREFILL", "DECODE", "AGE"]
         assert row.split()[:4] == [name, "False", "Progressing", "0/1"]
         stored = api.get_json(f"epdc/{name}", "-n", NAMESPACE)
-        assert stored["status"]["roles"]["encoder"]["readyReplicas"] == 0  # type: ignore[index]
+        assert stored["status"]["roles"]["encoder"]["readyReplicas"] == 0
     finally:
         api.kubectl("delete", f"epdc/{name}", "-n", NAMESPACE, "--wait=false", check=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from epd_operator import __version__
 from epd_operator.api.operator_config import OperatorConfig, OperatorConfigError
 
 
@@ -11,7 +12,7 @@ def test_defaults() -> None:
     cfg = OperatorConfig.from_env({})
     assert cfg.engine_mode == "vllm"
     assert cfg.image_pull_policy == "IfNotPresent"
-    assert cfg.engine_image.endswith(":0.1.0")
+    assert cfg.engine_image == f"epd-operator/epd-engine:{__version__}"
     assert cfg.image_pull_secrets == ()
 
 

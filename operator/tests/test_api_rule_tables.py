@@ -27,7 +27,9 @@ def obj(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-BASE = {"model": {"name": "m"}, "roles": {"encoder": {}, "prefill": {}, "decode": {}}}
+BASE: dict[str, Any] = {
+    "model": {"name": "m"}, "roles": {"encoder": {}, "prefill": {}, "decode": {}}
+}
 BAD = t.bad_specs()
 
 

@@ -5,11 +5,11 @@ real apiserver and HPA controller in test_scaling_integration.py.)"""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from api_samples import sample_path
 
 from epd_operator.api import constants as c
 from epd_operator.api.parse import parse
@@ -25,9 +25,8 @@ from epd_operator.render.autoscale import (
     scaled_object,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-AUTOSCALED = REPO / "crds" / "samples" / "autoscaled-e-p-d.yaml"
-MINIMAL = REPO / "crds" / "samples" / "minimal-epd.yaml"
+AUTOSCALED = sample_path("autoscaled-e-p-d")
+MINIMAL = sample_path("minimal-epd")
 
 
 def cluster() -> Any:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from api_samples import sample
 
 from e2e.operator_proc import serviceaccount_kubeconfig
-from e2e.providers import REPO, Cluster
+from e2e.providers import Cluster
 from epd_connector.launch.preflight import REPORT_VERSION, report_text
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
@@ -103,7 +103,7 @@ def env(cluster: Cluster) -> Iterator[Env]:
     for crd in (c.CRD_NAME, c.SCALER_CRD_NAME):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     cluster.kubectl("create", "namespace", NS)
-    obj = yaml.safe_load((REPO / "crds" / "samples" / "minimal-epd.yaml").read_text())
+    obj = sample("minimal-epd")
     obj["metadata"] = {"name": NAME, "namespace": NS}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
     kube = Flaky.from_environment(kubeconfig=str(cluster.kubeconfig))
@@ -244,7 +244,7 @@ def test_the_engine_pods_come_from_the_pod_cache(env: Env) -> None:
     preflight report put into a pod's status reaches the cache through the watch, tells the
     owner, and the next pass turns it into TransportReady without listing pods."""
     name = "cached-rdma"
-    obj = yaml.safe_load((REPO / "crds" / "samples" / "minimal-epd.yaml").read_text())
+    obj = sample("minimal-epd")
     obj["metadata"] = {"name": name, "namespace": NS}
     obj["spec"]["rdma"] = {"enabled": True, "resourceName": "rdma/hca", "count": 1}
     env.cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))

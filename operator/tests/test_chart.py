@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.paths import REPO
 from e2e.providers import bin_dir
+from epd_operator import __version__
 from epd_operator.api import constants as c
 from epd_operator.api.admission import WEBHOOK_PATH
-from epd_operator.api.parse import USER_VOLUME_SOURCES
+from epd_operator.api.layout import USER_VOLUME_SOURCES
 from epd_operator.reconcile.kube import CHILD_KINDS
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "epd-operator"
 # Render for the Kubernetes version the project pins (helm's own default is far older).
 KUBE_VERSION = next(
@@ -68,10 +69,10 @@ def test_lint_strict(helm: Path) -> None:
 def test_chart_crds_equal_the_generated_crds() -> None:
     top = REPO / "crds" / c.CRD_FILENAME
     chart = CHART / "crds" / c.CRD_FILENAME
-    assert top.exists(), f"{top} missing: python -m epd_operator.api.crdgen --write"
-    assert chart.exists(), f"{chart} missing: python -m epd_operator.api.crdgen --write"
+    assert top.exists(), f"{top} missing: make crds"
+    assert chart.exists(), f"{chart} missing: make crds"
     assert filecmp.cmp(top, chart, shallow=False), (
-        f"{chart} differs from {top}: regenerate with python -m epd_operator.api.crdgen --write"
+        f"{chart} differs from {top}: regenerate with make crds"
     )
     assert filecmp.cmp(REPO / "crds" / c.SCALER_CRD_FILENAME,
                        CHART / "crds" / c.SCALER_CRD_FILENAME, shallow=False)
@@ -82,7 +83,7 @@ def test_chart_crds_equal_the_generated_crds() -> None:
 def test_defaults(helm: Path) -> None:
     docs = template(helm)
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    assert chart["appVersion"] == "0.1.0"
+    assert chart["appVersion"] == __version__
     (dep,) = by_kind(docs, "Deployment")
     assert dep["spec"]["replicas"] == 1
     assert dep["spec"]["strategy"] == {"type": "Recreate"}

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from e2e.paths import REPO
+
 DOCKERFILE = REPO / "Dockerfile"
 
 
@@ -43,6 +44,7 @@ def run_commands() -> list[list[str]]:
     return cmds
 
 
+@pytest.mark.process
 def test_hadolint_is_clean() -> None:
     exe = Path(sys.executable).parent / "hadolint"
     found = str(exe) if exe.exists() else shutil.which("hadolint")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from api_samples import REPO, InvalidSample, invalid_samples, load, valid_samples
+from api_samples import InvalidSample, invalid_samples, load, sample_path, valid_samples
 
 from epd_connector.launch.config import CONFIGMAP_KEY
 from epd_connector.launch.config import parse as parse_launch
@@ -18,8 +18,8 @@ from epd_operator.api import crdgen
 from epd_operator.api.parse import parse
 from epd_operator.cli import PREVIEW_UID, main
 
-MINIMAL = REPO / "crds" / "samples" / "minimal-epd.yaml"
-FULL = REPO / "crds" / "samples" / "full-epd-rdma.yaml"
+MINIMAL = sample_path("minimal-epd")
+FULL = sample_path("full-epd-rdma")
 
 
 def run(args: list[str]) -> tuple[int, str]:
@@ -167,6 +167,7 @@ def test_crds(tmp_path: Path) -> None:
     ).read_text() == crdgen.render_yaml()
 
 
+@pytest.mark.process
 def test_console_script() -> None:
     exe = Path(sys.executable).parent / "epdctl"
     done = subprocess.run(

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.paths import REPO
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
 
-REPO = Path(__file__).resolve().parents[2]
-HINT = "regenerate with: .venv/bin/python -m epd_operator.api.crdgen --write"
+HINT = "regenerate with: make crds"
 
 
 @pytest.mark.parametrize("path", crdgen.targets(REPO), ids=lambda p: str(p.relative_to(REPO)))

@@ -61,8 +61,12 @@ def test_settings_use_our_prefix_and_post_no_kopf_events() -> None:
     settings = kopf.OperatorSettings()
     configure(settings, Options(workers=3))
     assert settings.persistence.finalizer == f"{c.KOPF_PREFIX}/finalizer"
-    assert settings.persistence.progress_storage.prefix == c.KOPF_PREFIX
-    assert settings.persistence.diffbase_storage.prefix == c.KOPF_PREFIX
+    progress = settings.persistence.progress_storage
+    diffbase = settings.persistence.diffbase_storage
+    assert isinstance(progress, kopf.AnnotationsProgressStorage)
+    assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage)
+    assert progress.prefix == c.KOPF_PREFIX
+    assert diffbase.prefix == c.KOPF_PREFIX
     assert settings.posting.enabled is False
     assert settings.peering.standalone is True
     assert settings.scanning.disabled is True
@@ -95,7 +99,7 @@ def test_passes_of_one_object_never_overlap_and_extra_pokes_coalesce(
     def body(uid: str) -> Any:
         return lambda: {"metadata": {"uid": uid, "name": uid, "namespace": "ns"}}
 
-    async def scenario() -> list[Any]:
+    async def scenario() -> tuple[Any, ...]:
         return await asyncio.gather(
             runtime.run("create", "a", body("a")),
             runtime.run("child", "a", body("a"), coalesce=True),

@@ -22,7 +22,7 @@ from epd_connector.launch.preflight import (
     report_text,
 )
 from epd_operator.api import constants as c
-from epd_operator.reconcile import resources
+from epd_operator.reconcile import capacity
 from epd_operator.reconcile.cache import (
     CHILD_SELECTOR,
     POD_SELECTOR,
@@ -292,8 +292,8 @@ def test_capacity_answers_like_the_plain_check() -> None:
     want = [{"kind": "StatefulSet", "metadata": {"name": "x-decode"}, "spec": {
         "replicas": 1, "template": {"spec": {"nodeSelector": {"pool": "b"}, "containers": [
             {"resources": {"limits": {"nvidia.com/gpu": 8}}}]}}}}]
-    plain = resources.check(want, ns)
-    assert plain == resources.check(want, resources.Capacity(resources.slim(n) for n in ns))
+    plain = capacity.check(want, ns)
+    assert plain == capacity.check(want, capacity.Capacity(capacity.slim(n) for n in ns))
     assert "largest: 4" in plain[0].message
 
 

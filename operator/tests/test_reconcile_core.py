@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import api_samples
 import pytest
-import yaml
 
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.reconcile.core import StatusMemory, reconcile
 from epd_operator.reconcile.kube import Kube
 
-REPO = Path(__file__).resolve().parents[2]
 CFG = OperatorConfig.from_env({})
 NODE = {"metadata": {"name": "n0", "labels": {}}, "spec": {},
         "status": {"allocatable": {"nvidia.com/gpu": "8", "rdma/hca_shared_devices_a": "1000"}}}
@@ -87,7 +85,7 @@ class FakeApiserver:
 
 
 def sample(name: str = "minimal-epd") -> dict[str, Any]:
-    obj: dict[str, Any] = yaml.safe_load((REPO / "crds" / "samples" / f"{name}.yaml").read_text())
+    obj = api_samples.sample(name)
     obj["metadata"].update(namespace="ns", uid="cluster-uid", generation=1)
     return obj
 

@@ -12,14 +12,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import yaml
+from api_samples import load, valid_samples
 
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
 from epd_operator.reconcile.kube import CHILD_KINDS, Kube, KubeError, kind_of
 from epd_operator.render import render_cluster
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 class Recorder:
@@ -65,7 +63,8 @@ def test_delete_is_background_and_pinned_to_the_uid_and_tolerates_404() -> None:
 
 def test_list_children_asks_every_child_kind_by_our_labels() -> None:
     rec = Recorder(body={"items": [{"metadata": {"name": "x"}}]})
-    out = Kube(rec).list_children("ns", "demo")
+    kube = Kube(rec)
+    out = kube.list_children("ns", "demo")
     assert [c[1] for c in rec.calls] == [k.base("ns") for k in CHILD_KINDS]
     for _, _, query, _, _ in rec.calls:
         assert query == {"labelSelector": [
@@ -73,7 +72,7 @@ def test_list_children_asks_every_child_kind_by_our_labels() -> None:
     # List items lack apiVersion/kind; plan needs them.
     assert [(o["apiVersion"], o["kind"]) for o in out] == [
         (k.api_version, k.kind) for k in CHILD_KINDS]
-    assert Kube(rec).writes.total() == 0
+    assert kube.writes.total() == 0  # reads are not writes
 
 
 def test_status_and_events() -> None:
@@ -127,12 +126,12 @@ def test_unknown_kinds_are_refused() -> None:
         kind_of({"apiVersion": "batch/v1", "kind": "Job"})
 
 
-@pytest.mark.parametrize("sample", sorted((REPO / "crds" / "samples").glob("*.yaml")),
+@pytest.mark.parametrize("sample", valid_samples(),
                          ids=lambda p: p.stem)
 def test_render_emits_only_kinds_observe_lists(sample: Path) -> None:
     # prune can only see what observe lists: a rendered kind outside CHILD_KINDS would never
     # be pruned (nor be compared for the no-op check).
-    obj = yaml.safe_load(sample.read_text())
+    obj = load(sample)
     obj["metadata"].update(namespace="ns", uid="00000000-0000-4000-8000-000000000000")
     manifests = render_cluster(parse(obj), OperatorConfig.from_env({}))
     assert manifests
@@ -203,7 +202,7 @@ def test_list_kind_and_watch_kind_ask_for_a_resumable_watch_with_bookmarks() -> 
     ((_, path, query, _, _),) = rec.calls
     assert path == "/api/v1/services"  # all namespaces
     assert query == {"labelSelector": ["a=b"]}
-    got = []
+    got: list[Any] = []
     with pytest.raises(KubeError) as err:
         got.extend(kube.watch_kind(svc, "ns", "a=b", "41", 600))
     assert err.value.status == 410  # the caller re-lists

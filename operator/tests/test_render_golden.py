@@ -1,7 +1,7 @@
 """Golden files: the manifests rendered for every valid sample, byte for byte.
 
 A change to rendering shows up as a diff of operator/tests/golden/*.yaml in review. Regenerate
-only on purpose: EPD_UPDATE_GOLDEN=1 .venv/bin/python -m pytest operator/tests/test_render_golden.py
+only on purpose: `make golden` (EPD_UPDATE_GOLDEN=1 on this file)
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def test_golden(sample: Path) -> None:
     text = rendered(sample)
     if os.environ.get("EPD_UPDATE_GOLDEN") == "1":
         golden.write_text(text, encoding="utf-8")
-    assert golden.exists(), f"{golden} missing: run with EPD_UPDATE_GOLDEN=1 to create it"
+    assert golden.exists(), f"{golden} missing: run `make golden` to create it"
     assert golden.read_text(encoding="utf-8") == text, (
-        f"rendering of {sample.name} changed; if intended, regenerate with EPD_UPDATE_GOLDEN=1"
+        f"rendering of {sample.name} changed; if intended, regenerate with `make golden`"
     )
 
 

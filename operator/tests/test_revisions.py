@@ -52,7 +52,7 @@ def mounts(manifests: list[dict[str, Any]]) -> dict[str, str | None]:
 
 def current_cm(manifests: list[dict[str, Any]]) -> str:
     (cm,) = [
-        m["metadata"]["name"] for m in manifests
+        str(m["metadata"]["name"]) for m in manifests
         if m["kind"] == "ConfigMap" and m["metadata"]["labels"][c.LABEL_COMPONENT] == "config"
     ]
     return cm

@@ -126,7 +126,7 @@ def test_a_complete_rollout_keeps_every_bound(topo: str, replicas: dict[str, int
 
 # ------------------------------------------------------------------ the planner on objects
 
-def sts(role: str, revision: str, replicas: int = 2, **status: Any) -> dict[str, Any]:
+def sts(role: str, revision: str, replicas: int = 2, /, **status: Any) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": f"demo-{role}", "labels": {c.LABEL_ROLE: role}, "generation": 1},

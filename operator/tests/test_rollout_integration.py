@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import yaml
+from api_samples import sample
 
-from e2e.providers import REPO, Cluster
+from e2e.providers import Cluster
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
 from epd_operator.api.operator_config import OperatorConfig
@@ -103,7 +103,7 @@ def env(cluster: Cluster) -> Iterator[Env]:
     for crd in (c.CRD_NAME, c.SCALER_CRD_NAME):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     cluster.kubectl("create", "namespace", NS)
-    obj = yaml.safe_load((REPO / "crds" / "samples" / "minimal-epd.yaml").read_text())
+    obj = sample("minimal-epd")
     obj["metadata"] = {"name": NAME, "namespace": NS}
     obj["spec"]["roles"] = {role: {"replicas": 2} for role in ROLES}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
@@ -167,7 +167,7 @@ def observe(env: Env) -> dict[str, Any]:
     sets = {o["metadata"]["labels"][c.LABEL_ROLE]: o
             for o in env.get("statefulsets", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]}
     status = env.get("epdc", NAME).get("status") or {}
-    progressing = next((x for x in status.get("conditions") or []
+    progressing: dict[str, Any] = next((x for x in status.get("conditions") or []
                         if x["type"] == c.CONDITION_PROGRESSING), {})
     return {
         "partition": {r: s["spec"]["updateStrategy"]["rollingUpdate"]["partition"]

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import yaml
+from api_samples import sample, sample_path
 
-from e2e.providers import REPO, Cluster
+from e2e.providers import Cluster
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
 from epd_operator.api.operator_config import OperatorConfig
@@ -108,7 +108,7 @@ def env(cluster: Cluster) -> Iterator[Env]:
     for crd in (c.CRD_NAME, c.SCALER_CRD_NAME, METRIC_CRD["metadata"]["name"]):  # type: ignore[index]
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     cluster.kubectl("create", "namespace", NS)
-    obj = yaml.safe_load((REPO / "crds" / "samples" / "minimal-epd.yaml").read_text())
+    obj = sample("minimal-epd")
     obj["metadata"] = {"name": NAME, "namespace": NS}
     obj["spec"]["roles"]["encoder"] = {"replicasFrom": "Scaler", "maxReplicas": 4}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
@@ -195,7 +195,7 @@ def test_the_hpa_controller_scales_one_role_through_its_scaler(env: Env) -> None
 
 
 def test_every_hpa_recipe_is_admitted(env: Env) -> None:
-    (cluster,) = load_clusters(str(REPO / "crds" / "samples" / "autoscaled-e-p-d.yaml"),
+    (cluster,) = load_clusters(str(sample_path("autoscaled-e-p-d")),
                                namespace=NS)
     for obj in recipes(cluster):
         done = env.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",

@@ -8,6 +8,8 @@ import pytest
 
 from epd_operator.reconcile.status import (
     Problem,
+    StatusShapeError,
+    checked,
     compute_status,
     events_for,
     not_rolled_out,
@@ -184,6 +186,39 @@ def test_events_only_for_conditions_turning_true_or_a_new_spec_error() -> None:
 
 def test_not_rolled_out_ignores_non_workloads() -> None:
     assert not_rolled_out([{"kind": "ConfigMap"}, {"kind": "Service"}]) == []
+
+
+@pytest.mark.parametrize(
+    ("children", "problems"),
+    [
+        ([sts("encoder", 1, 1, 1), sts("decode", 2, 2, 2)], []),
+        ([sts("encoder", 1, 0, 0)], []),
+        ([], [Problem("SpecInvalid", "spec.roles: bad")]),
+    ],
+    ids=["ready", "progressing", "degraded"],
+)
+def test_computed_status_fits_the_status_model(
+    children: list[dict[str, Any]], problems: list[Problem]
+) -> None:
+    status = compute_status(generation=3, children=children, problems=problems,
+                            previous=None, now=T0, notes=["spec.x: odd"])
+    assert checked(status) is status
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"rolez": {}}, "status.rolez"),
+        ({"roles": {"encoder": {"replicas": 1, "readyReplica": 1}}},
+         "status.roles.encoder.readyReplica"),
+        ({"phase": "Sleeping"}, "phase"),
+        ({"observedGeneration": -1}, "observedGeneration"),
+    ],
+)
+def test_a_status_outside_the_model_is_refused_by_name(change: dict[str, Any], named: str) -> None:
+    status = compute_status(generation=1, children=[], problems=[], previous=None, now=T0)
+    with pytest.raises(StatusShapeError, match=named.replace(".", r"\.")):
+        checked({**status, **change})
 
 
 # A Ready cluster that rolls out: Ready stays True while every role keeps its serving floor.

@@ -3,11 +3,10 @@ preflight init container in RDMA pods, and a whole reconcile pass reading real r
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+import api_samples
 import pytest
-import yaml
 from test_reconcile_core import CFG, FakeApiserver, sample
 
 from epd_connector.launch.preflight import INIT_CONTAINER, Probe, decide, report_text
@@ -23,7 +22,6 @@ from epd_operator.reconcile.transport import (
 )
 from epd_operator.render import render_cluster
 
-REPO = Path(__file__).resolve().parents[2]
 OK = decide({"ec": "rdma"}, Probe(("uverbs0",), ("mlx5_0",), ("mlx5_0",)))
 NO_DEVICE = decide({"ec": "rdma", "kv": "rdma"}, Probe((), (), ()))
 FALLBACK = decide({"kv": "rdma"}, Probe(("uverbs0",), ("mlx5_0",), ()))
@@ -111,7 +109,7 @@ def test_transition_time_moves_only_on_a_flip() -> None:
 
 
 def _load(name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = yaml.safe_load((REPO / "crds" / "samples" / f"{name}.yaml").read_text())
+    obj = api_samples.sample(name)
     obj["metadata"]["uid"] = "u"
     return obj
 

@@ -22,12 +22,13 @@ from typing import Any
 
 import pytest
 import yaml
-from api_samples import InvalidSample, invalid_samples
+from api_samples import InvalidSample, invalid_samples, sample
 from spec_fuzz import generate, judge
 
 from connector.tests import rule_tables as t
 from e2e.operator_proc import OperatorProcess, free_port
-from e2e.providers import REPO, Cluster, bin_dir
+from e2e.paths import REPO
+from e2e.providers import Cluster, bin_dir
 from e2e.webhook_certs import make_certs
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
@@ -210,7 +211,7 @@ def test_updates_that_keep_the_spec_pass_and_a_down_operator_blocks_nothing(
     webhook: Any,
 ) -> None:
     cluster, op = webhook
-    good = yaml.safe_load((REPO / "crds" / "samples" / "minimal-epd.yaml").read_text())
+    good = sample("minimal-epd")
     good["metadata"] = {"name": "while-up"}
     assert apply(cluster, good).returncode == 0
     # A spec change that breaks a rule is refused on UPDATE too.

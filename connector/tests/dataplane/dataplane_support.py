@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 MAX_BODY = 1 << 20  # the data-plane router's body limit (small, so the 413 case stays cheap)
@@ -12,8 +13,10 @@ def image_url(seed: str) -> str:
     return "data:image/png;base64," + base64.b64encode(f"pixels:{seed}".encode() * 64).decode()
 
 
-def chat(*images: str, text: str = "describe", max_tokens: int = 4, stream: bool = False) -> dict:
-    content: list[dict] = [{"type": "text", "text": text}]
+def chat(
+    *images: str, text: str = "describe", max_tokens: int = 4, stream: bool = False
+) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}]
     content += [{"type": "image_url", "image_url": {"url": u}} for u in images]
     return {
         "model": MODEL,

@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from dataplane_support import chat, image_url, total
 
@@ -64,7 +65,7 @@ def test_every_pd_down_gives_openai_style_503(tmp_path: Path) -> None:
     with LocalCluster(tmp_path, encoders=1, decodes=1) as cluster:
         cluster.kill("decode-0")
         deadline = time.monotonic() + 10
-        status, body = 0, {}
+        status, body = 0, dict[str, Any]()
         while time.monotonic() < deadline:
             status, body = http_json(
                 "POST", cluster.url + "/v1/chat/completions", chat(text="anyone?"), timeout=10

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from dataplane_support import chat, image_url, total
 
@@ -22,8 +23,8 @@ SLOW_HEALTH = {"encoder": ["--health-delay-s", "1"], "decode": ["--health-delay-
 FAST_CHECKS = ["--health-interval-s", "0.2", "--health-timeout-s", "0.1"]
 
 
-def _burst(cluster: LocalCluster, n: int, concurrency: int) -> list[tuple[int, dict]]:
-    def one(i: int) -> tuple[int, dict]:
+def _burst(cluster: LocalCluster, n: int, concurrency: int) -> list[tuple[int, dict[str, Any]]]:
+    def one(i: int) -> tuple[int, dict[str, Any]]:
         body = chat(image_url(f"burst-{i % 7}"), max_tokens=2)
         return http_json("POST", cluster.url + "/v1/chat/completions", body, timeout=60)
 

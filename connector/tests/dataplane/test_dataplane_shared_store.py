@@ -14,6 +14,7 @@ import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dataplane_support import MODEL, total
@@ -31,15 +32,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield c
 
 
-def image(seed: str, mime: str = "image/png", detail: str | None = None) -> dict:
+def image(seed: str, mime: str = "image/png", detail: str | None = None) -> dict[str, Any]:
     url = f"data:{mime};base64," + base64.b64encode(f"pixels:{seed}".encode() * 64).decode()
-    part: dict = {"type": "image_url", "image_url": {"url": url}}
+    part: dict[str, Any] = {"type": "image_url", "image_url": {"url": url}}
     if detail is not None:
         part["image_url"]["detail"] = detail
     return part
 
 
-def body(*parts: dict) -> dict:
+def body(*parts: dict[str, Any]) -> dict[str, Any]:
     return {"model": MODEL, "max_tokens": 2, "stream": False,
             "messages": [{"role": "user", "content": [{"type": "text", "text": "what"}, *parts]}]}
 
@@ -68,7 +69,7 @@ def wait_puts(c: LocalCluster, at_least: float, timeout_s: float = 20) -> None:
     raise AssertionError(f"fewer than {at_least} Store puts in {timeout_s}s")
 
 
-def encode_on(proc: Proc, *parts: dict) -> None:
+def encode_on(proc: Proc, *parts: dict[str, Any]) -> None:
     status, reply = http_json("POST", proc.url + "/v1/chat/completions", body(*parts))
     assert status == 200, reply
 
@@ -128,8 +129,11 @@ def test_master_restart_empties_the_cache_and_encoders_keep_serving(
     cluster.start_store()
     # The clients find the new master by themselves; until they do, publishing fails.
     deadline = time.monotonic() + 30
-    oks = lambda: sum(cluster.metrics(e).get("epd_sim_store_puts_total{outcome=ok}", 0)  # noqa: E731
-                      for e in cluster.sims("encoder"))
+
+    def oks() -> float:
+        return sum(cluster.metrics(e).get("epd_sim_store_puts_total{outcome=ok}", 0)
+                   for e in cluster.sims("encoder"))
+
     start_ok, i = oks(), 0
     while oks() == start_ok:
         assert time.monotonic() < deadline, "no Store put succeeded after the master restart"

@@ -111,6 +111,7 @@ def _hook(c: LocalCluster, budget_s: int) -> subprocess.Popen[str]:
     return subprocess.Popen([EPD_ENGINE, "--drain"], env=env, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.process  # a simulator pod and `epd-engine --drain`
 @pytest.mark.parametrize(
     ("tokens", "budget_s", "waits_for_request"), [(80, 60, True), (250, 7, False)]
 )

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_parse_report_ignores_what_is_not_ours() -> None:
     assert parse_report('{"v": 99}') is None
 
 
-def _preflight(tmp_path: Path, name: str, role: str) -> tuple[dict, dict]:
+def _preflight(tmp_path: Path, name: str, role: str) -> tuple[dict[str, Any], dict[str, Any]]:
     assert EPD_ENGINE is not None
     cfg = tmp_path / "launch.json"
     cfg.write_text(VALID[name].to_json(), encoding="utf-8")
@@ -103,6 +104,7 @@ def _preflight(tmp_path: Path, name: str, role: str) -> tuple[dict, dict]:
     return printed, json.loads(out.read_text(encoding="utf-8"))
 
 
+@pytest.mark.process
 def test_real_preflight_on_this_machine_finds_the_tcp_fallback(tmp_path: Path) -> None:
     # This machine has no RDMA device: exactly the case of a pod the resource did not reach.
     assert not Path("/dev/infiniband").exists()
@@ -113,6 +115,7 @@ def test_real_preflight_on_this_machine_finds_the_tcp_fallback(tmp_path: Path) -
     assert written["hcas"] == []  # Mooncake's own discovery found none either
 
 
+@pytest.mark.process
 def test_real_preflight_with_tcp_asked_is_fine(tmp_path: Path) -> None:
     _, written = _preflight(tmp_path, "e-p-d-tcp", "decode")
     assert (written["transport"], written["reason"]) == ("tcp", "TCPRequested")

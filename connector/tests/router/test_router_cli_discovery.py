@@ -62,6 +62,7 @@ def test_unreadable_launch_config_is_an_error(
     assert "cannot read launch config" in capsys.readouterr().err
 
 
+@pytest.mark.process
 def test_entry_point_help_runs() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "epd_connector.router", "--help"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ def test_media_refs_in_prompt_order_with_content_keys() -> None:
         {"messages": [None, {"content": [1, "a"]}]},
     ],
 )
-def test_no_media_refs(body: dict) -> None:
+def test_no_media_refs(body: dict[str, Any]) -> None:
     assert protocol.media_refs(body) == []
 
 
@@ -77,7 +78,7 @@ ENCODER_ANSWERS = [
 
 
 @pytest.mark.parametrize(("answer", "tid", "want"), ENCODER_ANSWERS)
-def test_encoded_item_is_found_by_transfer_id(answer: dict, tid: str, want: str) -> None:
+def test_encoded_item_is_found_by_transfer_id(answer: dict[str, Any], tid: str, want: str) -> None:
     ref = protocol.media_refs(BODY)[0]
     assert protocol.encoded_item(answer, ref, tid).mm_hash == want
 
@@ -109,17 +110,17 @@ def test_encoded_item_carries_metadata_and_modality() -> None:
         {"ec_transfer_params": {"a": {"transfer_id": "x"}, "b": {"transfer_id": "y"}}},
     ],
 )
-def test_encoded_item_rejects_answers_without_our_item(answer: dict) -> None:
+def test_encoded_item_rejects_answers_without_our_item(answer: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"ec_transfer_params|transfer_id"):
         protocol.encoded_item(answer, protocol.media_refs(BODY)[0], "t")
 
 
-def _enc(i: int, metadata: dict | None, modality: str = "image") -> protocol.Encoded:
+def _enc(i: int, metadata: dict[str, Any] | None, modality: str = "image") -> protocol.Encoded:
     return protocol.Encoded(f"h{i}", f"t{i}", modality, metadata or {})
 
 
 GRID = {"image_grid_thw": [[1, 4, 6]]}
-IMAGES = {
+IMAGES: dict[str, Any] = {
     "messages": [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": [{"type": "text", "text": "a"}, IMG, IMG]},

@@ -27,6 +27,7 @@ def test_preflight_round_trips_bytes() -> None:
     assert result.session.startswith("127.0.0.1:")
 
 
+@pytest.mark.process
 def test_preflight_cli_prints_json_and_exits_0() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "epd_connector.transport", "--host", "127.0.0.1", "--bytes", "4096"],

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from connector.tests.launch.launch_samples import POD, VALID
-from connector.tests.vllm_contract.vllm_harness import REPO, vllm_python
+from connector.tests.vllm_contract.vllm_harness import vllm_python
+from e2e.paths import REPO
 from epd_connector.launch.pod import DEFAULT_LAUNCH_CONFIG
 from epd_connector.launch.store import ENV_STORE_CONFIG, store_files
 
@@ -106,6 +107,7 @@ def test_mooncake_build_matches_the_cpu_twin_the_tests_use() -> None:
     assert f'"mooncake-transfer-engine-non-cuda=={cuda13}"' in transport_extra
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("dockerfile", "clean"),
     [

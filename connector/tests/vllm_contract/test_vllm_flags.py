@@ -23,13 +23,14 @@ import pytest
 
 from connector.tests import rule_tables as t
 from connector.tests.vllm_contract.vllm_harness import vllm_python
+from e2e.paths import REPO
 from epd_connector.launch import rules
 from epd_connector.launch.vllm_flags import VLLM_SERVE_NARGS, VLLM_SERVE_OPTIONS, VLLM_VERSION
 
 pytestmark = pytest.mark.vllm
 
 SCRIPT = Path(__file__).with_name("vllm_options.py")
-TABLE = Path(__file__).resolve().parents[2] / "src/epd_connector/launch/vllm_flags.py"
+TABLE = REPO / "connector" / "src" / "epd_connector" / "launch" / "vllm_flags.py"
 
 
 def ask_vllm(python: Path, rows: list[list[str]]) -> dict[str, Any]:
@@ -123,7 +124,7 @@ VLLM_SERVE_NARGS: Final[Mapping[str, str]] = {{
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: test_vllm_flags.py --write")
-    located = subprocess.run([str(Path(__file__).resolve().parents[3] / "hack" /
+    located = subprocess.run([str(REPO / "hack" /
                                   "install-vllm-env.sh"), "--print"],
                              capture_output=True, text=True, check=True)
     write_table(Path(located.stdout.strip()) / "bin" / "python")

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from e2e.paths import REPO
 from epd_connector.launch.argv import build_argv, build_env, effective_kv
 from epd_connector.launch.config import LaunchConfig, RoleName
 from epd_connector.launch.pod import PodContext
 from epd_connector.launch.wiring import consumer_zmq, ec_consumer_role, ec_role, kv_role
 
-REPO = Path(__file__).resolve().parents[3]
 CHECKER = Path(__file__).with_name("vllm_checker.py")
 INSTALLER = REPO / "hack" / "install-vllm-env.sh"
 STAMP = ".epd-complete"

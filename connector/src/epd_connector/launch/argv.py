@@ -204,10 +204,31 @@ def _holds_encoder_cache(config: LaunchConfig, role: RoleName) -> bool:
 
 
 def build_argv(config: LaunchConfig, role: RoleName, pod: PodContext) -> list[str]:
-    """The `vllm serve` argv of `role` on `pod`."""
+    """The `vllm serve` argv of `role` on `pod`: model and parallelism, multimodal settings,
+    the EC/KV wiring, then the user's extra args."""
     _check_pod_role(role, pod)
     check(config, role)
     launch = config.role(role)
+    argv = _model_flags(config, launch) + _multimodal_flags(config, role)
+    if ec_role(config, role) == "ec_producer":
+        argv.append("--mm-encoder-only")
+    ec_json = ec_transfer_config(config, role, pod)
+    if ec_json is not None:
+        argv += ["--ec-transfer-config", compact_json(ec_json)]
+    kv_json = kv_transfer_config(config, role, pod)
+    if kv_json is not None:
+        argv += ["--kv-transfer-config", compact_json(kv_json)]
+
+    _check_extra_args(role, launch)
+    for i, arg in enumerate(argv):
+        bad = control_char(arg)
+        if bad is not None:
+            # exec refuses NUL outright; other control characters corrupt flags and logs.
+            raise LaunchConfigError(f"argv[{i}] ({arg!r}): control character {bad}")
+    return argv + list(launch.extra_args)
+
+
+def _model_flags(config: LaunchConfig, launch: RoleLaunch) -> list[str]:
     model = config.model
     par = launch.parallelism
     argv = ["vllm", "serve", model.path or model.name]
@@ -227,7 +248,11 @@ def build_argv(config: LaunchConfig, role: RoleName, pod: PodContext) -> list[st
         argv += ["--max-model-len", str(launch.max_model_len)]
     if launch.gpu_memory_utilization is not None:
         argv += ["--gpu-memory-utilization", repr(launch.gpu_memory_utilization)]
+    return argv
 
+
+def _multimodal_flags(config: LaunchConfig, role: RoleName) -> list[str]:
+    argv: list[str] = []
     cache = config.encoder_cache
     if _holds_encoder_cache(config, role):
         if cache.max_num_batched_tokens is not None:
@@ -244,23 +269,7 @@ def build_argv(config: LaunchConfig, role: RoleName, pod: PodContext) -> list[st
         argv += ["--media-io-kwargs", compact_json(config.media_io_kwargs)]
     if config.mm_processor_kwargs is not None:
         argv += ["--mm-processor-kwargs", compact_json(config.mm_processor_kwargs)]
-
-    if ec_role(config, role) == "ec_producer":
-        argv.append("--mm-encoder-only")
-    ec_json = ec_transfer_config(config, role, pod)
-    if ec_json is not None:
-        argv += ["--ec-transfer-config", compact_json(ec_json)]
-    kv_json = kv_transfer_config(config, role, pod)
-    if kv_json is not None:
-        argv += ["--kv-transfer-config", compact_json(kv_json)]
-
-    _check_extra_args(role, launch)
-    for i, arg in enumerate(argv):
-        bad = control_char(arg)
-        if bad is not None:
-            # exec refuses NUL outright; other control characters corrupt flags and logs.
-            raise LaunchConfigError(f"argv[{i}] ({arg!r}): control character {bad}")
-    return argv + list(launch.extra_args)
+    return argv
 
 
 def _check_extra_args(role: RoleName, launch: RoleLaunch) -> None:

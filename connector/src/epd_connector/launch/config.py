@@ -172,7 +172,8 @@ class LaunchConfig(_Strict):
     ec: ECTransferLaunch = Field(default_factory=ECTransferLaunch)
     kv: KVTransferLaunch | None = None
     encoder_cache: EncoderCacheLaunch = Field(default_factory=EncoderCacheLaunch)
-    # Same on E and PD: multimodal identifiers must match (facts sheet §2, matching rules).
+    # Same on E and PD: both compute the multimodal identifiers (mm hashes) the transfer is
+    # matched by, from the processed item (see sim/server.py's docstring).
     media_io_kwargs: dict[str, Any] | None = None
     mm_processor_kwargs: dict[str, Any] | None = None
     roles: Roles

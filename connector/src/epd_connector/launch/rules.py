@@ -319,7 +319,8 @@ STORE_READ_BUFFER_BYTES: Final = 128 << 20
 
 def store_pinned_bytes(segment: int, local_buffer: int, read_buffer: int | None) -> int:
     """Host memory one encoder pins for the shared store in embedded mode: its segment of the
-    pool, the local staging buffer and the Store client's read buffer (facts sheet §6)."""
+    pool, the local staging buffer and the Store client's read buffer (vLLM 0.33.0's
+    Mooncake Store client; render/store.py sizes the encoder's memory with it)."""
     return segment + local_buffer + (STORE_READ_BUFFER_BYTES if read_buffer is None
                                      else read_buffer)
 

@@ -1,7 +1,8 @@
 """Role wiring derived from a LaunchConfig: which EC/KV role each EPD role plays, and its ports.
 
 Pure functions shared by the launcher (argv), the router (where to send what) and the
-simulator, so all three agree by construction. Facts from vLLM 0.33.0 (shared facts sheet §1-§3):
+simulator, so all three agree by construction. Facts from vLLM 0.33.0 (checked against the real
+parser and connectors by connector/tests/vllm_contract):
 - encoder: `ec_producer` (or `ec_both`), which switches vLLM into encoder-only mode;
 - E/PD: decode is the combined prefill-decode instance and the EC consumer;
 - E/P/D: prefill is EC consumer + KV producer, decode is KV consumer (no EC config);

@@ -1,1 +1,2 @@
-"""`epd-router`: OpenAI-compatible front door driving encoder -> (prefill) -> decode (DESIGN §5)."""
+"""`epd-router`: OpenAI-compatible front door driving encoder -> (prefill) -> decode
+(docs/router.md)."""

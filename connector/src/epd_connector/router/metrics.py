@@ -50,6 +50,10 @@ class RouterMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self._pod_metrics(r)
+
+    def _pod_metrics(self, r: CollectorRegistry) -> None:
+        """Retries, rotation and load per role and pod."""
         self.retries = Counter(
             "epd_router_retries",
             "Retried upstream calls by role and reason",

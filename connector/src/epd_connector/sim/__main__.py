@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace) -> int:
     settings = SimSettings(**dataclass_values(args, SimSettings))
-    pod = pod_env()
-    config = load(pod.launch_config)
+    launch_config, pod = pod_env()
+    config = load(launch_config)
     sim = SimEngine(config, pod, settings)
     await sim.start()
     runner = web.AppRunner(sim.app(), access_log=None, handler_cancellation=True)
@@ -75,7 +75,7 @@ async def _run(args: argparse.Namespace) -> int:
     await web.TCPSite(runner, settings.host, sim.launch.port).start()
     log.info(
         "sim %s (%s, %s) serving on %s:%d",
-        pod.pod_name,
+        pod.name,
         pod.role,
         config.topology,
         settings.host,

@@ -256,58 +256,10 @@ async def push(
     try:
         async with asyncio.timeout(timeout_s):
             await ctl.call({"op": "peers"})
-            reserved = await ctl.call(
-                {
-                    "op": "reserve_batch",
-                    "items": [
-                        {
-                            "transfer_id": i.transfer_id,
-                            "mm_hash": i.mm_hash,
-                            "nbytes": len(i.payload),
-                            "shape": [len(i.payload) // (2 * shape_hidden), shape_hidden],
-                            "dtype": "bfloat16",
-                        }
-                        for i in items
-                    ],
-                }
-            )
-            slots = []
-            for item, res in zip(items, reserved["items"], strict=True):
-                if not res["ok"]:
-                    raise ECTransferError(f"reserve {item.transfer_id}: {res['error']}")
-                slots.append(res["result"])
+            slots = await _reserve(ctl, items, shape_hidden)
             engine.register(staging)
-            # One batch per destination session (one per consumer shard).
-            batches: dict[str, tuple[list[int], list[int], list[int]]] = {}
-            offset = 0
-            for item, slot in zip(items, slots, strict=True):
-                staging.write(offset, item.payload)
-                if slot["write"]:
-                    srcs, dsts, lens = batches.setdefault(str(slot["dst_session"]), ([], [], []))
-                    srcs.append(staging.address + offset)
-                    dsts.append(int(slot["dst_ptr"]))
-                    lens.append(len(item.payload))
-                offset += len(item.payload)
-            for session, (srcs, dsts, lens) in batches.items():
-                await asyncio.to_thread(engine.batch_write, session, srcs, dsts, lens)
-            done = await ctl.call(
-                {
-                    "op": "complete_batch",
-                    "items": [
-                        {
-                            "transfer_id": i.transfer_id,
-                            "reservation_id": s["reservation_id"],
-                            "sha256": checksum(i.payload),
-                        }
-                        for i, s in zip(items, slots, strict=True)
-                    ],
-                }
-            )
-            for item, res in zip(items, done["items"], strict=True):
-                if not res["completed"]:
-                    raise ECTransferError(
-                        f"complete {item.transfer_id}: {res.get('error', 'rejected')}"
-                    )
+            await _write(engine, staging, items, slots)
+            await _complete(ctl, items, slots)
     except TimeoutError as exc:
         raise ECTransferError(f"EC push to {consumer_zmq} timed out after {timeout_s}s") from exc
     except (OSError, TransportError, ValueError) as exc:
@@ -316,3 +268,69 @@ async def push(
         engine.unregister(staging)
         staging.close()
         writer.close()
+
+
+async def _reserve(
+    ctl: _Control, items: list[PushItem], shape_hidden: int
+) -> list[dict[str, Any]]:
+    """A slot on the consumer per item (its receive buffer, or none when it has the item)."""
+    reserved = await ctl.call(
+        {
+            "op": "reserve_batch",
+            "items": [
+                {
+                    "transfer_id": i.transfer_id,
+                    "mm_hash": i.mm_hash,
+                    "nbytes": len(i.payload),
+                    "shape": [len(i.payload) // (2 * shape_hidden), shape_hidden],
+                    "dtype": "bfloat16",
+                }
+                for i in items
+            ],
+        }
+    )
+    slots = []
+    for item, res in zip(items, reserved["items"], strict=True):
+        if not res["ok"]:
+            raise ECTransferError(f"reserve {item.transfer_id}: {res['error']}")
+        slots.append(res["result"])
+    return slots
+
+
+async def _write(
+    engine: Engine, staging: HostBuffer, items: list[PushItem], slots: list[dict[str, Any]]
+) -> None:
+    """Stage every payload, then one TransferEngine batch per destination session (one per
+    consumer shard)."""
+    batches: dict[str, tuple[list[int], list[int], list[int]]] = {}
+    offset = 0
+    for item, slot in zip(items, slots, strict=True):
+        staging.write(offset, item.payload)
+        if slot["write"]:
+            srcs, dsts, lens = batches.setdefault(str(slot["dst_session"]), ([], [], []))
+            srcs.append(staging.address + offset)
+            dsts.append(int(slot["dst_ptr"]))
+            lens.append(len(item.payload))
+        offset += len(item.payload)
+    for session, (srcs, dsts, lens) in batches.items():
+        await asyncio.to_thread(engine.batch_write, session, srcs, dsts, lens)
+
+
+async def _complete(ctl: _Control, items: list[PushItem], slots: list[dict[str, Any]]) -> None:
+    """The consumer verifies each item's checksum and makes it visible."""
+    done = await ctl.call(
+        {
+            "op": "complete_batch",
+            "items": [
+                {
+                    "transfer_id": i.transfer_id,
+                    "reservation_id": s["reservation_id"],
+                    "sha256": checksum(i.payload),
+                }
+                for i, s in zip(items, slots, strict=True)
+            ],
+        }
+    )
+    for item, res in zip(items, done["items"], strict=True):
+        if not res["completed"]:
+            raise ECTransferError(f"complete {item.transfer_id}: {res.get('error', 'rejected')}")

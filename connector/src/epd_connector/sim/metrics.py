@@ -14,6 +14,15 @@ class SimMetrics:
         self.registry = CollectorRegistry()
         labels = ["model_name", "engine"]
         self._labels = {"model_name": model, "engine": engine}
+        self._vllm_metrics(labels)
+        self._transfer_metrics()
+        self._store_metrics()
+        for g in (self.running, self.waiting):
+            g.labels(**self._labels).set(0)
+        self.waiting_reason.labels(**self._labels, reason="deferred").set(0)
+
+    def _vllm_metrics(self, labels: list[str]) -> None:
+        """The names vLLM exports (the router's load signals and the autoscaling recipes)."""
         r = self.registry
         self.running = Gauge("vllm:num_requests_running", "Requests running", labels, registry=r)
         self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting", labels, registry=r)
@@ -30,6 +39,10 @@ class SimMetrics:
         self.e2e = Histogram(
             "vllm:e2e_request_latency_seconds", "End-to-end latency", labels, registry=r
         )
+
+    def _transfer_metrics(self) -> None:
+        """`epd_sim_*`: requests, EC pushes and receipts, encoding work, KV pulls."""
+        r = self.registry
         self.requests = Counter(
             "epd_sim_requests",
             "HTTP requests by endpoint and status",
@@ -82,7 +95,10 @@ class SimMetrics:
         self.kv_pulls = Counter("epd_sim_kv_pulls", "KV pulls by outcome", ["outcome"], registry=r)
         self.kv_bytes = Counter("epd_sim_kv_bytes_verified", "Verified KV bytes pulled", registry=r)
         self.kv_staged = Counter("epd_sim_kv_staged", "KV blobs staged by prefill", registry=r)
-        # The shared encoder cache (encoders with encoderCache.shared; sim/store.py).
+
+    def _store_metrics(self) -> None:
+        """The shared encoder cache (encoders with encoderCache.shared; sim/store.py)."""
+        r = self.registry
         self.store_lookups = Counter(
             "epd_sim_store_lookups",
             "Shared encoder cache lookups by outcome (hit, miss, error)",
@@ -105,9 +121,6 @@ class SimMetrics:
         self.store_put_bytes = Counter(
             "epd_sim_store_put_bytes", "Bytes published to the shared encoder cache", registry=r
         )
-        for g in (self.running, self.waiting):
-            g.labels(**self._labels).set(0)
-        self.waiting_reason.labels(**self._labels, reason="deferred").set(0)
 
     def finished(self, reason: str) -> None:
         self.success.labels(**self._labels, finished_reason=reason).inc()

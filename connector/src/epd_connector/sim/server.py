@@ -1,6 +1,6 @@
 """The simulated engine's HTTP server: the OpenAI surface vLLM 0.33.0 serves, per EPD role.
 
-What each role does with a request follows vLLM 0.33.0 (shared facts sheet §2-§3):
+What each role does with a request follows vLLM 0.33.0 (the source files named below):
 - encoder (`ec_producer`): answers a non-streaming chat completion with empty output and a
   top-level `ec_transfer_params` keyed by mm_hash (`modality`, `item_indices`, `metadata`,
   `transfer_id`; `mooncake/scheduler.py::request_finished`, `utils.py::collect_ec_item_metadata`),
@@ -42,7 +42,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from epd_connector.launch import wiring
-from epd_connector.launch.config import LaunchConfig
+from epd_connector.launch.config import LaunchConfig, LaunchConfigError
+from epd_connector.launch.pod import ENV_ROLE, PodContext
 from epd_connector.openai_errors import OpenAIError, error_response
 from epd_connector.transport import Engine
 
@@ -59,7 +60,7 @@ from .media import (
     prompt_text,
 )
 from .metrics import SimMetrics
-from .settings import PodEnv, SimSettings
+from .settings import SimSettings
 from .store import EncoderStore
 
 log = logging.getLogger(__name__)
@@ -83,13 +84,15 @@ class Output:
 class SimEngine:
     """One simulated engine pod: role wiring from the launch config, state, and handlers."""
 
-    def __init__(self, config: LaunchConfig, pod: PodEnv, settings: SimSettings) -> None:
+    def __init__(self, config: LaunchConfig, pod: PodContext, settings: SimSettings) -> None:
+        if pod.role is None:  # PodContext.from_env always sets it
+            raise LaunchConfigError(f"{ENV_ROLE}: the simulator needs the pod's role")
         self.config, self.pod, self.settings = config, pod, settings
         self.role = pod.role
-        self.launch = config.role(pod.role)
+        self.launch = config.role(self.role)
         self.model = config.model.served_model_name or config.model.name
-        self.ec_role = wiring.ec_role(config, pod.role)
-        self.kv_role = wiring.kv_role(config, pod.role)
+        self.ec_role = wiring.ec_role(config, self.role)
+        self.kv_role = wiring.kv_role(config, self.role)
         self.is_encoder = self.role == "encoder"
         self.is_ec_consumer = self.ec_role == "ec_consumer"
         self._encoder_cache: OrderedDict[str, None] = OrderedDict()
@@ -106,7 +109,7 @@ class SimEngine:
         self.dp_size = self.launch.parallelism.data
         self.push_wait_s = config.ec.push_wait_timeout_s or settings.push_wait_timeout_s
         self.control_timeout_s = config.ec.control_timeout_s or 30.0
-        self.metrics = SimMetrics(self.model, pod.pod_name)
+        self.metrics = SimMetrics(self.model, pod.name)
         self.engine: Engine | None = None
         self.store: EncoderStore | None = None  # the shared encoder cache (encoders only)
         self.receivers: list[ec.ECReceiver] = []
@@ -118,22 +121,22 @@ class SimEngine:
         self.draining = False
         self.inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._rng = random.Random(pod.pod_name)
+        self._rng = random.Random(pod.name)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     @property
     def engine_ids(self) -> list[str]:
-        return [f"{self.pod.pod_name}-dp{d}" for d in range(self.dp_size)]
+        return [f"{self.pod.name}-dp{d}" for d in range(self.dp_size)]
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession()
         # Always TCP: simulator pods run where RDMA devices are not (kind, kwok, CI).
-        self.engine = await asyncio.to_thread(Engine, self.pod.pod_ip, "tcp")
+        self.engine = await asyncio.to_thread(Engine, self.pod.ip, "tcp")
         if self.is_encoder and self.config.ec.store is not None:
             # Like vLLM's encoder: no Store, no start (the launcher wrote its config file).
             self.store = await EncoderStore.open(
-                self.config, self.metrics, os.environ, self.pod.pod_ip
+                self.config, self.metrics, os.environ, self.pod.ip
             )
         host = self.settings.host
         if self.is_ec_consumer and self.shared_storage is None:
@@ -151,7 +154,7 @@ class SimEngine:
                 else [self.config.kv.bootstrap_port]
             )
             self.kv_source = kv.KVSource(
-                self.engine, self.settings.kv_slab_bytes, self.engine_ids, self.pod.pod_ip, ports[0]
+                self.engine, self.settings.kv_slab_bytes, self.engine_ids, self.pod.ip, ports[0]
             )
             for port in ports:
                 app = web.Application()
@@ -410,23 +413,55 @@ class SimEngine:
     async def _encode(
         self, body: dict[str, Any], parts: list[MediaPart], prompt_tokens: int
     ) -> web.Response:
+        """The encoder's answer: encode what the shared cache lacks, describe every item in
+        `ec_transfer_params`, then push the outputs to the consumer (after the reply)."""
         ids = [await self._item_identity(p, preprocess=False) for p in parts]
-        # The shared encoder cache first (images only, as vLLM): a hit is not encoded.
-        cached: dict[str, bytes] = {}
-        if self.store is not None:
-            for part, (mm_hash, content) in zip(parts, ids, strict=True):
-                if part.modality == "image" and content is not None and mm_hash not in cached:
-                    got = await self.store.get(mm_hash, self.settings.bytes_per_image)
-                    if got is not None:
-                        cached[mm_hash] = got
+        cached = await self._from_store(parts, ids)
         for mm_hash, content in ids:
             if content is not None and mm_hash not in cached:
                 self._encoder_work(mm_hash)
         if not ids or any(mm_hash not in cached for mm_hash, _ in ids):
             await asyncio.sleep(self.settings.encode_delay_s)
         params = body.get("ec_transfer_params") or {}
-        ec_items = params.get("ec_items") or []
         request_id = uuid.uuid4().hex
+        out, pushes = await self._encoded_items(
+            parts, ids, cached, params.get("ec_items") or [], request_id
+        )
+        consumer = params.get("consumer_zmq")
+        if consumer and pushes:
+            try:
+                ec.parse_consumer_zmq(str(consumer))
+            except ValueError as exc:
+                raise RequestFailed(400, str(exc), "BadRequestError", "ec_transfer_params") from exc
+            # vLLM pushes from the worker after encoding, not inside the HTTP reply.
+            self._spawn(self._push(str(consumer), pushes))
+        self.metrics.finished("stop")
+        return web.json_response(self._encoder_reply(request_id, prompt_tokens, out))
+
+    async def _from_store(
+        self, parts: list[MediaPart], ids: list[tuple[str, bytes | None]]
+    ) -> dict[str, bytes]:
+        """The shared encoder cache first (images only, as vLLM): a hit is not encoded."""
+        cached: dict[str, bytes] = {}
+        if self.store is None:
+            return cached
+        for part, (mm_hash, content) in zip(parts, ids, strict=True):
+            if part.modality == "image" and content is not None and mm_hash not in cached:
+                got = await self.store.get(mm_hash, self.settings.bytes_per_image)
+                if got is not None:
+                    cached[mm_hash] = got
+        return cached
+
+    async def _encoded_items(
+        self,
+        parts: list[MediaPart],
+        ids: list[tuple[str, bytes | None]],
+        cached: dict[str, bytes],
+        ec_items: list[Any],
+        request_id: str,
+    ) -> tuple[dict[str, dict[str, Any]], list[ec.PushItem]]:
+        """`ec_transfer_params` by mm_hash, and the outputs to push (none with a shared
+        volume: those are saved there instead)."""
         out: dict[str, dict[str, Any]] = {}
         pushes: list[ec.PushItem] = []
         for part, (mm_hash, _) in zip(parts, ids, strict=True):
@@ -454,38 +489,32 @@ class SimEngine:
                     cached[mm_hash] = payload  # a repeat within the request is no new miss
                     self._spawn(self.store.put(mm_hash, payload))
             pushes.append(ec.PushItem(tid, mm_hash, payload))
-        consumer = params.get("consumer_zmq")
-        if consumer and pushes:
-            try:
-                ec.parse_consumer_zmq(str(consumer))
-            except ValueError as exc:
-                raise RequestFailed(400, str(exc), "BadRequestError", "ec_transfer_params") from exc
-            # vLLM pushes from the worker after encoding, not inside the HTTP reply.
-            self._spawn(self._push(str(consumer), pushes))
-        self.metrics.finished("stop")
-        return web.json_response(
-            {
-                "id": f"chatcmpl-{request_id}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": self.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": 0,
-                    "total_tokens": prompt_tokens,
-                },
-                "kv_transfer_params": None,
-                "ec_transfer_params": out or None,
-            }
-        )
+        return out, pushes
+
+    def _encoder_reply(
+        self, request_id: str, prompt_tokens: int, out: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": 0,
+                "total_tokens": prompt_tokens,
+            },
+            "kv_transfer_params": None,
+            "ec_transfer_params": out or None,
+        }
 
     async def _push(self, consumer: str, items: list[ec.PushItem]) -> None:
         assert self.engine is not None
@@ -651,7 +680,7 @@ class SimEngine:
                     "remote_block_ids": [list(range(max(1, prompt_tokens // 16)))],
                     "remote_engine_id": self.engine_ids[dp_rank],
                     "remote_request_id": key,
-                    "remote_host": self.pod.pod_ip,
+                    "remote_host": self.pod.ip,
                     "remote_port": self.config.kv.side_channel_port + dp_rank,
                     "tp_size": self.launch.parallelism.tensor,
                     "dcp_size": 1,
@@ -713,31 +742,12 @@ class SimEngine:
         prefix = "chatcmpl" if kind == "chat" else "cmpl"
 
         def chunk(piece: str | None, finish: str | None, first: bool = False) -> bytes:
-            if kind == "chat":
-                delta: dict[str, Any] = (
-                    {"role": "assistant", "content": ""}
-                    if first
-                    else ({"content": piece} if piece is not None else {})
-                )
-                choice: dict[str, Any] = {
-                    "index": 0,
-                    "delta": delta,
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-            else:
-                choice = {
-                    "index": 0,
-                    "text": piece or "",
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
             data: dict[str, Any] = {
                 "id": f"{prefix}-{rid}",
                 "object": obj,
                 "created": created,
                 "model": self.model,
-                "choices": [choice],
+                "choices": [_stream_choice(kind, piece, finish, first)],
             }
             if finish is not None:
                 data["kv_transfer_params"] = out.kv_transfer_params
@@ -796,6 +806,18 @@ def _read_shared(root: Path, mm_hash: str) -> bytes | None:
     except OSError:
         return None
 
+
+def _stream_choice(kind: str, piece: str | None, finish: str | None, first: bool) -> dict[str, Any]:
+    """One streamed choice as vLLM sends it: a chat delta (the first one carries the role) or
+    a completion's text."""
+    if kind != "chat":
+        return {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
+    delta: dict[str, Any] = (
+        {"role": "assistant", "content": ""}
+        if first
+        else ({"content": piece} if piece is not None else {})
+    )
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
 def _transfer_id(ec_items: list[Any], index: int, mm_hash: str) -> str | None:
     """vLLM's matching rule: position first (if its mm_hash is absent or equal), then by mm_hash."""

@@ -12,25 +12,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from epd_connector.launch.config import RoleName
 from epd_connector.launch.pod import PodContext, launch_config_path
 
 
-@dataclass(frozen=True)
-class PodEnv:
-    launch_config: str
-    role: RoleName
-    pod_ip: str
-    pod_name: str
-    namespace: str
-
-
-def pod_env(env: Mapping[str, str] | None = None) -> PodEnv:
-    """The pod env contract, read by the launcher's own parser (errors name the variable)."""
+def pod_env(env: Mapping[str, str] | None = None) -> tuple[str, PodContext]:
+    """The launch-config path and the pod, read by the launcher's own parser (the same
+    `PodContext` epd-engine builds; errors name the variable)."""
     e = os.environ if env is None else env
-    ctx = PodContext.from_env(e)
-    assert ctx.role is not None  # from_env always sets it
-    return PodEnv(launch_config_path(e), ctx.role, ctx.ip, ctx.name, ctx.namespace)
+    return launch_config_path(e), PodContext.from_env(e)
 
 
 @dataclass(frozen=True)

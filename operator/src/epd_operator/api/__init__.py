@@ -1,1 +1,2 @@
-"""epd_operator.api (see DESIGN.md)."""
+"""The EPDCluster API: models (the schema), parse, constants, CEL and admission decisions;
+pure (docs/architecture.md, "Layers of the operator")."""

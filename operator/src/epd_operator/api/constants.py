@@ -34,6 +34,7 @@ CRD_FILENAME: Final = f"{GROUP}_{PLURAL}.yaml"
 
 # kopf keeps its finalizer / progress / diff-base bookkeeping under this prefix.
 KOPF_PREFIX: Final = GROUP
+# Our name in managedFields (server-side apply) and in the Events we post.
 FIELD_MANAGER: Final = "epd-operator"
 
 # Labels on every child object.
@@ -41,6 +42,7 @@ LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_VERSION: Final = "app.kubernetes.io/version"  # on the CRDs: epd_operator.__version__
 LABEL_ROLE: Final = f"{GROUP}/role"
 LABEL_REVISION: Final = f"{GROUP}/revision"
 # On each immutable launch ConfigMap: the launch revision (hash of its content) it holds.
@@ -92,7 +94,6 @@ DEFAULT_RDMA_RESOURCE: Final = "rdma/hca_shared_devices_a"
 CONDITION_READY: Final = "Ready"
 CONDITION_PROGRESSING: Final = "Progressing"
 CONDITION_DEGRADED: Final = "Degraded"
-CONDITION_TYPES: Final = (CONDITION_READY, CONDITION_PROGRESSING, CONDITION_DEGRADED)
 
 REASON_RECONCILED: Final = "Reconciled"
 REASON_ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
@@ -100,14 +101,13 @@ REASON_ROLLOUT_PAUSED: Final = "RolloutPaused"  # spec.paused holds a rollout mi
 # Ready stays True through a change while every role keeps its serving floor.
 REASON_SERVING_DURING_ROLLOUT: Final = "ServingDuringRollout"
 REASON_SPEC_INVALID: Final = "SpecInvalid"
+REASON_SPEC_WARNING: Final = "SpecWarning"  # an Event: admitted, but worth a look
 REASON_INSUFFICIENT_RESOURCES: Final = "InsufficientResources"
 REASON_RECONCILE_ERROR: Final = "ReconcileError"
-REASON_PODS_NOT_READY: Final = "PodsNotReady"
 REASON_AS_EXPECTED: Final = "AsExpected"
 
 # status.phase: a one-word summary for `kubectl get` (the conditions are the contract).
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded"]
-PHASES: Final = ("Pending", "Progressing", "Ready", "Degraded")
 
 # --------------------------------------------------------------------------- per-role scaling
 # EPDRoleScaler: one per role of an EPDCluster, created and owned by the operator; its /scale

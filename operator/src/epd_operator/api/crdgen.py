@@ -1,9 +1,9 @@
 """Generates the EPDCluster CustomResourceDefinition from the pydantic models.
 
-The models are the one definition of the API (DESIGN.md §2); this module turns their JSON
-schema into a Kubernetes structural schema (no $ref, no nullable unions, int-or-string and
-preserve-unknown-fields markers, CEL rules from `__cel__`) and wraps it in the CRD with the
-status subresource and printer columns. `python -m epd_operator.api.crdgen --write` (or
+The models are the one definition of the API (docs/architecture.md, "Where each rule
+lives"); this module turns their JSON schema into a Kubernetes structural schema (no $ref, no
+nullable unions, int-or-string and preserve-unknown-fields markers, CEL rules from `__cel__`)
+and wraps it in the CRD with the status subresource and printer columns. `make crds` (or
 `epdctl crds --write`) rewrites `crds/` and the chart's copy; a test fails on drift.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from .. import __version__
 from . import constants as c
 from .models import ROOT_RULES, EPDClusterSpec, EPDClusterStatus
 from .scaler import EPDRoleScalerSpec, EPDRoleScalerStatus
@@ -47,16 +48,9 @@ def _merge(outer: Schema, inner: Schema) -> Schema:
     return merged
 
 
-def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
-    node = dict(node)
-    ref = node.pop("$ref", None)
-    if ref is not None:
-        node = _merge(node, _structural(defs[ref.rsplit("/", 1)[-1]], defs))
-    if "anyOf" in node and not node.get("x-kubernetes-int-or-string"):
-        branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
-        if len(branches) != 1:
-            raise ValueError(f"cannot express union {branches} in a structural schema")
-        node = _merge(node, _structural(branches[0], defs))
+def _openapi_v3_keywords(node: Schema) -> None:
+    """JSON Schema 2020 spellings -> what a CRD's OpenAPI v3 schema takes (in place): no
+    titles, numeric exclusive bounds as booleans, no null or list defaults."""
     node.pop("title", None)
     if "description" in node:
         node["description"] = _text(node["description"])
@@ -68,6 +62,19 @@ def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
         default = node["default"]
         if default is None or isinstance(default, list):
             del node["default"]
+
+
+def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
+    node = dict(node)
+    ref = node.pop("$ref", None)
+    if ref is not None:
+        node = _merge(node, _structural(defs[ref.rsplit("/", 1)[-1]], defs))
+    if "anyOf" in node and not node.get("x-kubernetes-int-or-string"):
+        branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
+        if len(branches) != 1:
+            raise ValueError(f"cannot express union {branches} in a structural schema")
+        node = _merge(node, _structural(branches[0], defs))
+    _openapi_v3_keywords(node)
     if node.get("type") == "object":
         extra = node.pop("additionalProperties", None)
         if extra is True:
@@ -119,13 +126,22 @@ def _ready_column(role: str) -> dict[str, Any]:
     }
 
 
+def _labels() -> dict[str, str]:
+    """The CRDs' labels; the version label tells which release installed a CRD."""
+    return {
+        c.LABEL_NAME: c.APP_NAME,
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+        c.LABEL_VERSION: __version__,
+    }
+
+
 def crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": c.CRD_NAME,
-            "labels": {c.LABEL_NAME: c.APP_NAME, c.LABEL_MANAGED_BY: c.MANAGED_BY},
+            "labels": _labels(),
         },
         "spec": {
             "group": c.GROUP,
@@ -183,7 +199,7 @@ def scaler_crd() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": c.SCALER_CRD_NAME,
-            "labels": {c.LABEL_NAME: c.APP_NAME, c.LABEL_MANAGED_BY: c.MANAGED_BY},
+            "labels": _labels(),
         },
         "spec": {
             "group": c.GROUP,

@@ -11,10 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .. import __version__
 from .quantity import QuantityError, canonical_quantity
 
 ENV_PREFIX = "EPD_OPERATOR_"
-DEFAULT_VERSION = "0.1.0"
 
 
 class OperatorConfigError(ValueError):
@@ -25,7 +25,7 @@ class OperatorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     engine_image: str = Field(
-        default=f"epd-operator/epd-engine:{DEFAULT_VERSION}",
+        default=f"epd-operator/epd-engine:{__version__}",
         min_length=1,
         description="Default image of encoder/prefill/decode pods (connector/Dockerfile).",
     )
@@ -35,7 +35,7 @@ class OperatorConfig(BaseModel):
         "image: the simulator, for GPU-free clusters).",
     )
     router_image: str = Field(
-        default=f"epd-operator/epd-operator:{DEFAULT_VERSION}",
+        default=f"epd-operator/epd-operator:{__version__}",
         min_length=1,
         description="Image of the router Deployment (the control-plane image holds epd-router).",
     )

@@ -33,6 +33,7 @@ from epd_connector.launch.store import ENV_STORE_CONFIG
 
 from . import constants as c
 from .imageref import IMAGE_REF_PROBLEM, REFERENCE_PATTERN, REPOSITORY_PATTERN
+from .layout import OWNED_ENV, OWNED_MOUNTS, OWNED_VOLUMES, USER_VOLUME_SOURCES
 from .models import (
     ABS_PATH,
     ROOT_RULES,
@@ -53,41 +54,6 @@ class SpecError(ValueError):
         self.path = path
         self.message = message
 
-
-# Environment the operator (pod template) or the launcher (exec env) sets.
-OWNED_ENV: Mapping[str, str] = {
-    c.ENV_LAUNCH_CONFIG: "the operator",
-    c.ENV_ROLE: "the operator",
-    c.ENV_ENGINE: "the operator configuration",
-    c.ENV_POD_IP: "the Downward API",
-    c.ENV_POD_NAME: "the Downward API",
-    c.ENV_POD_NAMESPACE: "the Downward API",
-    "VLLM_HOST_IP": "the launcher (the pod IP)",
-    "VLLM_MOONCAKE_BOOTSTRAP_PORT": "kvTransfer.bootstrapPort",
-    "VLLM_NIXL_SIDE_CHANNEL_HOST": "the launcher (the pod IP)",
-    "VLLM_NIXL_SIDE_CHANNEL_PORT": "kvTransfer.sideChannelPort",
-    "HF_HOME": "the operator (model cache volume)",
-}
-
-# Volumes and mount paths the renderer adds to every engine pod (render.engine uses these).
-VOLUME_LAUNCH_CONFIG = "launch-config"
-VOLUME_ROUTING = "routing"  # the router's routing table (router pods only)
-VOLUME_SHM = "dshm"
-VOLUME_MODEL = "model"
-VOLUME_MODEL_CACHE = "model-cache"
-VOLUME_EC_SHARED = "ec-shared"
-OWNED_VOLUMES = frozenset(
-    {VOLUME_LAUNCH_CONFIG, VOLUME_SHM, VOLUME_MODEL, VOLUME_MODEL_CACHE, VOLUME_EC_SHARED}
-)
-# Volume kinds roles.*.volumes may use: what the chart's ValidatingAdmissionPolicy lets the
-# operator's ServiceAccount mount (no Secrets, no host paths: a stolen operator token must not
-# reach them through a pod; model.source.hostPath is the one read-only host path).
-USER_VOLUME_SOURCES = ("configMap", "emptyDir", "persistentVolumeClaim", "ephemeral",
-                       "downwardAPI")
-MODEL_MOUNT = "/models"
-MODEL_CACHE_MOUNT = "/var/cache/epd"
-SHM_MOUNT = "/dev/shm"
-OWNED_MOUNTS = (c.LAUNCH_CONFIG_DIR, SHM_MOUNT, MODEL_MOUNT, MODEL_CACHE_MOUNT)
 
 # ec_connector_extra_config keys derived from typed fields.
 EC_DERIVED_KEYS: Mapping[str, str] = {
@@ -235,28 +201,45 @@ def check_operator_rules(spec: EPDClusterSpec) -> None:
 
 
 def _check_role(spec: EPDClusterSpec, role: RoleSpec, path: str) -> None:
+    """One role's free-form parts: flags, env, volumes and mounts, pod metadata, resources."""
     problem = check_extra_args(role.extra_args or ())
     if problem is not None:
         raise SpecError(f"{path}.extraArgs[{problem.index}]", problem.message)
-    seen_env: set[str] = set()
+    _check_env(role, path)
+    _check_mounts(spec, role, path, _check_volumes(role, path))
+    _check_pod_metadata(role, path)
+    owned_resources = {
+        c.GPU_RESOURCE: "parallelism (tensor x pipeline x data)",
+        spec.rdma.resource_name: "rdma",
+    }
+    if role.resources is not None:
+        _check_resources(role.resources, f"{path}.resources", owned_resources)
+
+
+def _check_env(role: RoleSpec, path: str) -> None:
+    seen: set[str] = set()
     for i, env in enumerate(role.env or ()):
         if _ENV_NAME.match(env.name) is None:
             raise SpecError(f"{path}.env[{i}].name", f"{env.name!r} is not a valid variable name")
         if env.name in OWNED_ENV:
             raise SpecError(f"{path}.env[{i}].name", f"{env.name} is set by {OWNED_ENV[env.name]}")
-        if env.name in seen_env:
+        if env.name in seen:
             raise SpecError(f"{path}.env[{i}].name", f"duplicate variable {env.name}")
-        seen_env.add(env.name)
+        seen.add(env.name)
         if env.value is not None and env.value_from is not None:
             raise SpecError(f"{path}.env[{i}]", "set either value or valueFrom, not both")
-    volume_names: set[str] = set()
+
+
+def _check_volumes(role: RoleSpec, path: str) -> set[str]:
+    """The user's volume names, once each is known to be free and of an allowed source."""
+    names: set[str] = set()
     for i, vol in enumerate(role.volumes or ()):
         if vol.name in OWNED_VOLUMES:
             raise SpecError(
                 f"{path}.volumes[{i}].name",
                 f"volume name {vol.name!r} is used by the operator; pick another name",
             )
-        if vol.name in volume_names:
+        if vol.name in names:
             raise SpecError(f"{path}.volumes[{i}].name", f"duplicate volume {vol.name!r}")
         sources = sorted((vol.model_extra or {}).keys())
         if len(sources) != 1 or sources[0] not in USER_VOLUME_SOURCES:
@@ -266,7 +249,13 @@ def _check_role(spec: EPDClusterSpec, role: RoleSpec, path: str) -> None:
                 f"{', '.join(sources) or 'none'}); Secrets and host paths are not mounted by "
                 "the operator",
             )
-        volume_names.add(vol.name)
+        names.add(vol.name)
+    return names
+
+
+def _check_mounts(
+    spec: EPDClusterSpec, role: RoleSpec, path: str, volume_names: set[str]
+) -> None:
     owned_mounts = list(OWNED_MOUNTS)
     if spec.ec_transfer.shared_storage is not None:
         owned_mounts.append(spec.ec_transfer.shared_storage.path)
@@ -287,6 +276,9 @@ def _check_role(spec: EPDClusterSpec, role: RoleSpec, path: str) -> None:
         if norm in mount_paths:
             raise SpecError(f"{path}.volumeMounts[{i}].mountPath", f"duplicate mount {norm}")
         mount_paths.add(norm)
+
+
+def _check_pod_metadata(role: RoleSpec, path: str) -> None:
     for key, value in (role.pod_labels or {}).items():
         _check_label(key, value, f"{path}.podLabels")
     for key in role.pod_annotations or {}:
@@ -297,12 +289,6 @@ def _check_role(spec: EPDClusterSpec, role: RoleSpec, path: str) -> None:
         _check_key(key, f"{path}.nodeSelector")
         if _LABEL_VALUE.match(value) is None or len(value) > 63:
             raise SpecError(f"{path}.nodeSelector.{key}", f"{value!r} is not a valid label value")
-    owned_resources = {
-        c.GPU_RESOURCE: "parallelism (tensor x pipeline x data)",
-        spec.rdma.resource_name: "rdma",
-    }
-    if role.resources is not None:
-        _check_resources(role.resources, f"{path}.resources", owned_resources)
 
 
 def _check_key(key: str, path: str) -> None:

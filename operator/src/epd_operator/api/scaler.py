@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from .base import _Model as _Spec
 from .constants import MAX_ROLE_REPLICAS, ReplicasFrom, RoleName
-from .models import _Model as _Spec
-from .models import _Status
+from .status import _Status
 
 
 class EPDRoleScalerSpec(_Spec):

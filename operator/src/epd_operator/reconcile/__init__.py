@@ -1,1 +1,2 @@
-"""epd_operator.reconcile (see DESIGN.md)."""
+"""One idempotent reconcile pass and the parts it is made of (docs/architecture.md, "One
+reconcile pass"); `kube` is the only module with an API client."""

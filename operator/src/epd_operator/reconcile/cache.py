@@ -3,8 +3,8 @@
 - `ChildCache`: every object of `kube.CHILD_KINDS` carrying our managed-by label, indexed by
   owner ((namespace, instance label)); one watch per kind (per served namespace, or
   cluster-wide when all namespaces are served).
-- `NodeCache`: every node, reduced to what the capacity check reads (`resources.slim`), with a
-  `resources.Capacity` index rebuilt only when a node changed in a way the check can see.
+- `NodeCache`: every node, reduced to what the capacity check reads (`capacity.slim`), with a
+  `capacity.Capacity` index rebuilt only when a node changed in a way the check can see.
 - `PodCache`: our engine pods, reduced to what TransportReady reads (name, labels, the
   preflight init container's status), by owner. Started by the first pass that needs it (a
   cluster with rdma.enabled), so a fleet without RDMA watches no pods at all.
@@ -46,7 +46,8 @@ from typing import Any
 from epd_connector.launch.preflight import INIT_CONTAINER
 from epd_operator.api import constants as c
 
-from . import resources
+from .capacity import Capacity
+from .capacity import slim as slim_node
 from .health import WatchState
 from .kube import CHILD_KINDS, NODE, OPTIONAL_KINDS, POD, Kind, Kube, KubeError
 
@@ -387,7 +388,7 @@ class NodeCache(_Sink):
         super().__init__()
         self.reflector = Reflector(kube, NODE, None, "", self,
                                    watch_timeout_s=watch_timeout_s)
-        self._capacity: resources.Capacity | None = None
+        self._capacity: Capacity | None = None
 
     def start(self) -> None:
         self.reflector.start()
@@ -396,7 +397,7 @@ class NodeCache(_Sink):
         self.reflector.stop()
 
     def keep(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        slim = resources.slim(obj)
+        slim = slim_node(obj)
         slim["kind"] = NODE.kind
         slim["metadata"]["resourceVersion"] = (obj.get("metadata") or {}).get("resourceVersion")
         return slim
@@ -413,13 +414,13 @@ class NodeCache(_Sink):
                 return
         super().event(etype, obj)
 
-    def capacity(self) -> resources.Capacity | None:
+    def capacity(self) -> Capacity | None:
         """The index over the nodes, or None while the node cache is stale."""
         if not self.synced([self.reflector.scope]):
             return None
         with self._lock:
             if self._capacity is None:
-                self._capacity = resources.Capacity(list(self._objs.values()))
+                self._capacity = Capacity(list(self._objs.values()))
             return self._capacity
 
     def _after(self, changed: list[dict[str, Any]]) -> None:

@@ -1,6 +1,8 @@
 """`reconcile()`: one idempotent pass for one EPDCluster.
 
-parse -> render -> observe -> plan -> apply / prune -> resource check -> status (+ Events).
+Steps, one function each: `_parse_spec` -> `_observe_children` -> `_render_desired` (replica
+owners, launch revisions, rollout partitions) -> `_apply_and_prune` (+ `_sync_scalers`) ->
+`_check_capacity` -> `_compute_status` -> `_publish` (status write, then `_announce`: Events).
 
 Observe and the resource check read the watch-fed caches (`reconcile.cache`) when given and
 current, else the API; what our writes return goes back into the cache at once.
@@ -33,18 +35,15 @@ from epd_operator.render import render_cluster
 from epd_operator.render.launch import launch_config
 from epd_operator.render.names import role_name, selector_labels
 
-from . import partitions, resources, revisions, scaling
+from . import capacity, partitions, revisions, scaling
 from .cache import Caches
 from .kube import Kube, KubeError
 from .plan import key_of, make_plan
-from .status import DEGRADED, Problem, compute_status, events_for, status_changed
+from .status import DEGRADED, Problem, checked, compute_status, events_for, status_changed
 from .transport import TRANSPORT_READY, transport_condition, transport_event
 
 log = logging.getLogger(__name__)
 
-REASON_SPEC_INVALID = c.REASON_SPEC_INVALID
-REASON_APPLY_FAILED = c.REASON_RECONCILE_ERROR
-REASON_SPEC_WARNING = "SpecWarning"
 _MISSING_SCALER_CRD = (
     f" ({c.SCALER_CRD_NAME} is not installed: `kubectl apply -f crds/` or the chart's "
     "crds/; `helm upgrade` does not add new CRDs)"
@@ -169,165 +168,224 @@ def reconcile(
     *,
     cache: Caches | None = None,
 ) -> Outcome:
+    """One pass, in the steps of the module docstring; each step reads and fills `_Pass`."""
     started = time.monotonic()
-    out = Outcome()
     meta = obj.get("metadata") or {}
-    ns, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
-    generation = int(meta.get("generation") or 0)
     if meta.get("deletionTimestamp"):
         # Children go with the owner through the garbage collector; nothing to do.
-        return out
+        return Outcome()
+    p = _Pass(kube, obj, cache, Outcome(), str(meta.get("namespace")), str(meta.get("name")),
+              str(meta.get("uid")), int(meta.get("generation") or 0))
+    _parse_spec(p)
+    _observe_children(p)
+    if p.cluster is not None and p.observed is not None:
+        _render_desired(p, p.cluster, p.observed, cfg)
+    if p.desired is not None and p.observed is not None:
+        _apply_and_prune(p, p.desired, p.observed)
+        if p.cluster is not None:
+            _sync_scalers(kube, p.cluster, p.decisions, p.children, p.out, cache=cache)
+        _check_capacity(p, p.desired)
+    elif p.observed is not None:
+        p.children = p.observed
+    report = _compute_status(p, memory.previous(p.uid, obj) if memory else obj.get("status")
+                             or None, _rfc3339(clock()))
+    _publish(p, report, memory)
+    p.out.duration_s = time.monotonic() - started
+    return p.out
 
+
+@dataclass
+class _Pass:
+    """What one pass knows so far; the steps of `reconcile` fill it in order."""
+
+    kube: Kube
+    obj: Mapping[str, Any]
+    cache: Caches | None
+    out: Outcome
+    ns: str
+    name: str
+    uid: str
+    generation: int
+    cluster: EPDCluster | None = None  # None: the spec did not parse
+    notes: list[str] = field(default_factory=list)  # valid but odd (api.admission.oddities)
+    observed: list[dict[str, Any]] | None = None  # None: the children could not be listed
     desired: list[dict[str, Any]] | None = None
-    rdma_enabled: bool | None = None  # known once the spec parses
-    notes: list[str] = []
-    cluster: EPDCluster | None = None
+    decisions: dict[str, scaling.RoleDecision] = field(default_factory=dict)
+    driven: partitions.Driven | None = None
+    children: list[dict[str, Any]] = field(default_factory=list)  # live, after our writes
+
+    def failed(self, message: str) -> None:
+        """An API failure: Degraded/ReconcileError, and try again soon."""
+        self.out.problems.append(Problem(c.REASON_RECONCILE_ERROR, message))
+        self.out.retry = True
+
+    def event(self, etype: str, reason: str, message: str) -> None:
+        try:
+            self.kube.create_event(self.obj, etype, reason, message)
+            self.out.events += 1
+        except KubeError as exc:
+            log.warning("%s/%s: event not recorded: %s", self.ns, self.name, exc)
+
+
+@dataclass(frozen=True)
+class _Report:
+    """The status one pass computed and what it is compared with."""
+
+    status: dict[str, Any]
+    previous: Mapping[str, Any] | None
+    transport: dict[str, Any] | None
+    clamps: list[str]
+
+
+def _parse_spec(p: _Pass) -> None:
+    """desired, part 1: the checked spec, or Degraded/SpecInvalid naming the field."""
     try:
-        cluster = parse(dict(obj))
+        p.cluster = parse(dict(p.obj))
     except SpecError as exc:
         msg = str(exc)
         path = str(getattr(exc, "path", "") or "")
         if path and path not in msg:
             msg = f"{path}: {msg}"
-        out.problems.append(Problem(REASON_SPEC_INVALID, msg))
+        p.out.problems.append(Problem(c.REASON_SPEC_INVALID, msg))
     else:
-        rdma_enabled = cluster.spec.rdma.enabled
-        notes = [f"{path}: {why}" for path, why in oddities(cluster.spec)]
+        p.notes = [f"{path}: {why}" for path, why in oddities(p.cluster.spec)]
 
-    children: list[dict[str, Any]] = []
+
+def _observe_children(p: _Pass) -> None:
     try:
-        observed = _observe(kube, cache, ns, name)
+        p.observed = _observe(p.kube, p.cache, p.ns, p.name)
     except KubeError as exc:
-        out.problems.append(Problem(REASON_APPLY_FAILED, f"cannot list children: {exc}"))
-        out.retry = True
-        observed = None
+        p.failed(f"cannot list children: {exc}")
 
-    decisions: dict[str, scaling.RoleDecision] = {}
-    driven: partitions.Driven | None = None
-    if cluster is not None and observed is not None:
-        # Each role's count: from its owner (spec or EPDRoleScaler), clamped (issue 17).
-        scalers = _by_role(observed, c.SCALER_KIND)
-        decisions = scaling.decide(cluster.spec, scaling.scaler_replicas(scalers))
-        # Workloads whose view of the launch config is unchanged keep their ConfigMap.
-        pins = revisions.launch_pins(launch_config(cluster), observed)
-        # Older launch revisions still present feed the router's routing table.
-        older, legacy = revisions.live_launch_configs(observed)
-        desired = render_cluster(
-            cluster,
-            cfg,
-            {r: d.desired for r, d in decisions.items()},
-            pins,
-            live=older,
-            legacy=legacy,
-        )
-        # The coordinated rollout: StatefulSet partitions per step; spec.paused holds it.
-        driven = partitions.drive(desired, observed, {
-            r: getattr(cluster.spec.roles, r).rollout.max_unavailable for r in c.ROLE_NAMES
-            if getattr(cluster.spec.roles, r) is not None}, cluster.spec.paused,
-            _rollout_pods(kube, ns, name, desired, observed))
-        desired = driven.desired
 
-    if desired is not None and observed is not None:
-        plan = make_plan(desired, observed, owner_uid=uid)
-        children.extend(plan.unchanged)
-        for want in plan.apply:
-            k = key_of(want)
-            try:
-                live = kube.apply(want)
-            except KubeError as exc:
-                hint = _MISSING_SCALER_CRD if exc.not_found and k[1] == c.SCALER_KIND else ""
-                out.problems.append(Problem(REASON_APPLY_FAILED, f"{exc}{hint}"))
-                out.retry = True
-                continue
-            children.append(live)
-            if cache is not None:
-                cache.children.note(live)
-            out.applied.append(f"{k[1]}/{k[2]}")
-            log.info("%s/%s: applied %s/%s (%s)", ns, name, k[1], k[2],
-                     plan.reasons.get(k) or "missing")
-        for gone in _launch_prunable(kube, ns, name, plan.prune,
-                                     desired=desired, observed=observed):
-            k = key_of(gone)
-            try:
-                kube.delete(gone)
-            except KubeError as exc:
-                out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
-                out.retry = True
-                continue
-            if cache is not None:
-                cache.children.note_deleted(gone)
-            out.pruned.append(f"{k[1]}/{k[2]}")
-            log.info("%s/%s: pruned %s/%s", ns, name, k[1], k[2])
-        if cluster is not None:
-            _sync_scalers(kube, cluster, decisions, children, out, cache=cache)
-        try:
-            capacity = cache.nodes.capacity() if cache is not None else None
-            out.problems.extend(resources.check(
-                desired, capacity if capacity is not None else kube.list_nodes()))
-        except KubeError as exc:
-            # Without node visibility we cannot judge; the scheduler still will.
-            log.warning("%s/%s: resource check skipped: %s", ns, name, exc)
-    elif observed is not None:
-        children = observed
-
-    previous = memory.previous(uid, obj) if memory else obj.get("status") or None
-    now = _rfc3339(clock())
-    status = compute_status(
-        generation=generation, children=children, problems=out.problems,
-        previous=previous, now=now, notes=notes,
+def _render_desired(
+    p: _Pass, cluster: EPDCluster, observed: list[dict[str, Any]], cfg: OperatorConfig
+) -> None:
+    """desired, part 2: the manifests for what the cluster holds now (replica owners, launch
+    revisions still mounted, the rollout step)."""
+    # Each role's count: from its owner (spec or EPDRoleScaler), clamped.
+    scalers = _by_role(observed, c.SCALER_KIND)
+    p.decisions = scaling.decide(cluster.spec, scaling.scaler_replicas(scalers))
+    # Workloads whose view of the launch config is unchanged keep their ConfigMap.
+    pins = revisions.launch_pins(launch_config(cluster), observed)
+    # Older launch revisions still present feed the router's routing table.
+    older, legacy = revisions.live_launch_configs(observed)
+    desired = render_cluster(
+        cluster,
+        cfg,
+        {r: d.desired for r, d in p.decisions.items()},
+        pins,
+        live=older,
+        legacy=legacy,
     )
-    transport = _transport(kube, ns, name, rdma_enabled=rdma_enabled, previous=previous,
-                           generation=generation, now=now, cache=cache)
+    # The coordinated rollout: StatefulSet partitions per step; spec.paused holds it.
+    max_unavailable: dict[str, int] = {
+        r: getattr(cluster.spec.roles, r).rollout.max_unavailable
+        for r in c.ROLE_NAMES
+        if getattr(cluster.spec.roles, r) is not None
+    }
+    pods = _rollout_pods(p.kube, p.ns, p.name, desired, observed)
+    p.driven = partitions.drive(desired, observed, max_unavailable, cluster.spec.paused, pods)
+    p.desired = p.driven.desired
+
+
+def _apply_and_prune(
+    p: _Pass, desired: list[dict[str, Any]], observed: list[dict[str, Any]]
+) -> None:
+    """plan / apply: server-side apply what differs, prune what is ours and unwanted."""
+    plan = make_plan(desired, observed, owner_uid=p.uid)
+    p.children.extend(plan.unchanged)
+    for want in plan.apply:
+        k = key_of(want)
+        try:
+            live = p.kube.apply(want)
+        except KubeError as exc:
+            hint = _MISSING_SCALER_CRD if exc.not_found and k[1] == c.SCALER_KIND else ""
+            p.failed(f"{exc}{hint}")
+            continue
+        p.children.append(live)
+        if p.cache is not None:
+            p.cache.children.note(live)
+        p.out.applied.append(f"{k[1]}/{k[2]}")
+        log.info("%s/%s: applied %s/%s (%s)", p.ns, p.name, k[1], k[2],
+                 plan.reasons.get(k) or "missing")
+    for gone in _launch_prunable(p.kube, p.ns, p.name, plan.prune,
+                                 desired=desired, observed=observed):
+        k = key_of(gone)
+        try:
+            p.kube.delete(gone)
+        except KubeError as exc:
+            p.failed(str(exc))
+            continue
+        if p.cache is not None:
+            p.cache.children.note_deleted(gone)
+        p.out.pruned.append(f"{k[1]}/{k[2]}")
+        log.info("%s/%s: pruned %s/%s", p.ns, p.name, k[1], k[2])
+
+
+def _check_capacity(p: _Pass, desired: list[dict[str, Any]]) -> None:
+    """capacity: a role no schedulable node can ever run is InsufficientResources."""
+    try:
+        nodes = p.cache.nodes.capacity() if p.cache is not None else None
+        p.out.problems.extend(capacity.check(
+            desired, nodes if nodes is not None else p.kube.list_nodes()))
+    except KubeError as exc:
+        # Without node visibility we cannot judge; the scheduler still will.
+        log.warning("%s/%s: resource check skipped: %s", p.ns, p.name, exc)
+
+
+def _compute_status(p: _Pass, previous: Mapping[str, Any] | None, now: str) -> _Report:
+    """status: conditions from children and problems, plus transport, scaling and rollout."""
+    status = compute_status(
+        generation=p.generation, children=p.children, problems=p.out.problems,
+        previous=previous, now=now, notes=p.notes,
+    )
+    rdma_enabled = p.cluster.spec.rdma.enabled if p.cluster is not None else None
+    transport = _transport(p.kube, p.ns, p.name, rdma_enabled=rdma_enabled, previous=previous,
+                           generation=p.generation, now=now, cache=p.cache)
     if transport is not None:
         status["conditions"].append(transport)
-    for role, d in decisions.items():
+    for role, d in p.decisions.items():
         if role in status["roles"]:
             status["roles"][role].update(scaling.role_status_fields(d))
-    if driven is not None and cluster is not None:
-        partitions.annotate_status(status, driven, cluster.spec.paused)
-    clamps = scaling.clamp_events(previous, decisions)
-    out.conditions = {cond["type"]: cond["status"] for cond in status["conditions"]}
-    if status_changed(previous, status):
-        try:
-            written = kube.apply_status(ns, name, status)
-            out.status_written = True
-            if memory is not None:
-                rv = (written.get("metadata") or {}).get("resourceVersion")
-                memory.put(uid, status, str(rv) if rv is not None else None)
-        except KubeError as exc:
-            log.warning("%s/%s: status write failed: %s", ns, name, exc)
-            out.retry = True
-        else:
-            if notes and not _announced(previous, notes):
-                # Valid but odd: say so once, as a Warning Event (and in the Ready message).
-                try:
-                    kube.create_event(obj, "Warning", REASON_SPEC_WARNING, "; ".join(notes))
-                    out.events += 1
-                except KubeError as exc:
-                    log.warning("%s/%s: event not recorded: %s", ns, name, exc)
-            event = transport_event(previous, transport) if transport is not None else None
-            if event is not None:
-                try:
-                    kube.create_event(obj, *event)
-                    out.events += 1
-                except KubeError as exc:
-                    log.warning("%s/%s: event not recorded: %s", ns, name, exc)
-            for line in clamps:
-                try:
-                    kube.create_event(obj, "Warning", c.REASON_REPLICAS_CLAMPED, line)
-                    out.events += 1
-                except KubeError as exc:
-                    log.warning("%s/%s: event not recorded: %s", ns, name, exc)
-            for cond in events_for(previous, status):
-                etype = "Warning" if cond["type"] == DEGRADED else "Normal"
-                reason = cond["reason"] if cond["type"] == DEGRADED else cond["type"]
-                try:
-                    kube.create_event(obj, etype, reason, cond["message"])
-                    out.events += 1
-                except KubeError as exc:
-                    log.warning("%s/%s: event not recorded: %s", ns, name, exc)
-    out.duration_s = time.monotonic() - started
-    return out
+    if p.driven is not None and p.cluster is not None:
+        partitions.annotate_status(status, p.driven, p.cluster.spec.paused)
+    p.out.conditions = {cond["type"]: cond["status"] for cond in status["conditions"]}
+    clamps = scaling.clamp_events(previous, p.decisions)
+    return _Report(checked(status), previous, transport, clamps)
+
+
+def _publish(p: _Pass, report: _Report, memory: StatusMemory | None) -> None:
+    """Write the status when it changed; then announce what changed, as Events."""
+    if not status_changed(report.previous, report.status):
+        return
+    try:
+        written = p.kube.apply_status(p.ns, p.name, report.status)
+    except KubeError as exc:
+        log.warning("%s/%s: status write failed: %s", p.ns, p.name, exc)
+        p.out.retry = True
+        return
+    p.out.status_written = True
+    if memory is not None:
+        rv = (written.get("metadata") or {}).get("resourceVersion")
+        memory.put(p.uid, report.status, str(rv) if rv is not None else None)
+    _announce(p, report)
+
+
+def _announce(p: _Pass, report: _Report) -> None:
+    if p.notes and not _announced(report.previous, p.notes):
+        # Valid but odd: say so once, as a Warning Event (and in the Ready message).
+        p.event("Warning", c.REASON_SPEC_WARNING, "; ".join(p.notes))
+    if report.transport is not None:
+        event = transport_event(report.previous, report.transport)
+        if event is not None:
+            p.event(*event)
+    for line in report.clamps:
+        p.event("Warning", c.REASON_REPLICAS_CLAMPED, line)
+    for cond in events_for(report.previous, report.status):
+        degraded = cond["type"] == DEGRADED
+        p.event("Warning" if degraded else "Normal",
+                cond["reason"] if degraded else cond["type"], cond["message"])
 
 
 def _observe(kube: Kube, cache: Caches | None, ns: str, name: str) -> list[dict[str, Any]]:
@@ -418,7 +476,7 @@ def _sync_scalers(
             try:
                 kube.scale(ns, sname, d.scaler_write)
             except KubeError as exc:
-                out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
+                out.problems.append(Problem(c.REASON_RECONCILE_ERROR, str(exc)))
                 out.retry = True
             else:
                 out.scaler_writes.append(f"{sname}/scale")
@@ -430,7 +488,7 @@ def _sync_scalers(
             try:
                 written = kube.apply_scaler_status(ns, sname, want)
             except KubeError as exc:
-                out.problems.append(Problem(REASON_APPLY_FAILED, str(exc)))
+                out.problems.append(Problem(c.REASON_RECONCILE_ERROR, str(exc)))
                 out.retry = True
             else:
                 out.scaler_writes.append(f"{sname}/status")

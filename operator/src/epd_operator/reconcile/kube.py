@@ -32,9 +32,6 @@ from epd_operator.api import constants as c
 
 log = logging.getLogger(__name__)
 
-FIELD_MANAGER = "epd-operator"
-
-
 @dataclass(frozen=True)
 class Kind:
     api_version: str
@@ -154,7 +151,7 @@ class Kube:
     """Synchronous API access for one operator process (thread-safe; reconcile runs in a
     thread pool)."""
 
-    def __init__(self, transport: Transport, field_manager: str = FIELD_MANAGER,
+    def __init__(self, transport: Transport, field_manager: str = c.FIELD_MANAGER,
                  streamer: Streamer = _no_streamer) -> None:
         self._transport = transport
         self._streamer = streamer
@@ -466,9 +463,9 @@ class Kube:
             "type": event_type,
             "reason": reason,
             "message": message[:1024],
-            "source": {"component": FIELD_MANAGER},
-            "reportingComponent": FIELD_MANAGER,
-            "reportingInstance": FIELD_MANAGER,
+            "source": {"component": c.FIELD_MANAGER},
+            "reportingComponent": c.FIELD_MANAGER,
+            "reportingInstance": c.FIELD_MANAGER,
             "firstTimestamp": ts,
             "lastTimestamp": ts,
             "count": 1,

@@ -107,18 +107,7 @@ def _difference(desired: Any, observed: Any) -> list[str] | None:
             return []
         return None
     if isinstance(desired, (dict, Mapping)):
-        if not isinstance(observed, (dict, Mapping)):
-            return []
-        for k, v in desired.items():
-            if k not in observed:
-                if _empty(v):
-                    continue
-                return [f".{k}"]
-            found = _difference(v, observed[k])
-            if found is not None:
-                found.append(f".{k}")
-                return found
-        return None
+        return _map_difference(desired, observed)
     if isinstance(desired, list):
         # Lists are compared whole and in order: the apiserver keeps list order, and an item
         # added by hand (an extra env var, a second container) must be reverted.
@@ -131,6 +120,22 @@ def _difference(desired: Any, observed: Any) -> list[str] | None:
                 return found
         return None
     return None if scalars_equal(desired, observed) else []
+
+
+def _map_difference(desired: Mapping[str, Any], observed: Any) -> list[str] | None:
+    """`_difference` of a map: every key we render must match; keys others add are theirs."""
+    if not isinstance(observed, (dict, Mapping)):
+        return []
+    for k, v in desired.items():
+        if k not in observed:
+            if _empty(v):
+                continue
+            return [f".{k}"]
+        found = _difference(v, observed[k])
+        if found is not None:
+            found.append(f".{k}")
+            return found
+    return None
 
 
 def _empty(v: Any) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 
 from epd_connector.launch.config import CONFIGMAP_KEY, LaunchConfig, LaunchConfigError, parse
 from epd_operator.api import constants as c
-from epd_operator.api.parse import VOLUME_LAUNCH_CONFIG
+from epd_operator.api.layout import VOLUME_LAUNCH_CONFIG
 from epd_operator.render.launch import role_checksum, router_checksum
 
 from .status import not_rolled_out

@@ -1,6 +1,6 @@
 """The pure status of an EPDCluster: observed children + problems -> the status dict.
 
-Shape (DESIGN.md §2, the status model in api.models): `observedGeneration`, `phase`,
+Shape (the status model in api.models): `observedGeneration`, `phase`,
 `roles.<role>.{replicas, readyReplicas, updatedReplicas, ready}` (`ready` is "3/4", for the
 printer columns), and conditions. Exactly one of `Ready`, `Progressing`, `Degraded` is True
 at any time, except during a change that keeps serving:
@@ -27,11 +27,12 @@ keeps the old time. `status_changed` decides whether a write is needed at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from epd_operator.api import constants as c
+from epd_operator.api.models import EPDClusterStatus
 
 READY = c.CONDITION_READY
 PROGRESSING = c.CONDITION_PROGRESSING
@@ -158,41 +159,69 @@ def compute_status(
     """The full status for one reconcile pass. `now` is an RFC 3339 timestamp (pure: the
     caller owns the clock); `previous` is the status the object holds now; `notes` are
     warnings about a valid but odd spec, added to the Ready condition's message."""
-    pending = not_rolled_out(children)
+    phase, states = _states(
+        problems,
+        not_rolled_out(children),
+        notes,
+        serving=lambda: _was_ready(previous) and serving_within_bound(children),
+    )
+    return {
+        "observedGeneration": generation,
+        "phase": phase,
+        "roles": role_counts(children),
+        "conditions": _conditions(states, previous, generation, now),
+    }
+
+
+_State = tuple[str, str, str]  # status, reason, message
+
+
+def _states(
+    problems: Sequence[Problem],
+    pending: Sequence[str],
+    notes: Sequence[str],
+    *,
+    serving: Callable[[], bool],
+) -> tuple[str, dict[str, _State]]:
+    """The phase and each condition's (status, reason, message): one of Ready, Progressing,
+    Degraded is True, except that Ready stays True beside Progressing while a change keeps
+    serving (`serving()`, asked only then); Reconciling and Stalled mirror the last two."""
     if problems:
         reason = problems[0].reason
         message = "; ".join(p.message for p in problems)
-        states = {
+        phase, states = "Degraded", {
             READY: ("False", reason, message),
             PROGRESSING: ("False", reason, "blocked: " + message),
             DEGRADED: ("True", reason, message),
         }
-        phase = "Degraded"
     elif pending:
         message = "; ".join(pending)
-        serving = _was_ready(previous) and serving_within_bound(children)
-        states = {
+        phase, states = "Progressing", {
             READY: ("True", REASON_SERVING, f"serving while it rolls out: {message}")
-            if serving
+            if serving()
             else ("False", REASON_ROLLOUT, message),
             PROGRESSING: ("True", REASON_ROLLOUT, message),
             DEGRADED: ("False", c.REASON_AS_EXPECTED, "no problems"),
         }
-        phase = "Progressing"
     else:
         message = "all roles and the router run the current spec with every replica ready"
-        states = {
+        phase, states = "Ready", {
             READY: ("True", REASON_RECONCILED, message),
             PROGRESSING: ("False", REASON_RECONCILED, "rollout complete"),
             DEGRADED: ("False", c.REASON_AS_EXPECTED, "no problems"),
         }
-        phase = "Ready"
     if notes:
         status_, reason_, message_ = states[READY]
         states[READY] = (status_, reason_, f"{message_}; {WARNINGS_PREFIX}{'; '.join(notes)}")
     states[RECONCILING] = states[PROGRESSING]
     states[STALLED] = states[DEGRADED]
+    return phase, states
 
+
+def _conditions(
+    states: Mapping[str, _State], previous: Mapping[str, Any] | None, generation: int, now: str
+) -> list[dict[str, Any]]:
+    """The conditions in CONDITION_ORDER; lastTransitionTime moves only on a flip."""
     old = {
         cond.get("type"): cond
         for cond in ((previous or {}).get("conditions") or [])
@@ -215,12 +244,38 @@ def compute_status(
                 ),
             }
         )
-    return {
-        "observedGeneration": generation,
-        "phase": phase,
-        "roles": role_counts(children),
-        "conditions": conditions,
-    }
+    return conditions
+
+
+class StatusShapeError(ValueError):
+    """A computed status the EPDClusterStatus model does not define (a bug in this package:
+    the apiserver would prune the key silently, and every pass would write it again)."""
+
+
+def checked(status: dict[str, Any]) -> dict[str, Any]:
+    """`status`, unchanged, once the EPDClusterStatus model (the one definition of the shape,
+    also the CRD's status schema) accepts every key and value in it."""
+    try:
+        model = EPDClusterStatus.model_validate(status)
+    except ValueError as exc:
+        raise StatusShapeError(f"status does not fit EPDClusterStatus: {exc}") from exc
+    unknown = _keys_outside(status, model.model_dump(by_alias=True, mode="json"), "status")
+    if unknown:
+        raise StatusShapeError(f"status keys EPDClusterStatus does not define: {unknown}")
+    return status
+
+
+def _keys_outside(raw: Any, modelled: Any, path: str) -> list[str]:
+    if isinstance(raw, Mapping) and isinstance(modelled, Mapping):
+        out = [f"{path}.{k}" for k in raw if k not in modelled]
+        for k in raw:
+            if k in modelled:
+                out += _keys_outside(raw[k], modelled[k], f"{path}.{k}")
+        return out
+    if isinstance(raw, list) and isinstance(modelled, list):
+        return [u for i, (r, m) in enumerate(zip(raw, modelled, strict=False))
+                for u in _keys_outside(r, m, f"{path}[{i}]")]
+    return []
 
 
 def status_changed(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:

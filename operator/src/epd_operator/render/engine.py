@@ -17,9 +17,7 @@ from epd_connector.launch.routing import wiring_revision
 from epd_connector.launch.wiring import ec_consumer_role
 
 from ..api import constants as c
-from ..api.models import EPDCluster, EPDClusterSpec, ResourceRequirements, RoleSpec
-from ..api.operator_config import OperatorConfig
-from ..api.parse import (
+from ..api.layout import (
     MODEL_CACHE_MOUNT,
     MODEL_MOUNT,
     SHM_MOUNT,
@@ -29,14 +27,16 @@ from ..api.parse import (
     VOLUME_MODEL_CACHE,
     VOLUME_SHM,
 )
+from ..api.models import EPDCluster, EPDClusterSpec, ResourceRequirements, RoleSpec
+from ..api.operator_config import OperatorConfig
 from ..api.quantity import canonical_quantity
 from .launch import role_checksum
 from .names import metadata, role_name, selector_labels, stable_hash
+from .podparts import PORT_NAME, configmap_volume, field_env, health_probe
 from .preflight import preflight_container
 from .store import encoder_pinned_bytes, raise_memory
 
 ENGINE_CONTAINER = "engine"
-PORT_NAME = "http"
 
 
 def split_image(ref: str) -> tuple[str, str | None]:
@@ -67,10 +67,6 @@ def ec_participant(config: LaunchConfig, role: str) -> bool:
     return role in ("encoder", ec_consumer_role(config))
 
 
-def _field_env(name: str, path: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
-
-
 def _resources(
     user: ResourceRequirements | None, extra: dict[str, int]
 ) -> dict[str, dict[str, str]]:
@@ -82,16 +78,6 @@ def _resources(
         if values:
             out[kind] = dict(sorted(values.items()))
     return out
-
-
-def _probe(path: str, period: int, failures: int, timeout: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": PORT_NAME, "scheme": "HTTP"},
-        "periodSeconds": period,
-        "failureThreshold": failures,
-        "timeoutSeconds": timeout,
-        "successThreshold": 1,
-    }
 
 
 def _dump(items: list[Any] | None) -> list[dict[str, Any]]:
@@ -126,31 +112,54 @@ def _model_volumes(spec: EPDClusterSpec) -> tuple[list[dict[str, Any]], list[dic
 def pod_template(
     obj: EPDCluster, role: str, cfg: OperatorConfig, config: LaunchConfig, configmap: str
 ) -> dict[str, Any]:
-    """The pod template of `role`; its pods mount the launch ConfigMap named `configmap`."""
-    spec = obj.spec
-    rs: RoleSpec = getattr(spec.roles, role)
-    cluster = obj.metadata.name
+    """The pod template of `role`; its pods mount the launch ConfigMap named `configmap`.
+    Built in steps: env, volumes, the engine container, the pod spec, then the labels."""
+    rs: RoleSpec = getattr(obj.spec.roles, role)
+    volumes, mounts = _volumes(obj.spec, rs, role, cfg, config, configmap=configmap)
+    env = _env(obj.spec, rs, role, cfg)
+    container = _container(obj, rs, role, cfg, env=env, mounts=mounts)
+    pod_spec = _pod_spec(obj.spec, rs, cfg, container, volumes)
+    annotations = dict(rs.pod_annotations or {})
+    annotations[c.ANNOTATION_CONFIG_CHECKSUM] = role_checksum(config, role)
+    labels = {**dict(rs.pod_labels or {}), **selector_labels(obj.metadata.name, role)}
+    # What the router pairs pods by (not a selector label: the role's workload keeps its
+    # selector while its pods move from one wiring revision to the next).
+    labels[c.LABEL_WIRING_REVISION] = wiring_revision(config)
+    template: dict[str, Any] = {
+        "metadata": {"labels": labels, "annotations": annotations},
+        "spec": pod_spec,
+    }
+    # The revision names this exact template; it is computed before it is added.
+    labels[c.LABEL_REVISION] = stable_hash(template, 10)
+    return template
 
+
+def _env(
+    spec: EPDClusterSpec, rs: RoleSpec, role: str, cfg: OperatorConfig
+) -> list[dict[str, Any]]:
+    """The pod env contract `epd-engine` reads (launch.pod), then the user's."""
     env: list[dict[str, Any]] = [
         {"name": c.ENV_ROLE, "value": role},
         {"name": c.ENV_ENGINE, "value": cfg.engine_mode},
         {"name": c.ENV_LAUNCH_CONFIG, "value": c.LAUNCH_CONFIG_PATH},
-        _field_env(c.ENV_POD_IP, "status.podIP"),
-        _field_env(c.ENV_POD_NAME, "metadata.name"),
-        _field_env(c.ENV_POD_NAMESPACE, "metadata.namespace"),
+        field_env(c.ENV_POD_IP, "status.podIP"),
+        field_env(c.ENV_POD_NAME, "metadata.name"),
+        field_env(c.ENV_POD_NAMESPACE, "metadata.namespace"),
     ]
     if spec.model.source is None:
         env.append({"name": "HF_HOME", "value": f"{MODEL_CACHE_MOUNT}/huggingface"})
-    drain_s = rs.rollout.drain_seconds
-    if drain_s:
-        env.append({"name": ENV_DRAIN_SECONDS, "value": str(drain_s)})
-    env += _dump(rs.env)  # the user's last: theirs win
+    if rs.rollout.drain_seconds:
+        env.append({"name": ENV_DRAIN_SECONDS, "value": str(rs.rollout.drain_seconds)})
+    return env + _dump(rs.env)  # the user's last: theirs win
 
+
+def _volumes(
+    spec: EPDClusterSpec, rs: RoleSpec, role: str, cfg: OperatorConfig, config: LaunchConfig,
+    *, configmap: str,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, the engine container's mounts): launch config, shm, model, EC share, user's."""
     volumes: list[dict[str, Any]] = [
-        {
-            "name": VOLUME_LAUNCH_CONFIG,
-            "configMap": {"name": configmap, "defaultMode": 0o644},
-        },
+        configmap_volume(VOLUME_LAUNCH_CONFIG, configmap),
         {"name": VOLUME_SHM, "emptyDir": {"medium": "Memory", "sizeLimit": cfg.shm_size}},
     ]
     mounts: list[dict[str, Any]] = [
@@ -166,9 +175,15 @@ def pod_template(
             {"name": VOLUME_EC_SHARED, "persistentVolumeClaim": {"claimName": shared.claim_name}}
         )
         mounts.append({"name": VOLUME_EC_SHARED, "mountPath": shared.path})
-    volumes += _dump(rs.volumes)
-    mounts += _dump(rs.volume_mounts)
+    return volumes + _dump(rs.volumes), mounts + _dump(rs.volume_mounts)
 
+
+def _container(
+    obj: EPDCluster, rs: RoleSpec, role: str, cfg: OperatorConfig, *, env: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The `epd-engine` container: image, resources (+ GPUs, RDMA, Store memory), probes."""
+    spec = obj.spec
     extra: dict[str, int] = {}
     if spec.device == "cuda":
         extra[c.GPU_RESOURCE] = rs.parallelism.gpus
@@ -188,18 +203,25 @@ def pod_template(
         ),
         # Model loading can take long: the startup probe holds off liveness until /health
         # answers once; readiness then gates traffic and liveness catches a wedged engine.
-        "startupProbe": _probe(c.HEALTH_PATH, 10, math.ceil(cfg.startup_timeout_seconds / 10), 5),
-        "readinessProbe": _probe(c.HEALTH_PATH, 5, 3, 5),
-        "livenessProbe": _probe(c.HEALTH_PATH, 15, 4, 10),
+        "startupProbe": health_probe(10, math.ceil(cfg.startup_timeout_seconds / 10), 5),
+        "readinessProbe": health_probe(5, 3, 5),
+        "livenessProbe": health_probe(15, 4, 10),
         "volumeMounts": mounts,
     }
-    if drain_s:
+    if rs.rollout.drain_seconds:
         # A terminating pod finishes what it holds before vLLM gets SIGTERM (launch.drain).
         container["lifecycle"] = {"preStop": {"exec": {"command": ["epd-engine", "--drain"]}}}
     if spec.rdma.enabled:
         # Memory registration pins pages; IPC_LOCK lifts the memlock limit. Not privileged.
         container["securityContext"] = {"capabilities": {"add": ["IPC_LOCK"]}}
+    return container
 
+
+def _pod_spec(
+    spec: EPDClusterSpec, rs: RoleSpec, cfg: OperatorConfig, container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The pod spec around the container: preflight, pull secrets, placement."""
     pull_secrets = list((spec.image.pull_secrets if spec.image else None) or ())
     pull_secrets += [s for s in cfg.image_pull_secrets if s not in pull_secrets]
     pod_spec: dict[str, Any] = {
@@ -208,7 +230,8 @@ def pod_template(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         # The grace period covers the preStop drain, then vLLM's own shutdown.
-        "terminationGracePeriodSeconds": cfg.termination_grace_period_seconds + drain_s,
+        "terminationGracePeriodSeconds": cfg.termination_grace_period_seconds
+        + rs.rollout.drain_seconds,
         "containers": [container],
         "volumes": volumes,
     }
@@ -223,20 +246,7 @@ def pod_template(
         pod_spec["tolerations"] = _dump(rs.tolerations)
     if rs.affinity:
         pod_spec["affinity"] = dict(rs.affinity)
-
-    annotations = dict(rs.pod_annotations or {})
-    annotations[c.ANNOTATION_CONFIG_CHECKSUM] = role_checksum(config, role)
-    labels = {**dict(rs.pod_labels or {}), **selector_labels(cluster, role)}
-    # What the router pairs pods by (not a selector label: the role's workload keeps its
-    # selector while its pods move from one wiring revision to the next).
-    labels[c.LABEL_WIRING_REVISION] = wiring_revision(config)
-    template: dict[str, Any] = {
-        "metadata": {"labels": labels, "annotations": annotations},
-        "spec": pod_spec,
-    }
-    # The revision names this exact template; it is computed before it is added.
-    labels[c.LABEL_REVISION] = stable_hash(template, 10)
-    return template
+    return pod_spec
 
 
 def headless_service(obj: EPDCluster, role: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Spec -> `LaunchConfig` (the JSON every pod reads, DESIGN.md §4) and its per-role checksums.
+"""Spec -> `LaunchConfig` (the JSON every pod reads: the launch contract, docs/architecture.md)
+and its per-role checksums.
 
 The launch config types belong to `epd_connector.launch.config`; this module only fills them
 from the EPDCluster spec. A pod of role R reads the global settings, the topology and its own
@@ -31,8 +32,9 @@ from epd_connector.launch.config import (
 )
 from epd_connector.launch.routing import wiring_revision
 
+from ..api.layout import MODEL_MOUNT
 from ..api.models import EPDCluster, EPDClusterSpec, RoleSpec
-from ..api.parse import MODEL_MOUNT, buffer_size_bytes
+from ..api.parse import buffer_size_bytes
 from .names import role_name, stable_hash
 from .store import store_launch
 

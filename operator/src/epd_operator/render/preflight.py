@@ -15,8 +15,8 @@ from typing import Any, Final
 from epd_connector.launch.preflight import INIT_CONTAINER, TERMINATION_LOG
 
 from ..api import constants as c
+from ..api.layout import VOLUME_LAUNCH_CONFIG
 from ..api.models import EPDClusterSpec
-from ..api.parse import VOLUME_LAUNCH_CONFIG
 
 PREFLIGHT_RESOURCES: Final = {"cpu": "100m", "memory": "256Mi"}
 

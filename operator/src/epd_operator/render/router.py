@@ -12,26 +12,16 @@ from epd_connector.launch.config import LaunchConfig
 from epd_connector.launch.router_options import RouterOptions
 
 from ..api import constants as c
+from ..api.layout import VOLUME_LAUNCH_CONFIG, VOLUME_ROUTING
 from ..api.models import EPDCluster, RouterSpec
 from ..api.operator_config import OperatorConfig
-from ..api.parse import VOLUME_LAUNCH_CONFIG, VOLUME_ROUTING
 from .launch import router_checksum
 from .names import metadata, router_name, routing_configmap_name, selector_labels, stable_hash
+from .podparts import PORT_NAME, configmap_volume, field_env, health_probe
 from .resources import container_resources
 
 ROUTER_CONTAINER = "router"
-PORT_NAME = "http"
 DEFAULT_ROUTER_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}}
-
-
-def _probe(period: int, failures: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": c.HEALTH_PATH, "port": PORT_NAME, "scheme": "HTTP"},
-        "periodSeconds": period,
-        "failureThreshold": failures,
-        "timeoutSeconds": 5,
-        "successThreshold": 1,
-    }
 
 
 def router_flags(router: RouterSpec) -> list[str]:
@@ -65,8 +55,32 @@ def deployment(
 ) -> dict[str, Any]:
     """The router Deployment; its pods mount the launch ConfigMap named `configmap`."""
     cluster = obj.metadata.name
-    name = router_name(cluster)
-    container: dict[str, Any] = {
+    labels = selector_labels(cluster, c.COMPONENT_ROUTER)
+    template: dict[str, Any] = {
+        "metadata": {
+            "labels": labels,
+            "annotations": {c.ANNOTATION_CONFIG_CHECKSUM: router_checksum(config)},
+        },
+        "spec": _pod_spec(obj, cfg, configmap),
+    }
+    labels[c.LABEL_REVISION] = stable_hash(template, 10)
+    meta = metadata(obj, router_name(cluster), c.COMPONENT_ROUTER)
+    meta["labels"][c.LABEL_REVISION] = labels[c.LABEL_REVISION]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": obj.spec.router.replicas,
+            "selector": {"matchLabels": selector_labels(cluster, c.COMPONENT_ROUTER)},
+            "template": template,
+        },
+    }
+
+
+def _container(obj: EPDCluster, cfg: OperatorConfig) -> dict[str, Any]:
+    """The `epd-router` container: flags, probes, a read-only, unprivileged root."""
+    return {
         "name": ROUTER_CONTAINER,
         "image": cfg.router_image,
         "imagePullPolicy": cfg.image_pull_policy,
@@ -82,15 +96,12 @@ def deployment(
         ],
         "env": [
             {"name": c.ENV_LAUNCH_CONFIG, "value": c.LAUNCH_CONFIG_PATH},
-            {
-                "name": c.ENV_POD_NAMESPACE,
-                "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
-            },
+            field_env(c.ENV_POD_NAMESPACE, "metadata.namespace"),
         ],
         "ports": [{"name": PORT_NAME, "containerPort": cfg.router_port, "protocol": "TCP"}],
         "resources": container_resources(obj.spec.router.resources, DEFAULT_ROUTER_RESOURCES),
-        "readinessProbe": _probe(5, 3),
-        "livenessProbe": _probe(10, 3),
+        "readinessProbe": health_probe(5, 3),
+        "livenessProbe": health_probe(10, 3),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -101,46 +112,23 @@ def deployment(
             {"name": VOLUME_ROUTING, "mountPath": c.ROUTING_DIR, "readOnly": True},
         ],
     }
+
+
+def _pod_spec(obj: EPDCluster, cfg: OperatorConfig, configmap: str) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [container],
+        "containers": [_container(obj, cfg)],
         "volumes": [
-            {
-                "name": VOLUME_LAUNCH_CONFIG,
-                "configMap": {"name": configmap, "defaultMode": 0o644},
-            },
+            configmap_volume(VOLUME_LAUNCH_CONFIG, configmap),
             # Not a subPath mount: the kubelet refreshes it in place, and the router re-reads it.
-            {
-                "name": VOLUME_ROUTING,
-                "configMap": {"name": routing_configmap_name(cluster), "defaultMode": 0o644},
-            },
+            configmap_volume(VOLUME_ROUTING, routing_configmap_name(obj.metadata.name)),
         ],
     }
     if cfg.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in cfg.image_pull_secrets]
-    labels = selector_labels(cluster, c.COMPONENT_ROUTER)
-    template: dict[str, Any] = {
-        "metadata": {
-            "labels": labels,
-            "annotations": {c.ANNOTATION_CONFIG_CHECKSUM: router_checksum(config)},
-        },
-        "spec": pod_spec,
-    }
-    labels[c.LABEL_REVISION] = stable_hash(template, 10)
-    meta = metadata(obj, name, c.COMPONENT_ROUTER)
-    meta["labels"][c.LABEL_REVISION] = labels[c.LABEL_REVISION]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": meta,
-        "spec": {
-            "replicas": obj.spec.router.replicas,
-            "selector": {"matchLabels": selector_labels(cluster, c.COMPONENT_ROUTER)},
-            "template": template,
-        },
-    }
+    return pod_spec
 
 
 def service(obj: EPDCluster) -> dict[str, Any]:

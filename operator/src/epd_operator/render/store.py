@@ -24,6 +24,7 @@ from ..api.operator_config import OperatorConfig
 from ..api.parse import store_sizes
 from ..api.quantity import canonical_quantity, quantity_value
 from .names import metadata, selector_labels, stable_hash, store_name
+from .podparts import health_probe
 from .resources import container_resources
 
 MASTER_CONTAINER: Final = "master"
@@ -103,13 +104,7 @@ def master_args(cache: SharedEncoderCacheSpec) -> list[str]:
 
 
 def _probe(period: int, failures: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": HEALTH_PATH, "port": METRICS_PORT_NAME, "scheme": "HTTP"},
-        "periodSeconds": period,
-        "failureThreshold": failures,
-        "timeoutSeconds": 5,
-        "successThreshold": 1,
-    }
+    return health_probe(period, failures, port=METRICS_PORT_NAME, path=HEALTH_PATH)
 
 
 def deployment(obj: EPDCluster, cfg: OperatorConfig, image: str) -> dict[str, Any]:

@@ -22,8 +22,6 @@ from epd_operator.api import constants as c
 from .plan import quantity
 from .status import Problem
 
-REASON = c.REASON_INSUFFICIENT_RESOURCES
-
 
 def pod_extended_requests(template: Mapping[str, Any]) -> dict[str, Any]:
     """Extended resources one pod of `template` requests (summed over its containers; an init
@@ -120,7 +118,7 @@ def check(
                 where = " matching its nodeSelector" if selector else ""
                 problems.append(
                     Problem(
-                        REASON,
+                        c.REASON_INSUFFICIENT_RESOURCES,
                         f"{who} requests {_fmt(need)} {name} per pod but no schedulable "
                         f"node{where} advertises that much (largest: {_fmt(best)})",
                     )

@@ -1,4 +1,4 @@
-"""reconcile.resources: InsufficientResources when no schedulable node advertises a request."""
+"""reconcile.capacity: InsufficientResources when no schedulable node advertises a request."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from epd_operator.reconcile.resources import check, pod_extended_requests
+from epd_operator.reconcile.capacity import check, pod_extended_requests
 
 GPU = "nvidia.com/gpu"
 RDMA = "rdma/hca_shared_devices_a"
