@@ -4,7 +4,10 @@
 #
 # Install lines mirror what the tests install (requirements/dev.txt, hack/bootstrap.sh), minus
 # the editable flag and the dev tools; operator/tests/test_chart_image.py keeps them in step.
-FROM python:3.11-slim-bookworm
+# BASE_IMAGE: hack/build-images.sh passes a local Debian bookworm + Python 3.11 image built
+# without a registry; everyone else gets the public base.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
