@@ -324,6 +324,7 @@ class KindProvider:
             # (a VM kernel with built-in modules) gets an empty directory.
             Path("/lib/modules").mkdir(exist_ok=True)
             image = ["--image", build_node_image()[1]]
+            self._kind_network_with_dns()
         config = self.workdir / "kind-config.yaml"
         config.write_text(yaml.safe_dump(kind_config(
             yaml.safe_load(KIND_CONFIG.read_text()),
@@ -345,6 +346,21 @@ class KindProvider:
         wait_for(lambda: cluster.kubectl("get", "sa", "default", check=False).returncode == 0,
                  60, "ServiceAccount default/default")
         return cluster
+
+    def _kind_network_with_dns(self) -> None:
+        """kind reuses the podman network `kind`; one made before podman's DNS plugin was
+        installed resolves no node names (`kubeadm join` then fails): drop it when no
+        container uses it, so kind makes it again with DNS."""
+        inspect = subprocess.run(["podman", "network", "inspect", "kind"], capture_output=True,
+                                 text=True, env=self.env, check=False)
+        if inspect.returncode != 0 or json.loads(inspect.stdout)[0].get("dns_enabled", True):
+            return
+        users = subprocess.run(["podman", "ps", "-aq", "--filter", "network=kind"],
+                               capture_output=True, text=True, env=self.env, check=False)
+        if users.returncode == 0 and not users.stdout.strip():
+            log.warning("recreating the podman network 'kind' with DNS")
+            subprocess.run(["podman", "network", "rm", "kind"], capture_output=True,
+                           env=self.env, check=False)
 
     def load_archive(self, archive: Path) -> None:
         """Load an image archive (`podman save` / `docker save`) into every node."""

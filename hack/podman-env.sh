@@ -16,14 +16,22 @@
 EPD_CACHE_ROOT=${EPD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/epd-operator}
 
 # need_tools CMD...: install the Debian packages of missing commands (as root), else fail.
+# podman comes with its companions: runc (see above), the CNI plugins of its network backend
+# and their DNS plugin (kind's nodes find each other by name: `kubeadm join` fails without
+# it), uidmap and iptables.
 need_tools() {
   local c pkgs=()
   for c in "$@"; do command -v "$c" >/dev/null 2>&1 || pkgs+=("$c"); done
+  if [[ " $* " == *" podman "* ]]; then
+    command -v runc >/dev/null 2>&1 || pkgs+=(runc)
+    [[ -x /usr/lib/cni/bridge ]] || pkgs+=(containernetworking-plugins)
+    [[ -x /usr/lib/cni/dnsname ]] || pkgs+=(golang-github-containernetworking-plugin-dnsname)
+    command -v newuidmap >/dev/null 2>&1 || pkgs+=(uidmap)
+    command -v iptables >/dev/null 2>&1 || pkgs+=(iptables)
+  fi
   [[ ${#pkgs[@]} -eq 0 ]] && return 0
-  # podman's companions: runc (see above), the CNI plugins of its network backend, uidmap.
-  [[ " ${pkgs[*]} " == *" podman "* ]] && pkgs+=(runc containernetworking-plugins uidmap iptables)
   if [[ $(id -u) -ne 0 ]]; then
-    echo "missing commands (install their Debian packages or run as root): ${pkgs[*]}" >&2
+    echo "missing (install these Debian packages or run as root): ${pkgs[*]}" >&2
     return 1
   fi
   echo "installing Debian packages: ${pkgs[*]}" >&2
