@@ -14,9 +14,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# libibverbs1: the Mooncake transfer engine (CPU build, the simulator's data plane) links it.
+# The Mooncake transfer engine (CPU build, the simulator's data plane) links libibverbs1,
+# libnuma1 and libcurl4; the slim Python base has none of them (found by running the image on
+# kind: the engine pods failed to import mooncake.engine).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libibverbs1=44.0-2 \
+    && apt-get install -y --no-install-recommends libibverbs1=44.0-2 libnuma1=2.0.16-1 \
+       libcurl4=7.88.1-10+deb12u15 \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

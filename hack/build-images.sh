@@ -85,7 +85,9 @@ if [[ ! -s $base_tar ]]; then
   podman rmi -f "$base_ref" >/dev/null 2>&1 || true
   podman import --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' \
     "$cache/rootfs-$base_key.tar" "$base_ref" >/dev/null
-  podman save -o "$base_tar.part" "$base_ref" && mv "$base_tar.part" "$base_tar"
+  rm -f "$base_tar.part"
+  podman save -o "$base_tar.part" "$base_ref"
+  mv "$base_tar.part" "$base_tar"
   rm -rf "$rootfs" "$cache/rootfs-$base_key.tar"
   log "base image $base_ref in $(( $(date +%s) - start ))s"
 fi
@@ -98,7 +100,9 @@ if [[ ! -s $epd_tar ]]; then
   # the way this machine does (no container network needed to build).
   podman build --network=host --pull=never --build-arg "BASE_IMAGE=$base_ref" \
     -t "$epd_ref" -f "$root/Dockerfile" "$root" >&2
-  podman save -o "$epd_tar.part" "$epd_ref" && mv "$epd_tar.part" "$epd_tar"
+  rm -f "$epd_tar.part"
+  podman save -o "$epd_tar.part" "$epd_ref"
+  mv "$epd_tar.part" "$epd_tar"
   log "control-plane image $epd_ref in $(( $(date +%s) - start ))s"
 fi
 podman image exists "$epd_ref" || podman load -q -i "$epd_tar" >/dev/null

@@ -81,7 +81,8 @@ if [[ ! -s $rootfs_tar ]]; then
   log "debootstrap $DEBIAN_SUITE for the node ($node_pkgs)"
   debootstrap --variant=minbase --include="$node_pkgs" "$DEBIAN_SUITE" "$work/rootfs" "$mirror" >&2
   rm -rf "$work"/rootfs/var/lib/apt/lists/* "$work"/rootfs/var/cache/apt/*
-  tar -C "$work/rootfs" --numeric-owner -cf "$rootfs_tar.part" . && mv "$rootfs_tar.part" "$rootfs_tar"
+  tar -C "$work/rootfs" --numeric-owner -cf "$rootfs_tar.part" .
+  mv "$rootfs_tar.part" "$rootfs_tar"
   rm -rf "$work/rootfs"
 fi
 
@@ -198,7 +199,9 @@ tar -C "$r" --numeric-owner -cf "$work/node.tar" .
 podman rmi -f "$node_ref" >/dev/null 2>&1 || true
 podman import --change 'ENV container=docker' --change 'STOPSIGNAL SIGRTMIN+3' \
   --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' "$work/node.tar" "$node_ref" >/dev/null
-podman save -o "$node_tar.part" "$node_ref" && mv "$node_tar.part" "$node_tar"
+rm -f "$node_tar.part"
+podman save -o "$node_tar.part" "$node_ref"
+mv "$node_tar.part" "$node_tar"
 find "$cache" -maxdepth 1 -name 'kind-node-*.tar' ! -name "$(basename "$node_tar")" -delete
 log "node image $node_ref ($(du -h "$node_tar" | cut -f1)) in $(( $(date +%s) - start ))s"
 echo "$node_tar $node_ref"
