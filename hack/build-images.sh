@@ -86,7 +86,7 @@ if [[ ! -s $base_tar ]]; then
   podman import --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' \
     "$cache/rootfs-$base_key.tar" "$base_ref" >/dev/null
   rm -f "$base_tar.part"
-  podman save -o "$base_tar.part" "$base_ref"
+  podman save -q -o "$base_tar.part" "$base_ref"
   mv "$base_tar.part" "$base_tar"
   rm -rf "$rootfs" "$cache/rootfs-$base_key.tar"
   log "base image $base_ref in $(( $(date +%s) - start ))s"
@@ -101,7 +101,7 @@ if [[ ! -s $epd_tar ]]; then
   podman build --network=host --pull=never --build-arg "BASE_IMAGE=$base_ref" \
     -t "$epd_ref" -f "$root/Dockerfile" "$root" >&2
   rm -f "$epd_tar.part"
-  podman save -o "$epd_tar.part" "$epd_ref"
+  podman save -q -o "$epd_tar.part" "$epd_ref"
   mv "$epd_tar.part" "$epd_tar"
   log "control-plane image $epd_ref in $(( $(date +%s) - start ))s"
 fi

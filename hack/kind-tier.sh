@@ -15,11 +15,21 @@ if ! command -v podman >/dev/null 2>&1 && ! command -v docker >/dev/null 2>&1 &&
   exit 1
 fi
 start=$(date +%s)
-# Outside pytest, so the build time is printed on its own and a build failure reads as one.
-hack/build-images.sh >/dev/null
+mkdir -p artifacts
+# Outside pytest, so the build time is printed on its own and a build failure reads as one
+# (its output is in artifacts/kind-tier-build.log, printed on failure).
+build() {
+  if ! "$@" >>artifacts/kind-tier-build.log 2>&1; then
+    tail -40 artifacts/kind-tier-build.log >&2
+    log "FAILED: $*"
+    exit 1
+  fi
+}
+: >artifacts/kind-tier-build.log
+build hack/build-images.sh
 log "images ready in $(( $(date +%s) - start ))s"
 if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then
-  hack/build-node-image.sh >/dev/null
+  build hack/build-node-image.sh
   log "node image ready in $(( $(date +%s) - start ))s"
 fi
 EPD_CLUSTER_PROVIDER=kind .venv/bin/python -m pytest -m kind --durations=10 ${PYTEST_ARGS:-} \
