@@ -46,9 +46,10 @@ base_ref="localhost/epd-base:$DEBIAN_SUITE-$base_key"
 base_tar="$cache/epd-base-$base_key.tar"
 
 # The control-plane image: its Dockerfile, what it copies, and the base it is built on.
-epd_key=$( { echo "$base_key"; cd "$root" && git ls-files -s -- Dockerfile connector/pyproject.toml \
-  connector/src operator/pyproject.toml operator/src; git diff HEAD -- Dockerfile connector operator \
-  2>/dev/null; } | sha256sum | cut -c1-12)
+# (by content: the files git tracks or would track, committed or not).
+epd_key=$( { echo "$base_key"; cd "$root" && git ls-files -co --exclude-standard -- Dockerfile \
+  connector/pyproject.toml connector/src operator/pyproject.toml operator/src | LC_ALL=C sort |
+  xargs sha256sum; } | sha256sum | cut -c1-12)
 app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$root/charts/epd-operator/Chart.yaml")
 epd_ref="localhost/epd-operator/epd-operator:$app_version"
 epd_tar="$cache/epd-operator-$app_version-$epd_key.tar"
