@@ -4,16 +4,22 @@
 #
 # Install lines mirror what the tests install (requirements/dev.txt, hack/bootstrap.sh), minus
 # the editable flag and the dev tools; operator/tests/test_chart_image.py keeps them in step.
-FROM python:3.11-slim-bookworm
+# BASE_IMAGE: hack/build-images.sh passes a local Debian bookworm + Python 3.11 image built
+# without a registry; everyone else gets the public base.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# libibverbs1: the Mooncake transfer engine (CPU build, the simulator's data plane) links it.
+# The Mooncake transfer engine (CPU build, the simulator's data plane) links libibverbs1,
+# libnuma1 and libcurl4; the slim Python base has none of them (found by running the image on
+# kind: the engine pods failed to import mooncake.engine).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libibverbs1=44.0-2 \
+    && apt-get install -y --no-install-recommends libibverbs1=44.0-2 libnuma1=2.0.16-1 \
+       libcurl4=7.88.1-10+deb12u15 \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

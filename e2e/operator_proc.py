@@ -24,8 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from e2e.paths import REPO
-from e2e.providers import Cluster
+from e2e.providers import Cluster, build_images
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
 
@@ -246,12 +245,11 @@ class InClusterOperator(_OperatorMetrics):
         return proc.stdout + proc.stderr
 
 
-def build_and_load_images(cluster: Cluster, tag: str) -> str:
-    """kind only: build the control-plane image from the repo's Dockerfile and load it into
-    the cluster's nodes. Returns the image reference."""
-    image = f"epd-operator/epd-operator:{tag}"
-    repo = REPO
-    subprocess.run(["docker", "build", "-t", image, "-f", str(repo / "Dockerfile"), str(repo)],
-                   check=True, timeout=1800)
-    cluster.run("kind", "load", "docker-image", image, "--name", cluster.name, timeout=600)
+def build_and_load_images(cluster: Cluster) -> str:
+    """kind only: our control-plane image (hack/build-images.sh: the repo's Dockerfile, built
+    with podman without a registry, cached) loaded into the cluster's nodes with `kind load
+    image-archive`. Returns the image reference."""
+    archive, image = build_images()["epd"]
+    cluster.run("kind", "load", "image-archive", str(archive), "--name", cluster.name,
+                timeout=600)
     return image

@@ -5,7 +5,9 @@
   a kwok controller that makes pods on fake nodes go Running. We add fake GPU nodes that
   advertise `nvidia.com/gpu` and an RDMA device-plugin resource, so the real scheduler places
   (or refuses) our pods by those resources.
-- kind: a real cluster in Docker from e2e/kind-config.yaml (for users with a Docker engine).
+- kind: a real 2-node cluster from e2e/kind-config.yaml, on a Docker engine with kind's
+  official node image, or on podman with our offline node image (hack/build-node-image.sh);
+  our control-plane image (hack/build-images.sh) is loaded with `kind load image-archive`.
 - existing: whatever KUBECONFIG points at; nothing is created or deleted.
 
 Pick one with EPD_CLUSTER_PROVIDER. Everything here shells out to the pinned binaries.
@@ -25,10 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from e2e.paths import REPO
 
 INSTALL_SCRIPT = REPO / "hack" / "install-cluster-bins.sh"
 KIND_CONFIG = REPO / "e2e" / "kind-config.yaml"
+BUILD_IMAGES = REPO / "hack" / "build-images.sh"
+BUILD_NODE_IMAGE = REPO / "hack" / "build-node-image.sh"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 RDMA_RESOURCE = "rdma/hca_shared_devices_a"
@@ -278,7 +284,9 @@ class KwokProvider:
 
 
 class KindProvider:
-    """A kind cluster (needs a working Docker engine); images are loaded with `load_image`."""
+    """A 2-node kind cluster (e2e/kind-config.yaml) on a Docker engine or, without one, on
+    podman with our offline node image (hack/build-node-image.sh). Our control-plane image is
+    built by hack/build-images.sh and loaded with `kind load image-archive` (`load_archive`)."""
 
     name = "kind"
 
@@ -287,57 +295,159 @@ class KindProvider:
         self.workdir = workdir
         self.bins = bin_dir()
         self.kubeconfig = workdir / "kubeconfig"
-        self.env = tool_env(self.kubeconfig, self.bins)
+        self.engine = kind_engine()
+        extra = {} if self.engine is None else self.engine.env
+        self.env = tool_env(self.kubeconfig, self.bins, **extra)
 
     @staticmethod
     def available() -> str | None:
         """None when kind can run here, else the reason it cannot."""
-        docker = shutil.which("docker")
-        if docker is None:
-            return "no docker client on PATH"
-        proc = subprocess.run([docker, "info"], capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            return f"the Docker engine does not answer: {proc.stderr.strip()[:200]}"
-        return None
+        return "no Docker engine answers and podman is not installed" if kind_engine() is None \
+            else None
 
-    def _kind(self, *args: str, timeout: float = 600) -> None:
+    def _kind(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bins / "kind"), *args]
         proc = subprocess.run(
             cmd, capture_output=True, text=True, env=self.env, timeout=timeout, check=False
         )
         if proc.returncode != 0:
             raise ProviderError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
 
     def up(self) -> Cluster:
-        reason = self.available()
-        if reason is not None:
-            raise ProviderError(f"kind provider cannot run: {reason}")
+        if self.engine is None:
+            raise ProviderError(f"kind provider cannot run: {self.available()}")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        image: list[str] = []
+        if self.engine.offline_node_image:
+            # kind bind-mounts the host's /lib/modules into every node; a host without one
+            # (a VM kernel with built-in modules) gets an empty directory.
+            Path("/lib/modules").mkdir(exist_ok=True)
+            image = ["--image", build_node_image()[1]]
+            self._kind_network_with_dns()
+        config = self.workdir / "kind-config.yaml"
+        config.write_text(yaml.safe_dump(kind_config(
+            yaml.safe_load(KIND_CONFIG.read_text()),
+            offline_node_image=self.engine.offline_node_image,
+            cgroup_v1=not Path("/sys/fs/cgroup/cgroup.controllers").exists(),
+        )))
         self._kind(
-            "create", "cluster", "--name", self.cluster_name, "--config", str(KIND_CONFIG),
-            "--kubeconfig", str(self.kubeconfig), "--wait", "120s",
+            "create", "cluster", "--name", self.cluster_name, "--config", str(config),
+            "--kubeconfig", str(self.kubeconfig), "--wait", "180s", *image, timeout=900,
         )
+        log.info("kind cluster %s created in %.1fs", self.cluster_name,
+                 time.monotonic() - started)
         cluster = Cluster(self.name, self.cluster_name, self.kubeconfig, self.bins, self.env)
+        # Both nodes run workloads (the control-plane node stands in for a second GPU server).
+        cluster.kubectl("taint", "nodes", "--all", "node-role.kubernetes.io/control-plane-",
+                        check=False)
         advertise_extended_resources(cluster)
+        wait_nodes_ready(cluster, 2, timeout=180)
+        wait_for(lambda: cluster.kubectl("get", "sa", "default", check=False).returncode == 0,
+                 60, "ServiceAccount default/default")
         return cluster
 
-    def load_image(self, image: str) -> None:
-        self._kind("load", "docker-image", image, "--name", self.cluster_name)
+    def _kind_network_with_dns(self) -> None:
+        """kind reuses the podman network `kind`; one made before podman's DNS plugin was
+        installed resolves no node names (`kubeadm join` then fails): drop it when no
+        container uses it, so kind makes it again with DNS."""
+        inspect = subprocess.run(["podman", "network", "inspect", "kind"], capture_output=True,
+                                 text=True, env=self.env, check=False)
+        if inspect.returncode != 0 or json.loads(inspect.stdout)[0].get("dns_enabled", True):
+            return
+        users = subprocess.run(["podman", "ps", "-aq", "--filter", "network=kind"],
+                               capture_output=True, text=True, env=self.env, check=False)
+        if users.returncode == 0 and not users.stdout.strip():
+            log.warning("recreating the podman network 'kind' with DNS")
+            subprocess.run(["podman", "network", "rm", "kind"], capture_output=True,
+                           env=self.env, check=False)
+
+    def load_archive(self, archive: Path) -> None:
+        """Load an image archive (`podman save` / `docker save`) into every node."""
+        self._kind("load", "image-archive", str(archive), "--name", self.cluster_name)
 
     def export_logs(self, dest: Path) -> None:
         try:
             self._kind("export", "logs", str(dest), "--name", self.cluster_name)
-        except ProviderError as exc:
+        except (ProviderError, subprocess.TimeoutExpired) as exc:
             log.warning("could not export kind logs: %s", exc)
 
     def down(self) -> None:
         try:
             self._kind("delete", "cluster", "--name", self.cluster_name)
-        except ProviderError as exc:
+        except (ProviderError, subprocess.TimeoutExpired) as exc:
             log.warning("kind delete cluster failed: %s", exc)
 
 
-# kind has two schedulable workers where kwok has many fake servers: each kind worker stands
+@dataclass(frozen=True)
+class KindEngine:
+    """The container engine kind drives here, and the environment it needs."""
+
+    name: str  # docker | podman
+    env: dict[str, str]
+    # The official node image comes from a registry a Docker host is assumed to reach; on
+    # podman (this project's CI) we build ours offline.
+    offline_node_image: bool
+
+
+def kind_engine() -> KindEngine | None:
+    """Docker when its engine answers, else podman when installed, else None."""
+    docker = shutil.which("docker")
+    if docker is not None and subprocess.run([docker, "info"], capture_output=True,
+                                             check=False).returncode == 0:
+        return KindEngine("docker", {}, offline_node_image=False)
+    if shutil.which("podman") is None:
+        return None
+    proc = subprocess.run([str(BUILD_IMAGES), "--env"], capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise ProviderError(f"hack/build-images.sh --env failed:\n{proc.stderr.strip()}")
+    env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    return KindEngine("podman", {"KIND_EXPERIMENTAL_PROVIDER": "podman", **env},
+                      offline_node_image=True)
+
+
+# The image repository of our offline node image's kubeadm images (hack/build-node-image.sh).
+NODE_IMAGE_REPOSITORY = "localhost/kind"
+
+
+def kind_config(base: dict[str, Any], *, offline_node_image: bool,
+                cgroup_v1: bool) -> dict[str, Any]:
+    """e2e/kind-config.yaml plus what this host and node image need: kubeadm's images from our
+    node image's repository, and a kubelet that still starts on a cgroup v1 host (1.36 refuses
+    one unless told not to)."""
+    config = dict(base)
+    patches = list(config.get("kubeadmConfigPatches", []))
+    if offline_node_image:
+        patches.append(yaml.safe_dump({"kind": "ClusterConfiguration",
+                                       "imageRepository": NODE_IMAGE_REPOSITORY}))
+    if cgroup_v1:
+        patches.append(yaml.safe_dump({"kind": "KubeletConfiguration", "failCgroupV1": False}))
+    if patches:
+        config["kubeadmConfigPatches"] = patches
+    return config
+
+
+def _script_lines(script: Path, *args: str) -> list[list[str]]:
+    proc = subprocess.run([str(script), *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ProviderError(f"{script.relative_to(REPO)} failed:\n{proc.stderr.strip()[-3000:]}")
+    return [line.split() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def build_images() -> dict[str, tuple[Path, str]]:
+    """Our images (hack/build-images.sh, cached): name -> (archive, image reference)."""
+    return {name: (Path(tar), ref) for name, tar, ref in _script_lines(BUILD_IMAGES)}
+
+
+def build_node_image() -> tuple[Path, str]:
+    """Our offline kind node image (hack/build-node-image.sh, cached): (archive, reference)."""
+    tar, ref = _script_lines(BUILD_NODE_IMAGE)[-1]
+    return Path(tar), ref
+
+
+# kind has two schedulable nodes where kwok has many fake servers: each kind node stands
 # in for several 8-GPU servers, so the e2e suite's clusters fit on kind as they do on kwok.
 KIND_GPUS_PER_NODE = 8 * GPUS_PER_NODE
 

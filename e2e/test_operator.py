@@ -4,9 +4,9 @@ running with the chart's ServiceAccount token, EPDClusters driven through their 
 On the kwok provider pods are simulated, so the chart's operator Deployment runs with
 `replicas=0` (no container runtime could start its image) and the operator runs as a local
 process (e2e/operator_proc.py) with a token of the chart's ServiceAccount: the RBAC the chart
-grants is exactly what it has. On kind (EPD_CLUSTER_PROVIDER=kind, needs Docker) the
-control-plane image is built and loaded, the operator runs in-cluster as the chart's
-Deployment and engine pods run the simulator; the same tests follow (not runnable here).
+grants is exactly what it has. On kind (EPD_CLUSTER_PROVIDER=kind: podman or Docker) the
+control-plane image is built (hack/build-images.sh) and loaded, the operator runs in-cluster as
+the chart's Deployment and engine pods run the simulator; the same tests follow.
 
 Tests are numbered in the order they run (file order); they share one namespace and one
 operator process.
@@ -195,8 +195,10 @@ def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     in_cluster = cluster.provider == "kind"
     placement = ["--set", "replicas=0"]
     if in_cluster:
-        image = build_and_load_images(cluster, "e2e")
-        placement = ["--set", "replicas=1", "--set", "image.tag=e2e",
+        image = build_and_load_images(cluster)
+        repository, _, tag = image.rpartition(":")
+        placement = ["--set", "replicas=1", "--set", f"image.repository={repository}",
+                     "--set", f"image.tag={tag}",
                      "--set", "image.pullPolicy=Never", "--set", f"engine.image={image}",
                      "--set", "engine.mode=sim", "--set", "engine.pullPolicy=Never",
                      # Tests 6 and 8 drive the second line (SpecInvalid for an object the

@@ -7,14 +7,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from e2e.paths import REPO
 from e2e.providers import (
     GPU_RESOURCE,
     INSTALL_SCRIPT,
+    KIND_CONFIG,
+    NODE_IMAGE_REPOSITORY,
     RDMA_RESOURCE,
     ProviderError,
     fake_gpu_node,
     free_ports,
+    kind_config,
     make_provider,
     tool_env,
 )
@@ -82,3 +87,43 @@ def test_installer_names_what_is_missing(
     assert proc.returncode == 1
     assert message in proc.stderr
     assert not list(tmp_path.rglob("kube-apiserver"))
+
+
+# (offline node image, cgroup v1 host) -> the kubeadm config patches kind_config adds.
+KIND_CONFIG_CASES = [
+    (False, False, []),
+    (True, False, [{"kind": "ClusterConfiguration", "imageRepository": NODE_IMAGE_REPOSITORY}]),
+    (False, True, [{"kind": "KubeletConfiguration", "failCgroupV1": False}]),
+    (True, True, [{"kind": "ClusterConfiguration", "imageRepository": NODE_IMAGE_REPOSITORY},
+                  {"kind": "KubeletConfiguration", "failCgroupV1": False}]),
+]
+
+
+@pytest.mark.parametrize(("offline", "cgroup_v1", "patches"), KIND_CONFIG_CASES)
+def test_kind_config_adds_what_the_host_and_node_image_need(
+    offline: bool, cgroup_v1: bool, patches: list[dict[str, object]]
+) -> None:
+    base = yaml.safe_load(KIND_CONFIG.read_text())
+    out = kind_config(base, offline_node_image=offline, cgroup_v1=cgroup_v1)
+    assert [yaml.safe_load(p) for p in out.get("kubeadmConfigPatches", [])] == patches
+    assert out["nodes"] == base["nodes"]
+    assert "kubeadmConfigPatches" not in base  # the file itself is left as it is
+
+
+def test_kind_config_is_two_nodes_both_labelled_as_gpu_rdma_servers() -> None:
+    nodes = yaml.safe_load(KIND_CONFIG.read_text())["nodes"]
+    assert [n["role"] for n in nodes] == ["control-plane", "worker"]
+    for node in nodes:
+        assert node["labels"]["nvidia.com/gpu.present"] == "true"
+        assert node["labels"]["feature.node.kubernetes.io/rdma.available"] == "true"
+
+
+def test_kind_cni_manifest_is_templated_by_kind_with_the_pod_subnet() -> None:
+    # kind templates /kind/manifests/default-cni.yaml only when it holds this sentence.
+    text = (REPO / "e2e" / "kind-cni.yaml").read_text()
+    assert "would you kindly template this file" in text
+    assert "{{ .PodSubnet }}" in text
+    docs = list(yaml.safe_load_all(text))
+    ds = next(d for d in docs if d["kind"] == "DaemonSet")
+    image = ds["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith(f"{NODE_IMAGE_REPOSITORY}/node-tools:")

@@ -17,8 +17,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 log() { echo "bootstrap: $*" >&2; }
 
-# Debian packages: libibverbs1 for the Mooncake transfer engine (CPU build links it).
-apt_pkgs=(libibverbs1)
+# Debian packages: the libraries the Mooncake transfer engine (CPU build) links.
+apt_pkgs=(libibverbs1 libnuma1 libcurl4)
 need=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [[ ${#need[@]} -gt 0 ]]; then

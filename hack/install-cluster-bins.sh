@@ -4,6 +4,9 @@
 #
 #   hack/install-cluster-bins.sh            build what is missing, print the bin directory
 #   hack/install-cluster-bins.sh --print    print the bin directory only (nothing is built)
+#   hack/install-cluster-bins.sh --node     also build the kind node's binaries (kubelet, kubeadm,
+#                                           kube-proxy, crictl, coredns, pause) into node-bin/
+#                                           next to bin/, print that directory
 #
 # Why a generated Go module for Kubernetes and etcd: their go.mod files carry replace
 # directives, so `go install pkg@version` refuses them. A tiny module of ours requires them at
@@ -15,22 +18,36 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
 
-# The cache key is the pinned versions: bump them (or BUILD_REV) to rebuild.
-key=$(sha256sum "$here/versions.env" | cut -c1-12)
+# The cache key is the pinned versions these binaries are built from (not the whole file: a
+# pin only the node image uses must not rebuild them); bump them (or BUILD_REV) to rebuild.
+key=$(grep -E '^(KUBE_VERSION|KUBE_STAGING_VERSION|ETCD_VERSION|KWOK_VERSION|HELM_VERSION|KIND_VERSION|BUILD_REV)=' \
+  "$here/versions.env" | sha256sum | cut -c1-12)
 cache_root=${EPD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/epd-operator}
 dest="$cache_root/cluster-bins/$KUBE_VERSION-$key"
 bin="$dest/bin"
+# The node binaries sit next to bin/ under their own key (their pins and the control plane's).
+node_key=$(grep -E '^(CRICTL_VERSION|COREDNS_VERSION|PAUSE_VERSION|NODE_BUILD_REV)=' "$here/versions.env" |
+  cat - <(echo "$key") | sha256sum | cut -c1-12)
+node_bin="$dest/node-bin-$node_key"
 
-if [[ "${1:-}" == "--print" ]]; then
-  echo "$bin"
-  exit 0
-fi
+node=0
+case "${1:-}" in
+  --print) echo "$bin"; exit 0 ;;
+  --node) node=1 ;;
+  "") ;;
+  *) echo "install-cluster-bins: unknown argument ${1}" >&2; exit 2 ;;
+esac
 
 want=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm kind)
+node_want=(kubelet kubeadm kube-proxy crictl coredns pause)
 missing=()
 for b in "${want[@]}"; do [[ -x "$bin/$b" ]] || missing+=("$b"); done
+if [[ $node -eq 1 ]]; then
+  for b in "${node_want[@]}"; do [[ -x "$node_bin/$b" ]] || missing+=("node-bin/$b"); done
+fi
+out() { if [[ $node -eq 1 ]]; then echo "$node_bin"; else echo "$bin"; fi; }
 if [[ ${#missing[@]} -eq 0 ]]; then
-  echo "$bin"
+  out
   exit 0
 fi
 
@@ -45,6 +62,9 @@ fi
 
 log() { echo "install-cluster-bins: $*" >&2; }
 mkdir -p "$bin"
+# One build at a time per cache directory (parallel bootstraps of several worktrees).
+exec 9>"$dest/.lock"
+flock 9
 work="$dest/build"
 rm -rf "$work"
 mkdir -p "$work"
@@ -53,10 +73,11 @@ export GOFLAGS="-mod=mod -trimpath -buildvcs=false"
 export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 start=$(date +%s)
 
-# Kubernetes: one module, all four commands built in one go so shared packages compile once.
-if [[ ! -x "$bin/kube-apiserver" || ! -x "$bin/kube-controller-manager" || ! -x "$bin/kube-scheduler" || ! -x "$bin/kubectl" ]]; then
-  log "building Kubernetes $KUBE_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)"
-  mkdir -p "$work/kube" && cd "$work/kube"
+# kube_build DIR OUT CMD...: build k8s.io/kubernetes/cmd/CMD... at the pinned version into OUT,
+# all in one go so shared packages compile once.
+kube_build() {
+  local dir=$1 out=$2 modfile major minor ldflags p; shift 2
+  mkdir -p "$dir" && cd "$dir"
   go mod init epd-operator.local/cluster-bins/kube >/dev/null 2>&1
   go mod edit -require="k8s.io/kubernetes@$KUBE_VERSION"
   modfile=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
@@ -70,22 +91,18 @@ if [[ ! -x "$bin/kube-apiserver" || ! -x "$bin/kube-controller-manager" || ! -x 
     ldflags+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$minor"
     ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  local pkgs=() c
+  for c in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  { printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    printf '\t_ "%s"\n' "${pkgs[@]}"
+    printf ')\n'; } > tools.go
   go mod tidy
-  CGO_ENABLED=0 go build -tags tools -ldflags "$ldflags" -o "$bin/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  CGO_ENABLED=0 go build -tags tools -ldflags "$ldflags" -o "$out/" "${pkgs[@]}"
+}
+
+if [[ ! -x "$bin/kube-apiserver" || ! -x "$bin/kube-controller-manager" || ! -x "$bin/kube-scheduler" || ! -x "$bin/kubectl" ]]; then
+  log "building Kubernetes $KUBE_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)"
+  kube_build "$work/kube" "$bin" kube-apiserver kube-controller-manager kube-scheduler kubectl
 fi
 
 if [[ ! -x "$bin/etcd" ]]; then
@@ -98,11 +115,12 @@ if [[ ! -x "$bin/etcd" ]]; then
   CGO_ENABLED=0 go build -tags tools -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3
 fi
 
-# These three have no replace directives: plain `go install module@version`.
-gi() { # gi NAME PACKAGE VERSION
-  [[ -x "$bin/$1" ]] && return 0
+# These have no replace directives: plain `go install module@version` (into $gobin).
+gobin=$bin
+gi() { # gi NAME PACKAGE VERSION [LDFLAGS]
+  [[ -x "$gobin/$1" ]] && return 0
   log "building $1 $3"
-  GOBIN="$bin" CGO_ENABLED=0 go install -ldflags "-s -w ${4:-}" "$2@$3"
+  GOBIN="$gobin" CGO_ENABLED=0 go install -ldflags "-s -w ${4:-}" "$2@$3"
 }
 cd "$work"
 gi kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
@@ -117,9 +135,35 @@ gi helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/ve
   -X $helm_pkg/lint/rules.k8sVersionMajor=1 -X $helm_pkg/lint/rules.k8sVersionMinor=$helm_k8s_minor"
 gi kind sigs.k8s.io/kind "$KIND_VERSION"
 
+# The kind node's binaries (hack/build-node-image.sh): the node components from the same
+# Kubernetes module, crictl and CoreDNS by plain `go install`, and pause compiled statically
+# from the C source the Kubernetes module ships (the pause image is that one binary).
+if [[ $node -eq 1 ]]; then
+  mkdir -p "$node_bin"
+  if [[ ! -x "$node_bin/kubelet" || ! -x "$node_bin/kubeadm" || ! -x "$node_bin/kube-proxy" ]]; then
+    log "building Kubernetes $KUBE_VERSION node components (kubelet, kubeadm, kube-proxy)"
+    kube_build "$work/node" "$node_bin" kubelet kubeadm kube-proxy
+  fi
+  cd "$work"
+  gobin=$node_bin
+  gi crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION" "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
+  gi coredns github.com/coredns/coredns "$COREDNS_VERSION"
+  if [[ ! -x "$node_bin/pause" ]]; then
+    log "compiling pause $PAUSE_VERSION"
+    command -v gcc >/dev/null 2>&1 || { log "gcc is needed to compile pause"; exit 1; }
+    src=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+    gcc -Os -Wall -Werror -static -DVERSION="$PAUSE_VERSION" -o "$node_bin/pause" "$src/build/pause/linux/pause.c"
+  fi
+fi
+
 rm -rf "$work"
 for b in "${want[@]}"; do
   [[ -x "$bin/$b" ]] || { log "expected $bin/$b after the build, it is missing"; exit 1; }
 done
+if [[ $node -eq 1 ]]; then
+  for b in "${node_want[@]}"; do
+    [[ -x "$node_bin/$b" ]] || { log "expected $node_bin/$b after the build, it is missing"; exit 1; }
+  done
+fi
 log "built ${missing[*]} in $(( $(date +%s) - start ))s"
-echo "$bin"
+out

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Builds our images without a container registry, with podman, from the same Dockerfiles users
+# build with Docker, into image archives cached once per machine:
+#
+#   base    a Debian $DEBIAN_SUITE root filesystem from debootstrap (the mirror apt uses here)
+#           with python3 + pip, imported as a local image: the BASE_IMAGE the Dockerfiles take
+#           instead of their public default (python:3.11-slim-bookworm is the same Debian and
+#           the same Python 3.11).
+#   epd     the control-plane image (root Dockerfile): operator, router, simulator.
+#
+#   hack/build-images.sh             build what is missing; print "NAME ARCHIVE REF" per image
+#   hack/build-images.sh --print     print the same lines, build nothing
+#   hack/build-images.sh --env       print the podman environment (CONTAINERS_CONF=...) only
+#
+# Each archive's name holds a hash of everything that goes into it, so a change to the
+# Dockerfile, the sources or hack/versions.env builds a new one and an unchanged tree builds
+# nothing. The engine image (connector/Dockerfile) stays FROM the vLLM image: it cannot be
+# built without that registry, and is not built here.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+# shellcheck source=podman-env.sh
+source "$here/podman-env.sh"
+log() { echo "build-images: $*" >&2; }
+
+mode=build
+case "${1:-}" in
+  --print) mode=print ;;
+  --env) podman_env; echo "CONTAINERS_CONF=$CONTAINERS_CONF"; exit 0 ;;
+  "") ;;
+  *) echo "build-images: unknown argument $1" >&2; exit 2 ;;
+esac
+
+cache="$EPD_CACHE_ROOT/images"
+mkdir -p "$cache"
+
+# The packages of the local base: what the Dockerfiles expect of a python:3.11-slim base.
+base_pkgs=python3,python3-pip,ca-certificates,libibverbs1
+mirror=$(apt_mirror)
+base_key=$( { echo "$DEBIAN_SUITE $base_pkgs $mirror $NODE_BUILD_REV";
+  cat /usr/local/share/ca-certificates/*.crt 2>/dev/null || true; } | sha256sum | cut -c1-12)
+base_ref="localhost/epd-base:$DEBIAN_SUITE-$base_key"
+base_tar="$cache/epd-base-$base_key.tar"
+
+# The control-plane image: its Dockerfile, what it copies, and the base it is built on.
+# (by content: the files git tracks or would track, committed or not).
+epd_key=$( { echo "$base_key"; cd "$root" && git ls-files -co --exclude-standard -- Dockerfile \
+  connector/pyproject.toml connector/src operator/pyproject.toml operator/src | LC_ALL=C sort |
+  xargs sha256sum; } | sha256sum | cut -c1-12)
+app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$root/charts/epd-operator/Chart.yaml")
+epd_ref="localhost/epd-operator/epd-operator:$app_version"
+epd_tar="$cache/epd-operator-$app_version-$epd_key.tar"
+
+report() {
+  echo "base $base_tar $base_ref"
+  echo "epd $epd_tar $epd_ref"
+}
+if [[ $mode == print ]]; then report; exit 0; fi
+
+need_tools podman buildah debootstrap
+podman_env
+exec 9>"$cache/.lock"
+flock 9
+
+if [[ ! -s $base_tar ]]; then
+  start=$(date +%s)
+  rootfs="$cache/rootfs-$base_key"
+  rm -rf "$rootfs"
+  log "debootstrap $DEBIAN_SUITE ($base_pkgs) from $mirror"
+  debootstrap --variant=minbase --include="$base_pkgs" "$DEBIAN_SUITE" "$rootfs" "$mirror" >&2
+  # As the python image: `python`/`pip` on PATH and pip free to install into the interpreter
+  # (Debian marks it externally managed, PEP 668; this image is only ever a container base).
+  rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
+  ln -sf python3 "$rootfs/usr/bin/python"
+  ln -sf pip3 "$rootfs/usr/bin/pip"
+  # Trust what this machine trusts (an egress proxy's CA, if any): builds fetch through it.
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+    chroot "$rootfs" update-ca-certificates >/dev/null
+  fi
+  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+  tar -C "$rootfs" --numeric-owner -cf "$cache/rootfs-$base_key.tar" .
+  podman rmi -f "$base_ref" >/dev/null 2>&1 || true
+  podman import --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' \
+    "$cache/rootfs-$base_key.tar" "$base_ref" >/dev/null
+  rm -f "$base_tar.part"
+  podman save -q -o "$base_tar.part" "$base_ref"
+  mv "$base_tar.part" "$base_tar"
+  rm -rf "$rootfs" "$cache/rootfs-$base_key.tar"
+  log "base image $base_ref in $(( $(date +%s) - start ))s"
+fi
+podman image exists "$base_ref" || podman load -q -i "$base_tar" >/dev/null
+
+if [[ ! -s $epd_tar ]]; then
+  start=$(date +%s)
+  log "building $epd_ref from Dockerfile on $base_ref"
+  # Host network: the build's RUN steps reach the Debian mirror and the Python package index
+  # the way this machine does (no container network needed to build).
+  podman build --network=host --pull=never --build-arg "BASE_IMAGE=$base_ref" \
+    -t "$epd_ref" -f "$root/Dockerfile" "$root" >&2
+  rm -f "$epd_tar.part"
+  podman save -q -o "$epd_tar.part" "$epd_ref"
+  mv "$epd_tar.part" "$epd_tar"
+  log "control-plane image $epd_ref in $(( $(date +%s) - start ))s"
+fi
+podman image exists "$epd_ref" || podman load -q -i "$epd_tar" >/dev/null
+# Older archives of the same image: this one replaces them.
+find "$cache" -maxdepth 1 -name 'epd-operator-*.tar' ! -name "$(basename "$epd_tar")" -delete
+report
