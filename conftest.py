@@ -42,7 +42,7 @@ from e2e.paths import REPO  # noqa: E402
 from e2e.providers import Cluster, make_provider  # noqa: E402
 
 # Lightest first; a test's tier is the heaviest one among its markers.
-TIERS: Final = ("unit", "process", "vllm", "integration", "e2e", "engine", "gpu")
+TIERS: Final = ("unit", "process", "vllm", "integration", "e2e", "engine", "kind", "gpu")
 # Seconds per test (setup, call and teardown: the first integration test boots the cluster,
 # an engine module starts several vLLM instances). A test may still set its own
 # @pytest.mark.timeout.
@@ -53,6 +53,7 @@ TIMEOUT_S: Final = {
     "integration": 600,
     "e2e": 900,
     "engine": 1800,
+    "kind": 1800,  # hack/kind-tier.sh: a kind cluster of podman containers
     "gpu": 900,
 }
 # Test files (relative to the repository root) that start processes but need no cluster. A

@@ -65,8 +65,17 @@ class Watch:
     """`kubectl get -w --output-watch-events -o json`, timestamping each event on arrival."""
 
     def __init__(self, cluster: Cluster, *args: str) -> None:
-        cmd = [str(cluster.bin_dir / "kubectl"), "-n", NS, "get", *args, "-w",
-               "--output-watch-events", "-o", "json"]
+        cmd = [
+            str(cluster.bin_dir / "kubectl"),
+            "-n",
+            NS,
+            "get",
+            *args,
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "json",
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=cluster.env)
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -107,8 +116,9 @@ class Audit:
                 t = datetime.fromisoformat(ev["requestReceivedTimestamp"]).timestamp()
                 if since <= t < until:
                     ref = ev.get("objectRef") or {}
-                    res = ref.get("resource", "?") + (f"/{ref['subresource']}"
-                                                       if ref.get("subresource") else "")
+                    res = ref.get("resource", "?") + (
+                        f"/{ref['subresource']}" if ref.get("subresource") else ""
+                    )
                     seen[ev["auditID"]] = f"{ev['verb']} {res}"
         return collections.Counter(seen.values())
 
@@ -148,8 +158,7 @@ def fmt(counts: collections.Counter[str]) -> str:
     return ", ".join(f"{k}: {n}" for k, n in counts.most_common()) or "none"
 
 
-def apply_all(cluster: Cluster, items: list[dict[str, Any]], appliers: int,
-              timeout: float) -> None:
+def apply_all(cluster: Cluster, items: list[dict[str, Any]], appliers: int, timeout: float) -> None:
     """`kubectl apply` of `items` by `appliers` kubectl processes at once, each a share: one
     kubectl makes its requests one after another (1,000 objects took it over 5 min on a
     loaded machine), so the burst would measure kubectl rather than the operator."""
@@ -158,8 +167,15 @@ def apply_all(cluster: Cluster, items: list[dict[str, Any]], appliers: int,
 
     def one(share: list[dict[str, Any]]) -> None:
         try:
-            cluster.kubectl("-n", NS, "apply", "-f", "-", timeout=timeout, input=json.dumps(
-                {"apiVersion": "v1", "kind": "List", "items": share}))
+            cluster.kubectl(
+                "-n",
+                NS,
+                "apply",
+                "-f",
+                "-",
+                timeout=timeout,
+                input=json.dumps({"apiVersion": "v1", "kind": "List", "items": share}),
+            )
         except BaseException as exc:  # re-raised below, in the caller's thread
             errors.append(exc)
 
@@ -173,16 +189,22 @@ def apply_all(cluster: Cluster, items: list[dict[str, Any]], appliers: int,
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--clusters", type=int, default=100)
-    ap.add_argument("--nodes", type=int, default=200,
-                    help="at least this many fake 8-GPU nodes (more when N needs them)")
+    ap.add_argument(
+        "--nodes",
+        type=int,
+        default=200,
+        help="at least this many fake 8-GPU nodes (more when N needs them)",
+    )
     ap.add_argument("--resync", type=float, default=60.0)
     ap.add_argument("--idle", type=float, default=120.0, help="seconds of idle measured")
     ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--appliers", type=int, default=8,
-                    help="kubectl processes applying the EPDClusters at once")
+    ap.add_argument(
+        "--appliers", type=int, default=8, help="kubectl processes applying the EPDClusters at once"
+    )
     ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args()
     # Tear the cluster down on SIGTERM too (the finally below), not only on Ctrl-C.
@@ -191,8 +213,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="epd-bench-"))
     policy = work / "audit-policy.yaml"
     policy.write_text(json.dumps(AUDIT_POLICY))
-    provider = KwokProvider(f"epd-bench-{int(time.time())}", work / "c", audit_policy=policy,
-                            service_cidr="10.96.0.0/16")
+    provider = KwokProvider(
+        f"epd-bench-{int(time.time())}",
+        work / "c",
+        audit_policy=policy,
+        service_cidr="10.96.0.0/16",
+    )
     cluster = provider.up()
     op: OperatorProcess | None = None
     watches: list[Watch] = []
@@ -206,24 +232,48 @@ def main() -> int:
         gpus = 0
         for role in sample["spec"]["roles"].values():
             par = (role or {}).get("parallelism") or {}
-            gpus += (role or {}).get("replicas", 1) * par.get("tensor", 1) * par.get(
-                "pipeline", 1) * par.get("data", 1)
+            gpus += (
+                (role or {}).get("replicas", 1)
+                * par.get("tensor", 1)
+                * par.get("pipeline", 1)
+                * par.get("data", 1)
+            )
         n_nodes = max(args.nodes, args.clusters * gpus // 8 + 2)
         nodes = [fake_gpu_node(f"bench-node-{i}", "zone-a") for i in range(n_nodes)]
-        cluster.kubectl("apply", "-f", "-", timeout=300, input=json.dumps(
-            {"apiVersion": "v1", "kind": "List", "items": nodes}))
+        cluster.kubectl(
+            "apply",
+            "-f",
+            "-",
+            timeout=300,
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}),
+        )
         cluster.kubectl("create", "namespace", NS)
         cluster.run(
-            "helm", "install", RELEASE, str(REPO / "charts" / "epd-operator"),
-            "--namespace", OP_NS, "--create-namespace", "--set", "replicas=0",
-            "--set", "webhook.enabled=false", "--set-json", f'watchNamespaces=["{NS}"]',
+            "helm",
+            "install",
+            RELEASE,
+            str(REPO / "charts" / "epd-operator"),
+            "--namespace",
+            OP_NS,
+            "--create-namespace",
+            "--set",
+            "replicas=0",
+            "--set",
+            "webhook.enabled=false",
+            "--set-json",
+            f'watchNamespaces=["{NS}"]',
             timeout=180,
         )
-        cluster.kubectl("wait", "--for=condition=Established",
-                        "crd/epdclusters.epd-operator.io", "--timeout=60s")
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd/epdclusters.epd-operator.io",
+            "--timeout=60s",
+        )
         kubeconfig = serviceaccount_kubeconfig(cluster, OP_NS, SA, work / "operator.kubeconfig")
-        op = OperatorProcess(kubeconfig, [NS], args.resync, work / "operator.log",
-                             workers=args.workers)
+        op = OperatorProcess(
+            kubeconfig, [NS], args.resync, work / "operator.log", workers=args.workers
+        )
         op.start()
         op.wait_healthy()
         assert op.proc is not None
@@ -262,8 +312,10 @@ def main() -> int:
                 obj = ev["object"]
                 name = obj["metadata"]["name"]
                 created.setdefault(name, t) if ev["type"] == "ADDED" else None
-                conds = {c["type"]: c["status"]
-                         for c in (obj.get("status") or {}).get("conditions") or []}
+                conds = {
+                    c["type"]: c["status"]
+                    for c in (obj.get("status") or {}).get("conditions") or []
+                }
                 if conds.get("Ready") == "True":
                     ready.setdefault(name, t)
             for t, ev in list(routers_w.events):
@@ -275,8 +327,10 @@ def main() -> int:
         clusters_w.stop()
         routers_w.stop()
         if len(ready) < args.clusters:
-            print(f"only {len(ready)}/{args.clusters} Ready after {args.timeout}s; "
-                  f"see {op.log_path}", file=sys.stderr)
+            print(
+                f"only {len(ready)}/{args.clusters} Ready after {args.timeout}s; see {op.log_path}",
+                file=sys.stderr,
+            )
             return 1
         to_applied = [applied[n] - created[n] for n in created if n in applied]
         to_ready = [ready[n] - created[n] for n in created if n in ready]
@@ -289,21 +343,30 @@ def main() -> int:
         create_req = audit.requests(wall0, wall1 + 0.5)
         n = args.clusters
         cr, cw = split(create_req)
-        print(f"operator benchmark: {n} EPDClusters (minimal sample, "
-              f"{len(sample['spec']['roles'])} roles + router), kwok with {n_nodes} nodes, "
-              f"workers={args.workers}, resync={args.resync:g}s")
-        print(f"  kubectl apply of all {n}: {apply_s:.2f}s; first create -> last Ready: "
-              f"{total_s:.2f}s; first create -> last children applied: {applied_total:.2f}s")
-        print(f"  create -> all children applied: p50 {pct(to_applied, .5):.2f}s  "
-              f"p99 {pct(to_applied, .99):.2f}s  (mean {statistics.mean(to_applied):.2f}s)")
-        print(f"  create -> Ready:                 p50 {pct(to_ready, .5):.2f}s  "
-              f"p99 {pct(to_ready, .99):.2f}s  (mean {statistics.mean(to_ready):.2f}s)")
-        print(f"  create wave: operator CPU {cpu_create:.1f}s ({cpu_create / n:.3f}s/object); "
-              f"API requests {cr + cw} ({(cr + cw) / n:.1f}/object: {cr / n:.1f} reads, "
-              f"{cw / n:.1f} writes); operator's write counter {writes_create:.0f}")
+        print(
+            f"operator benchmark: {n} EPDClusters (minimal sample, "
+            f"{len(sample['spec']['roles'])} roles + router), kwok with {n_nodes} nodes, "
+            f"workers={args.workers}, resync={args.resync:g}s"
+        )
+        print(
+            f"  kubectl apply of all {n}: {apply_s:.2f}s; first create -> last Ready: "
+            f"{total_s:.2f}s; first create -> last children applied: {applied_total:.2f}s"
+        )
+        print(
+            f"  create -> all children applied: p50 {pct(to_applied, 0.5):.2f}s  "
+            f"p99 {pct(to_applied, 0.99):.2f}s  (mean {statistics.mean(to_applied):.2f}s)"
+        )
+        print(
+            f"  create -> Ready:                 p50 {pct(to_ready, 0.5):.2f}s  "
+            f"p99 {pct(to_ready, 0.99):.2f}s  (mean {statistics.mean(to_ready):.2f}s)"
+        )
+        print(
+            f"  create wave: operator CPU {cpu_create:.1f}s ({cpu_create / n:.3f}s/object); "
+            f"API requests {cr + cw} ({(cr + cw) / n:.1f}/object: {cr / n:.1f} reads, "
+            f"{cw / n:.1f} writes); operator's write counter {writes_create:.0f}"
+        )
         print(f"    by verb: {fmt(create_req)}")
-        print(f"  operator RSS after the create wave: {op.rss_bytes() / 2**20:.1f} MiB",
-              flush=True)
+        print(f"  operator RSS after the create wave: {op.rss_bytes() / 2**20:.1f} MiB", flush=True)
 
         # Idle: nothing changes for `--idle` seconds; resync passes run meanwhile.
         cpu0, wall0, passes0 = cpu_seconds(pid), time.time(), op.reconciles("resync")
@@ -316,9 +379,11 @@ def main() -> int:
         idle_req = audit.requests(wall0, wall1)
         idle_lines = audit.lines(wall0, wall1)
         ir, iw = split(idle_req)
-        print(f"  idle {args.idle:g}s ({idle_passes:.0f} resync passes): operator CPU "
-              f"{cpu_idle:.2f}s; API requests {ir + iw} ({ir} reads, {iw} writes); operator's "
-              f"write counter {idle_writes:.0f}")
+        print(
+            f"  idle {args.idle:g}s ({idle_passes:.0f} resync passes): operator CPU "
+            f"{cpu_idle:.2f}s; API requests {ir + iw} ({ir} reads, {iw} writes); operator's "
+            f"write counter {idle_writes:.0f}"
+        )
         print(f"    by verb: {fmt(idle_req)}")
         for line in idle_lines:
             print(f"      {line}")
@@ -332,8 +397,10 @@ def main() -> int:
 
         def observed_all() -> bool:
             listed = json.loads(cluster.kubectl("-n", NS, "get", "epdc", "-o", "json").stdout)
-            return all((o.get("status") or {}).get("observedGeneration")
-                       == o["metadata"]["generation"] for o in listed["items"])
+            return all(
+                (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
+                for o in listed["items"]
+            )
 
         # Every new spec reconciled (kubectl's reads are not the operator's), then quiet.
         deadline = time.monotonic() + args.timeout
@@ -346,9 +413,11 @@ def main() -> int:
         update_req = audit.requests(wall0, wall1 + 0.5)
         rss, rss_peak = op.rss_bytes(), peak_rss(pid)
         ur, uw = split(update_req)
-        print(f"  update wave: operator CPU {cpu_update:.1f}s ({cpu_update / n:.3f}s/object); "
-              f"API requests {ur + uw} ({(ur + uw) / n:.1f}/object: {ur / n:.1f} reads, "
-              f"{uw / n:.1f} writes); operator's write counter {writes_update:.0f}")
+        print(
+            f"  update wave: operator CPU {cpu_update:.1f}s ({cpu_update / n:.3f}s/object); "
+            f"API requests {ur + uw} ({(ur + uw) / n:.1f}/object: {ur / n:.1f} reads, "
+            f"{uw / n:.1f} writes); operator's write counter {writes_update:.0f}"
+        )
         print(f"    by verb: {fmt(update_req)}")
         print(f"  operator RSS: {rss / 2**20:.1f} MiB now, {rss_peak / 2**20:.1f} MiB peak")
         return 0 if idle_writes == 0 else 1

@@ -61,11 +61,11 @@ def main() -> None:
     cluster = provider.up()
     try:
         for kind in (c.CRD_FILENAME, c.SCALER_CRD_FILENAME):
-            cluster.kubectl("apply", "--server-side", "-f",
-                            str(crdgen.targets(crdgen.repo_root(), kind)[0]))
+            cluster.kubectl(
+                "apply", "--server-side", "-f", str(crdgen.targets(crdgen.repo_root(), kind)[0])
+            )
         for crd in (c.CRD_NAME, c.SCALER_CRD_NAME):
-            cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}",
-                            "--timeout=60s")
+            cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
         cluster.kubectl("create", "namespace", NS)
         kube = Kube.from_environment(kubeconfig=str(cluster.kubeconfig))
         for i, shape in enumerate(args.shapes.split(",")):
@@ -75,8 +75,7 @@ def main() -> None:
 
 
 def get(cluster: Any, *what: str) -> dict[str, Any]:
-    out: dict[str, Any] = json.loads(cluster.kubectl("-n", NS, "get", *what, "-o",
-                                                     "json").stdout)
+    out: dict[str, Any] = json.loads(cluster.kubectl("-n", NS, "get", *what, "-o", "json").stdout)
     return out
 
 
@@ -84,8 +83,9 @@ def run_shape(cluster: Any, kube: Kube, name: str, shape: str, timeout: float) -
     replicas, unavailable = shape_spec(shape)
     obj = yaml.safe_load((REPO / "crds" / "samples" / "minimal-epd.yaml").read_text())
     obj["metadata"] = {"name": name, "namespace": NS}
-    obj["spec"]["roles"] = {r: {"replicas": n, "rollout": {"maxUnavailable": unavailable}}
-                            for r, n in replicas.items()}
+    obj["spec"]["roles"] = {
+        r: {"replicas": n, "rollout": {"maxUnavailable": unavailable}} for r, n in replicas.items()
+    }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
     memory = StatusMemory()
 
@@ -94,8 +94,10 @@ def run_shape(cluster: Any, kube: Kube, name: str, shape: str, timeout: float) -
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             reconcile(kube, get(cluster, "epdc", name), CFG, memory)
-            sets = {o["metadata"]["labels"][c.LABEL_ROLE]: o for o in get(
-                cluster, "sts", "-l", f"{c.LABEL_INSTANCE}={name}")["items"]}
+            sets = {
+                o["metadata"]["labels"][c.LABEL_ROLE]: o
+                for o in get(cluster, "sts", "-l", f"{c.LABEL_INSTANCE}={name}")["items"]
+            }
             status = get(cluster, "epdc", name).get("status") or {}
             seen.append({"t": time.monotonic(), "sets": sets, "status": status})
             if done(sets, status):
@@ -107,8 +109,16 @@ def run_shape(cluster: Any, kube: Kube, name: str, shape: str, timeout: float) -
         return bool(status.get("phase") == "Ready")
 
     settle_until(ready)
-    cluster.kubectl("-n", NS, "patch", "epdc", name, "--type=merge",
-                    "-p", json.dumps({"spec": {"image": {"tag": "bench-2"}}}))
+    cluster.kubectl(
+        "-n",
+        NS,
+        "patch",
+        "epdc",
+        name,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"image": {"tag": "bench-2"}}}),
+    )
     started = time.monotonic()
 
     def rolled(sets: dict[str, Any], status: dict[str, Any]) -> bool:
@@ -122,8 +132,10 @@ def run_shape(cluster: Any, kube: Kube, name: str, shape: str, timeout: float) -
     worst = {"at step boundaries": Fraction(0), "within a step": Fraction(0)}
     floor = dict(replicas)
     for s in seen:
-        want = {r: replicas[r] - o["spec"]["updateStrategy"]["rollingUpdate"]["partition"]
-                for r, o in s["sets"].items()}
+        want = {
+            r: replicas[r] - o["spec"]["updateStrategy"]["rollingUpdate"]["partition"]
+            for r, o in s["sets"].items()
+        }
         if not targets or want != targets[-1]:
             targets.append(want)
         st = {r: o.get("status") or {} for r, o in s["sets"].items()}
@@ -136,14 +148,20 @@ def run_shape(cluster: Any, kube: Kube, name: str, shape: str, timeout: float) -
         for r in replicas:
             floor[r] = min(floor[r], int(st[r].get("readyReplicas") or 0))
     bound = Fraction(1, min(replicas.values()))
-    print(f"{name} {'/'.join(map(str, replicas.values()))} maxUnavailable={unavailable}: "
-          f"{steps} steps in {took:.1f}s over {len(seen)} passes")
+    print(
+        f"{name} {'/'.join(map(str, replicas.values()))} maxUnavailable={unavailable}: "
+        f"{steps} steps in {took:.1f}s over {len(seen)} passes"
+    )
     print(f"  planner targets per step: {targets}")
     for when, value in worst.items():
-        print(f"  largest share difference between roles {when}: {float(value):.3f}"
-              f" (planner bound < {float(bound):.3f})")
-    print(f"  fewest ready pods per role: {floor} "
-          f"(floor R - maxUnavailable: { {r: n - unavailable for r, n in replicas.items()} })")
+        print(
+            f"  largest share difference between roles {when}: {float(value):.3f}"
+            f" (planner bound < {float(bound):.3f})"
+        )
+    print(
+        f"  fewest ready pods per role: {floor} "
+        f"(floor R - maxUnavailable: { {r: n - unavailable for r, n in replicas.items()} })"
+    )
     cluster.kubectl("-n", NS, "delete", "epdc", name, "--wait=false")
 
 

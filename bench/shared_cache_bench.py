@@ -46,8 +46,10 @@ def workload(n: int, repeat: float, seed: int) -> list[str]:
 
 def body(seed: str) -> dict[str, object]:
     url = "data:image/png;base64," + base64.b64encode(f"pixels:{seed}".encode() * 64).decode()
-    content = [{"type": "text", "text": "describe"},
-               {"type": "image_url", "image_url": {"url": url}}]
+    content = [
+        {"type": "text", "text": "describe"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
     return {"messages": [{"role": "user", "content": content}], "max_tokens": 1, "stream": False}
 
 
@@ -63,8 +65,9 @@ async def drive(urls: list[str], images: list[str], concurrency: int) -> float:
         async def worker() -> None:
             while queue:
                 i, image = queue.pop(0)
-                async with http.post(urls[i % len(urls)] + "/v1/chat/completions",
-                                     json=body(image)) as resp:
+                async with http.post(
+                    urls[i % len(urls)] + "/v1/chat/completions", json=body(image)
+                ) as resp:
                     assert resp.status == 200, await resp.text()
                     await resp.read()
 
@@ -91,7 +94,10 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float:
 def run(store: bool, args: argparse.Namespace, images: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="shared-cache-bench-") as tmp:
         cluster = LocalCluster(
-            Path(tmp), encoders=2, decodes=1, shared_store=store,
+            Path(tmp),
+            encoders=2,
+            decodes=1,
+            shared_store=store,
             sim_args={"encoder": ["--encode-delay-s", str(args.encode_delay_s)]},
         )
         with cluster:
@@ -104,10 +110,18 @@ def run(store: bool, args: argparse.Namespace, images: list[str]) -> dict[str, f
     def total(name: str) -> float:
         return sum(v for m in samples for k, v in m.items() if k == name)
 
-    edges = sorted({float(k.split("le=")[1].rstrip("}")) for m in samples for k in m
-                    if k.startswith("epd_sim_store_get_seconds_bucket")})
-    buckets = [(e, sum(m.get(f"epd_sim_store_get_seconds_bucket{{le={_le(e)}}}", 0)
-                       for m in samples)) for e in edges]
+    edges = sorted(
+        {
+            float(k.split("le=")[1].rstrip("}"))
+            for m in samples
+            for k in m
+            if k.startswith("epd_sim_store_get_seconds_bucket")
+        }
+    )
+    buckets = [
+        (e, sum(m.get(f"epd_sim_store_get_seconds_bucket{{le={_le(e)}}}", 0) for m in samples))
+        for e in edges
+    ]
     hits = total("epd_sim_store_lookups_total{outcome=hit}")
     misses = total("epd_sim_store_lookups_total{outcome=miss}")
     encodes = total("epd_sim_encoded_items_total")
@@ -136,16 +150,22 @@ def main() -> None:
     args = p.parse_args()
     images = workload(args.requests, args.repeat, args.seed)
     repeats = len(images) - len(set(images))
-    print(f"{args.requests} requests, {repeats} repeats ({repeats / len(images):.0%}), "
-          f"2 encoders round robin, concurrency {args.concurrency}, "
-          f"encode delay {args.encode_delay_s * 1000:g} ms, 1 MiB output per image")
-    print(f"{'mode':<10}{'req/s':>8}{'encodes':>9}{'avoided':>9}{'hit rate':>10}"
-          f"{'CPU ms/req':>12}{'GET p50 ms':>12}{'GET p99 ms':>12}")
+    print(
+        f"{args.requests} requests, {repeats} repeats ({repeats / len(images):.0%}), "
+        f"2 encoders round robin, concurrency {args.concurrency}, "
+        f"encode delay {args.encode_delay_s * 1000:g} ms, 1 MiB output per image"
+    )
+    print(
+        f"{'mode':<10}{'req/s':>8}{'encodes':>9}{'avoided':>9}{'hit rate':>10}"
+        f"{'CPU ms/req':>12}{'GET p50 ms':>12}{'GET p99 ms':>12}"
+    )
     for store in (False, True):
         r = run(store, args, images)
-        print(f"{'store' if store else 'no store':<10}{r['req_s']:>8.1f}{r['encodes']:>9.0f}"
-              f"{r['avoided']:>9.0f}{r['hit_rate']:>10.1%}{r['cpu_ms_per_req']:>12.2f}"
-              f"{r['get_p50_ms']:>12.2f}{r['get_p99_ms']:>12.2f}")
+        print(
+            f"{'store' if store else 'no store':<10}{r['req_s']:>8.1f}{r['encodes']:>9.0f}"
+            f"{r['avoided']:>9.0f}{r['hit_rate']:>10.1%}{r['cpu_ms_per_req']:>12.2f}"
+            f"{r['get_p50_ms']:>12.2f}{r['get_p99_ms']:>12.2f}"
+        )
 
 
 if __name__ == "__main__":

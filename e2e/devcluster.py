@@ -70,8 +70,11 @@ def up(wait: bool) -> int:
         operator = start_operator(cluster)
         apply_sample(cluster)
         if wait:
-            print("\nEverything is up. Press Ctrl-C to tear it down "
-                  "(or run: python -m e2e.devcluster down).", flush=True)
+            print(
+                "\nEverything is up. Press Ctrl-C to tear it down "
+                "(or run: python -m e2e.devcluster down).",
+                flush=True,
+            )
             stop.wait()
     finally:
         if wait:
@@ -84,20 +87,38 @@ def up(wait: bool) -> int:
 def start_operator(cluster: Cluster) -> OperatorProcess:
     """`helm install` the chart, then run the operator here as the chart's ServiceAccount."""
     cluster.run(
-        "helm", "install", RELEASE, str(REPO / "charts" / "epd-operator"),
-        "--namespace", OPERATOR_NS, "--create-namespace",
-        "--set", "replicas=0", "--wait", "--timeout", "60s",
+        "helm",
+        "install",
+        RELEASE,
+        str(REPO / "charts" / "epd-operator"),
+        "--namespace",
+        OPERATOR_NS,
+        "--create-namespace",
+        "--set",
+        "replicas=0",
+        "--wait",
+        "--timeout",
+        "60s",
     )
     print(f"helm: release {RELEASE} installed in namespace {OPERATOR_NS}", flush=True)
     sa = cluster.kubectl(
-        "get", "serviceaccount", "-n", OPERATOR_NS,
-        "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "jsonpath={.items[0].metadata.name}",
+        "get",
+        "serviceaccount",
+        "-n",
+        OPERATOR_NS,
+        "-l",
+        f"app.kubernetes.io/instance={RELEASE}",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
     ).stdout.strip()
     kubeconfig = serviceaccount_kubeconfig(
         cluster, OPERATOR_NS, sa, WORKDIR / "operator.kubeconfig"
     )
     operator = OperatorProcess(
-        kubeconfig, namespaces=[], resync_seconds=30, log_path=WORKDIR / "operator.log",
+        kubeconfig,
+        namespaces=[],
+        resync_seconds=30,
+        log_path=WORKDIR / "operator.log",
         extra_env={"EPD_OPERATOR_ENGINE_MODE": "sim"},
     )
     operator.start()
@@ -105,8 +126,11 @@ def start_operator(cluster: Cluster) -> OperatorProcess:
     # `down` from another shell stops an operator that `up --no-wait` left running.
     PIDFILE.write_text(str(operator.proc.pid))
     operator.wait_healthy()
-    print(f"operator: running as serviceaccount {OPERATOR_NS}/{sa} "
-          f"(log: {operator.log_path}, metrics: 127.0.0.1:{operator.metrics_port})", flush=True)
+    print(
+        f"operator: running as serviceaccount {OPERATOR_NS}/{sa} "
+        f"(log: {operator.log_path}, metrics: 127.0.0.1:{operator.metrics_port})",
+        flush=True,
+    )
     return operator
 
 
@@ -127,11 +151,19 @@ def stop_recorded_operator() -> None:
 
 def apply_sample(cluster: Cluster) -> None:
     cluster.kubectl("apply", "-n", SAMPLE_NS, "-f", str(SAMPLE))
-    name = cluster.kubectl("get", "-n", SAMPLE_NS, "-f", str(SAMPLE),
-                           "-o", "jsonpath={.metadata.name}").stdout.strip()
+    name = cluster.kubectl(
+        "get", "-n", SAMPLE_NS, "-f", str(SAMPLE), "-o", "jsonpath={.metadata.name}"
+    ).stdout.strip()
     print(f"sample: {SAMPLE.relative_to(REPO)} applied; waiting for Ready", flush=True)
-    cluster.kubectl("wait", "-n", SAMPLE_NS, "--for=condition=Ready", f"epdc/{name}",
-                    "--timeout=180s", timeout=200)
+    cluster.kubectl(
+        "wait",
+        "-n",
+        SAMPLE_NS,
+        "--for=condition=Ready",
+        f"epdc/{name}",
+        "--timeout=180s",
+        timeout=200,
+    )
     print(cluster.kubectl("get", "epdc", "-n", SAMPLE_NS).stdout)
     print(cluster.kubectl("get", "pods", "-n", SAMPLE_NS, "-o", "wide").stdout, flush=True)
 
@@ -145,12 +177,18 @@ def down() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m e2e.devcluster", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m e2e.devcluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up", help="create the cluster and keep it until Ctrl-C")
-    p_up.add_argument("--no-wait", action="store_true",
-                      help="leave the cluster running and return (tear down with `down`)")
+    p_up.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="leave the cluster running and return (tear down with `down`)",
+    )
     sub.add_parser("down", help="delete the dev cluster")
     args = parser.parse_args(argv)
     try:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from e2e.providers import Cluster, build_images
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
 
 def free_port() -> int:
@@ -41,23 +41,34 @@ def serviceaccount_kubeconfig(
 ) -> Path:
     """A kubeconfig for the cluster's API server that authenticates as ServiceAccount
     `namespace/name` with a bound token (`kubectl create token`)."""
-    token = cluster.kubectl("-n", namespace, "create", "token", name,
-                            f"--duration={duration}").stdout.strip()
-    view = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "--flatten",
-                                      "-o", "json").stdout)
+    token = cluster.kubectl(
+        "-n", namespace, "create", "token", name, f"--duration={duration}"
+    ).stdout.strip()
+    view = json.loads(
+        cluster.kubectl("config", "view", "--raw", "--minify", "--flatten", "-o", "json").stdout
+    )
     server = view["clusters"][0]["cluster"]
-    entry = {k: v for k, v in server.items()
-             if k in ("server", "certificate-authority-data", "insecure-skip-tls-verify",
-                      "tls-server-name")}
+    entry = {
+        k: v
+        for k, v in server.items()
+        if k
+        in ("server", "certificate-authority-data", "insecure-skip-tls-verify", "tls-server-name")
+    }
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "c", "cluster": entry}],
-        "users": [{"name": f"system:serviceaccount:{namespace}:{name}",
-                   "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {
-            "cluster": "c", "user": f"system:serviceaccount:{namespace}:{name}",
-            "namespace": namespace}}],
+        "users": [{"name": f"system:serviceaccount:{namespace}:{name}", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "sa",
+                "context": {
+                    "cluster": "c",
+                    "user": f"system:serviceaccount:{namespace}:{name}",
+                    "namespace": namespace,
+                },
+            }
+        ],
         "current-context": "sa",
     }
     path.write_text(json.dumps(config))
@@ -85,12 +96,14 @@ class _OperatorMetrics(abc.ABC):
         """Each way of running the operator reaches its endpoint differently."""
 
     def writes(self) -> float:
-        return sum(v for k, v in self.metrics().items()
-                   if k.startswith("epd_operator_api_writes_total{"))
+        return sum(
+            v for k, v in self.metrics().items() if k.startswith("epd_operator_api_writes_total{")
+        )
 
     def reconciles(self, trigger: str) -> float:
         return self.metrics().get(
-            f'epd_operator_reconcile_duration_seconds_count{{trigger="{trigger}"}}', 0.0)
+            f'epd_operator_reconcile_duration_seconds_count{{trigger="{trigger}"}}', 0.0
+        )
 
 
 class OperatorProcess(_OperatorMetrics):
@@ -118,10 +131,16 @@ class OperatorProcess(_OperatorMetrics):
         self.starts = 0
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "epd_operator",
-               f"--resync-seconds={self.resync_seconds}", f"--workers={self.workers}",
-               f"--metrics-port={self.metrics_port}", f"--health-port={self.health_port}",
-               "--bind-address=127.0.0.1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "epd_operator",
+            f"--resync-seconds={self.resync_seconds}",
+            f"--workers={self.workers}",
+            f"--metrics-port={self.metrics_port}",
+            f"--health-port={self.health_port}",
+            "--bind-address=127.0.0.1",
+        ]
         cmd += [f"--namespace={ns}" for ns in self.namespaces]
         return cmd + self.extra_args
 
@@ -137,8 +156,9 @@ class OperatorProcess(_OperatorMetrics):
         log = self.log_path.open("ab")
         log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
         log.flush()
-        self.proc = subprocess.Popen(self.command(), env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
 
     def healthz(self) -> int:
@@ -208,8 +228,9 @@ class InClusterOperator(_OperatorMetrics):
     apiserver's service proxy, so no port-forward is needed.
     """
 
-    def __init__(self, cluster: Cluster, namespace: str, release_fullname: str,
-                 metrics_port: int = 8080) -> None:
+    def __init__(
+        self, cluster: Cluster, namespace: str, release_fullname: str, metrics_port: int = 8080
+    ) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.name = release_fullname
@@ -220,28 +241,54 @@ class InClusterOperator(_OperatorMetrics):
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 180) -> None:
-        self.cluster.kubectl("-n", self.namespace, "rollout", "status", f"deploy/{self.name}",
-                             f"--timeout={int(timeout)}s", timeout=timeout + 10)
-        self.cluster.kubectl("-n", self.namespace, "wait", "--for=condition=Ready", "pod",
-                             "-l", "app.kubernetes.io/component=operator",
-                             f"--timeout={int(timeout)}s", timeout=timeout + 10)
+        self.cluster.kubectl(
+            "-n",
+            self.namespace,
+            "rollout",
+            "status",
+            f"deploy/{self.name}",
+            f"--timeout={int(timeout)}s",
+            timeout=timeout + 10,
+        )
+        self.cluster.kubectl(
+            "-n",
+            self.namespace,
+            "wait",
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            "app.kubernetes.io/component=operator",
+            f"--timeout={int(timeout)}s",
+            timeout=timeout + 10,
+        )
 
     def kill(self) -> None:
-        self.cluster.kubectl("-n", self.namespace, "delete", "pod", "-l",
-                             "app.kubernetes.io/component=operator", "--grace-period=0",
-                             "--force", "--wait=false")
+        self.cluster.kubectl(
+            "-n",
+            self.namespace,
+            "delete",
+            "pod",
+            "-l",
+            "app.kubernetes.io/component=operator",
+            "--grace-period=0",
+            "--force",
+            "--wait=false",
+        )
 
     def stop(self) -> None:
         return None  # helm uninstall removes it
 
     def metrics(self) -> dict[str, float]:
-        path = (f"/api/v1/namespaces/{self.namespace}/services/"
-                f"{self.name}-metrics:{self.metrics_port}/proxy/metrics")
+        path = (
+            f"/api/v1/namespaces/{self.namespace}/services/"
+            f"{self.name}-metrics:{self.metrics_port}/proxy/metrics"
+        )
         return parse_metrics(self.cluster.kubectl("get", "--raw", path).stdout)
 
     def log_tail(self, lines: int = 40) -> str:
-        proc = self.cluster.kubectl("-n", self.namespace, "logs", f"deploy/{self.name}",
-                                    f"--tail={lines}", check=False)
+        proc = self.cluster.kubectl(
+            "-n", self.namespace, "logs", f"deploy/{self.name}", f"--tail={lines}", check=False
+        )
         return proc.stdout + proc.stderr
 
 
@@ -250,6 +297,5 @@ def build_and_load_images(cluster: Cluster) -> str:
     with podman without a registry, cached) loaded into the cluster's nodes with `kind load
     image-archive`. Returns the image reference."""
     archive, image = build_images()["epd"]
-    cluster.run("kind", "load", "image-archive", str(archive), "--name", cluster.name,
-                timeout=600)
+    cluster.run("kind", "load", "image-archive", str(archive), "--name", cluster.name, timeout=600)
     return image

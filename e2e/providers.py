@@ -104,13 +104,16 @@ class Cluster:
         exe = self.bin_dir / tool
         cmd = [str(exe if exe.exists() else tool), *args]
         proc = subprocess.run(
-            cmd, input=input, capture_output=True, text=True, env=self.env,
-            timeout=timeout, check=False,
+            cmd,
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
         )
         if check and proc.returncode != 0:
-            raise ProviderError(
-                f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr.strip()}"
-            )
+            raise ProviderError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr.strip()}")
         return proc
 
     def kubectl(
@@ -179,8 +182,14 @@ class KwokProvider:
 
     name = "kwok"
 
-    def __init__(self, cluster_name: str, workdir: Path, nodes: int = 4,
-                 audit_policy: Path | None = None, service_cidr: str | None = None) -> None:
+    def __init__(
+        self,
+        cluster_name: str,
+        workdir: Path,
+        nodes: int = 4,
+        audit_policy: Path | None = None,
+        service_cidr: str | None = None,
+    ) -> None:
         self.cluster_name = cluster_name
         self.workdir = workdir
         self.nodes = nodes
@@ -215,24 +224,42 @@ class KwokProvider:
         # (parallel sessions) were seen to pick the same "random" apiserver port.
         ports = free_ports(5)
         self._kwokctl(
-            "create", "cluster",
-            "--runtime", "binary",
-            "--kubeconfig", str(self.kubeconfig),
-            "--kube-apiserver-binary", str(b / "kube-apiserver"),
-            "--kube-controller-manager-binary", str(b / "kube-controller-manager"),
-            "--kube-scheduler-binary", str(b / "kube-scheduler"),
-            "--etcd-binary", str(b / "etcd"),
-            "--kwok-controller-binary", str(b / "kwok"),
-            "--kube-apiserver-port", str(ports[0]),
-            "--etcd-port", str(ports[1]),
-            "--kube-controller-manager-port", str(ports[2]),
-            "--kube-scheduler-port", str(ports[3]),
-            "--controller-port", str(ports[4]),
-            "--timeout", "90s",
-            "--wait", "60s",
+            "create",
+            "cluster",
+            "--runtime",
+            "binary",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--kube-apiserver-binary",
+            str(b / "kube-apiserver"),
+            "--kube-controller-manager-binary",
+            str(b / "kube-controller-manager"),
+            "--kube-scheduler-binary",
+            str(b / "kube-scheduler"),
+            "--etcd-binary",
+            str(b / "etcd"),
+            "--kwok-controller-binary",
+            str(b / "kwok"),
+            "--kube-apiserver-port",
+            str(ports[0]),
+            "--etcd-port",
+            str(ports[1]),
+            "--kube-controller-manager-port",
+            str(ports[2]),
+            "--kube-scheduler-port",
+            str(ports[3]),
+            "--controller-port",
+            str(ports[4]),
+            "--timeout",
+            "90s",
+            "--wait",
+            "60s",
             *(["--kube-audit-policy", str(self.audit_policy)] if self.audit_policy else []),
-            *(["--extra-args", f"kube-apiserver=service-cluster-ip-range={self.service_cidr}"]
-              if self.service_cidr else []),
+            *(
+                ["--extra-args", f"kube-apiserver=service-cluster-ip-range={self.service_cidr}"]
+                if self.service_cidr
+                else []
+            ),
             timeout=150,
         )
 
@@ -252,19 +279,25 @@ class KwokProvider:
                 log.warning("kwok cluster create failed (attempt %d): %s", attempt, exc)
                 self.down()
                 if attempt == 2:
-                    raise ProviderError(f"kwok cluster {self.cluster_name} did not come up: "
-                                        f"{exc}") from exc
+                    raise ProviderError(
+                        f"kwok cluster {self.cluster_name} did not come up: {exc}"
+                    ) from exc
         cluster = Cluster(self.name, self.cluster_name, self.kubeconfig, self.bins, self.env)
         zones = ["zone-a", "zone-b"]
         nodes = [fake_gpu_node(f"gpu-node-{i}", zones[i % 2]) for i in range(self.nodes)]
         cluster.kubectl(
-            "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                  "items": nodes})
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}),
         )
         wait_nodes_ready(cluster, len(nodes))
         # The default ServiceAccount must exist before pods can be created in a namespace.
-        wait_for(lambda: cluster.kubectl("get", "sa", "default", check=False).returncode == 0,
-                 60, "ServiceAccount default/default")
+        wait_for(
+            lambda: cluster.kubectl("get", "sa", "default", check=False).returncode == 0,
+            60,
+            "ServiceAccount default/default",
+        )
         log.info("kwok cluster %s up in %.1fs", self.cluster_name, time.monotonic() - started)
         return cluster
 
@@ -302,8 +335,11 @@ class KindProvider:
     @staticmethod
     def available() -> str | None:
         """None when kind can run here, else the reason it cannot."""
-        return "no Docker engine answers and podman is not installed" if kind_engine() is None \
+        return (
+            "no Docker engine answers and podman is not installed"
+            if kind_engine() is None
             else None
+        )
 
     def _kind(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bins / "kind"), *args]
@@ -327,41 +363,69 @@ class KindProvider:
             image = ["--image", build_node_image()[1]]
             self._kind_network_with_dns()
         config = self.workdir / "kind-config.yaml"
-        config.write_text(yaml.safe_dump(kind_config(
-            yaml.safe_load(KIND_CONFIG.read_text()),
-            offline_node_image=self.engine.offline_node_image,
-            cgroup_v1=not Path("/sys/fs/cgroup/cgroup.controllers").exists(),
-        )))
-        self._kind(
-            "create", "cluster", "--name", self.cluster_name, "--config", str(config),
-            "--kubeconfig", str(self.kubeconfig), "--wait", "180s", *image, timeout=900,
+        config.write_text(
+            yaml.safe_dump(
+                kind_config(
+                    yaml.safe_load(KIND_CONFIG.read_text()),
+                    offline_node_image=self.engine.offline_node_image,
+                    cgroup_v1=not Path("/sys/fs/cgroup/cgroup.controllers").exists(),
+                )
+            )
         )
-        log.info("kind cluster %s created in %.1fs", self.cluster_name,
-                 time.monotonic() - started)
+        self._kind(
+            "create",
+            "cluster",
+            "--name",
+            self.cluster_name,
+            "--config",
+            str(config),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--wait",
+            "180s",
+            *image,
+            timeout=900,
+        )
+        log.info("kind cluster %s created in %.1fs", self.cluster_name, time.monotonic() - started)
         cluster = Cluster(self.name, self.cluster_name, self.kubeconfig, self.bins, self.env)
         # Both nodes run workloads (the control-plane node stands in for a second GPU server).
-        cluster.kubectl("taint", "nodes", "--all", "node-role.kubernetes.io/control-plane-",
-                        check=False)
+        cluster.kubectl(
+            "taint", "nodes", "--all", "node-role.kubernetes.io/control-plane-", check=False
+        )
         advertise_extended_resources(cluster)
         wait_nodes_ready(cluster, 2, timeout=180)
-        wait_for(lambda: cluster.kubectl("get", "sa", "default", check=False).returncode == 0,
-                 60, "ServiceAccount default/default")
+        wait_for(
+            lambda: cluster.kubectl("get", "sa", "default", check=False).returncode == 0,
+            60,
+            "ServiceAccount default/default",
+        )
         return cluster
 
     def _kind_network_with_dns(self) -> None:
         """kind reuses the podman network `kind`; one made before podman's DNS plugin was
         installed resolves no node names (`kubeadm join` then fails): drop it when no
         container uses it, so kind makes it again with DNS."""
-        inspect = subprocess.run(["podman", "network", "inspect", "kind"], capture_output=True,
-                                 text=True, env=self.env, check=False)
+        inspect = subprocess.run(
+            ["podman", "network", "inspect", "kind"],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=False,
+        )
         if inspect.returncode != 0 or json.loads(inspect.stdout)[0].get("dns_enabled", True):
             return
-        users = subprocess.run(["podman", "ps", "-aq", "--filter", "network=kind"],
-                               capture_output=True, text=True, env=self.env, check=False)
+        users = subprocess.run(
+            ["podman", "ps", "-aq", "--filter", "network=kind"],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=False,
+        )
         if users.returncode == 0 and not users.stdout.strip():
             log.warning("recreating the podman network 'kind' with DNS")
-            subprocess.run(["podman", "network", "rm", "kind"], capture_output=True,
-                           env=self.env, check=False)
+            subprocess.run(
+                ["podman", "network", "rm", "kind"], capture_output=True, env=self.env, check=False
+            )
 
     def load_archive(self, archive: Path) -> None:
         """Load an image archive (`podman save` / `docker save`) into every node."""
@@ -394,34 +458,40 @@ class KindEngine:
 def kind_engine() -> KindEngine | None:
     """Docker when its engine answers, else podman when installed, else None."""
     docker = shutil.which("docker")
-    if docker is not None and subprocess.run([docker, "info"], capture_output=True,
-                                             check=False).returncode == 0:
+    if (
+        docker is not None
+        and subprocess.run([docker, "info"], capture_output=True, check=False).returncode == 0
+    ):
         return KindEngine("docker", {}, offline_node_image=False)
     if shutil.which("podman") is None:
         return None
-    proc = subprocess.run([str(BUILD_IMAGES), "--env"], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run([str(BUILD_IMAGES), "--env"], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise ProviderError(f"hack/build-images.sh --env failed:\n{proc.stderr.strip()}")
     env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-    return KindEngine("podman", {"KIND_EXPERIMENTAL_PROVIDER": "podman", **env},
-                      offline_node_image=True)
+    return KindEngine(
+        "podman", {"KIND_EXPERIMENTAL_PROVIDER": "podman", **env}, offline_node_image=True
+    )
 
 
 # The image repository of our offline node image's kubeadm images (hack/build-node-image.sh).
 NODE_IMAGE_REPOSITORY = "localhost/kind"
 
 
-def kind_config(base: dict[str, Any], *, offline_node_image: bool,
-                cgroup_v1: bool) -> dict[str, Any]:
+def kind_config(
+    base: dict[str, Any], *, offline_node_image: bool, cgroup_v1: bool
+) -> dict[str, Any]:
     """e2e/kind-config.yaml plus what this host and node image need: kubeadm's images from our
     node image's repository, and a kubelet that still starts on a cgroup v1 host (1.36 refuses
     one unless told not to)."""
     config = dict(base)
     patches = list(config.get("kubeadmConfigPatches", []))
     if offline_node_image:
-        patches.append(yaml.safe_dump({"kind": "ClusterConfiguration",
-                                       "imageRepository": NODE_IMAGE_REPOSITORY}))
+        patches.append(
+            yaml.safe_dump(
+                {"kind": "ClusterConfiguration", "imageRepository": NODE_IMAGE_REPOSITORY}
+            )
+        )
     if cgroup_v1:
         patches.append(yaml.safe_dump({"kind": "KubeletConfiguration", "failCgroupV1": False}))
     if patches:
@@ -545,8 +615,9 @@ def wait_nodes_ready(cluster: Cluster, count: int, timeout: float = 60) -> None:
     wait_for(ready, timeout, f"{count} Ready nodes")
 
 
-def node_capacity_table(cluster: Cluster, resources: Sequence[str] = (GPU_RESOURCE,
-                                                                     RDMA_RESOURCE)) -> str:
+def node_capacity_table(
+    cluster: Cluster, resources: Sequence[str] = (GPU_RESOURCE, RDMA_RESOURCE)
+) -> str:
     """A printable table of nodes with their GPU and RDMA allocatable (for the dev command)."""
     items = cluster.get_json("nodes")["items"]
     assert isinstance(items, list)

@@ -194,8 +194,7 @@ def test_garbage_collector_deletes_owned_children(cluster: Cluster, ns: str) -> 
     cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(child))
     cluster.kubectl("delete", "configmap", "owner", "-n", ns)
     wait_for(
-        lambda: cluster.kubectl("get", "configmap", "child", "-n", ns, check=False).returncode
-        != 0,
+        lambda: cluster.kubectl("get", "configmap", "child", "-n", ns, check=False).returncode != 0,
         60,
         "the garbage collector to delete configmap child",
     )
@@ -206,14 +205,26 @@ def test_garbage_collector_deletes_owned_children(cluster: Cluster, ns: str) -> 
 def test_server_side_apply_conflicts_and_force(cluster: Cluster, ns: str) -> None:
     def cm(value: str) -> str:
         return json.dumps(
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"},
-             "data": {"key": value}}
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "shared"},
+                "data": {"key": value},
+            }
         )
 
     def apply(manager: str, value: str, *extra: str) -> tuple[int, str]:
         proc = cluster.kubectl(
-            "apply", "--server-side", f"--field-manager={manager}", "-n", ns, *extra, "-f", "-",
-            input=cm(value), check=False,
+            "apply",
+            "--server-side",
+            f"--field-manager={manager}",
+            "-n",
+            ns,
+            *extra,
+            "-f",
+            "-",
+            input=cm(value),
+            check=False,
         )
         return proc.returncode, proc.stderr
 
@@ -231,8 +242,6 @@ def test_server_side_apply_conflicts_and_force(cluster: Cluster, ns: str) -> Non
     meta = obj["metadata"]
     assert isinstance(meta, dict)
     owners = {
-        m["manager"]
-        for m in meta["managedFields"]
-        if "f:key" in json.dumps(m.get("fieldsV1", {}))
+        m["manager"] for m in meta["managedFields"] if "f:key" in json.dumps(m.get("fieldsV1", {}))
     }
     assert owners == {"bob"}

@@ -31,10 +31,12 @@ pytestmark = pytest.mark.kind
 CHART = REPO / "charts" / "epd-operator"
 
 
-def podman(*args: str, env: dict[str, str], timeout: float = 120,
-           check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["podman", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, check=False)
+def podman(
+    *args: str, env: dict[str, str], timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        ["podman", *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
     return proc
@@ -58,8 +60,9 @@ def image(podman_env: dict[str, str]) -> str:
     return ref
 
 
-def test_image_config_matches_what_the_chart_expects(image: str,
-                                                     podman_env: dict[str, str]) -> None:
+def test_image_config_matches_what_the_chart_expects(
+    image: str, podman_env: dict[str, str]
+) -> None:
     info = json.loads(podman("image", "inspect", image, env=podman_env).stdout)[0]
     config = info["Config"]
     values = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -77,22 +80,26 @@ ENTRY_POINTS = [
     (["epd-router", "--help"], "usage"),
     (["epd-engine", "--help"], "usage"),
     (["epdctl", "--help"], "usage"),
-    (["python3", "-c", "from mooncake.engine import TransferEngine; print(TransferEngine)"],
-     "TransferEngine"),
+    (
+        ["python3", "-c", "from mooncake.engine import TransferEngine; print(TransferEngine)"],
+        "TransferEngine",
+    ),
     (["id", "-u"], "10001"),
 ]
 
 
 @pytest.mark.parametrize(("argv", "expected"), ENTRY_POINTS)
-def test_entry_points_run_as_the_non_root_user(image: str, podman_env: dict[str, str],
-                                               argv: list[str], expected: str) -> None:
+def test_entry_points_run_as_the_non_root_user(
+    image: str, podman_env: dict[str, str], argv: list[str], expected: str
+) -> None:
     proc = podman("run", "--rm", "--network=none", image, *argv, env=podman_env)
     assert expected in proc.stdout, proc.stdout
 
 
 @pytest.fixture
-def operator_container(image: str, podman_env: dict[str, str], cluster: Cluster,
-                       tmp_path: Path) -> Iterator[tuple[str, int, int]]:
+def operator_container(
+    image: str, podman_env: dict[str, str], cluster: Cluster, tmp_path: Path
+) -> Iterator[tuple[str, int, int]]:
     # A self-contained kubeconfig the container's user (10001) can read; host network so the
     # container reaches the session cluster's API server as this machine does.
     view = cluster.kubectl("config", "view", "--raw", "--minify", "--flatten").stdout
@@ -103,10 +110,24 @@ def operator_container(image: str, podman_env: dict[str, str], cluster: Cluster,
         cluster.kubectl("apply", "--server-side", "-f", str(crd))
     metrics_port, health_port = free_port(), free_port()
     name = f"epd-image-test-{metrics_port}"
-    podman("run", "-d", "--name", name, "--network=host", "-v", f"{kc}:/kube/config:ro",
-           "-e", "KUBECONFIG=/kube/config", image, "epd-operator",
-           f"--metrics-port={metrics_port}", f"--health-port={health_port}",
-           "--bind-address=127.0.0.1", "--namespace=epd-image-test", env=podman_env)
+    podman(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network=host",
+        "-v",
+        f"{kc}:/kube/config:ro",
+        "-e",
+        "KUBECONFIG=/kube/config",
+        image,
+        "epd-operator",
+        f"--metrics-port={metrics_port}",
+        f"--health-port={health_port}",
+        "--bind-address=127.0.0.1",
+        "--namespace=epd-image-test",
+        env=podman_env,
+    )
     try:
         yield name, metrics_port, health_port
     finally:

@@ -54,14 +54,32 @@ def operator(kind: Cluster, image: str) -> Iterator[str]:
     # The chart makes a Role in each watched namespace: they exist first.
     kind.kubectl("create", "namespace", NS)
     kind.run(
-        "helm", "install", RELEASE, str(REPO / "charts" / "epd-operator"),
-        "--namespace", OP_NS, "--create-namespace",
-        "--set", "replicas=1", "--set", f"image.repository={repository}",
-        "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-        "--set", f"engine.image={image}", "--set", "engine.mode=sim",
-        "--set", "engine.pullPolicy=Never",
-        "--set-json", f'watchNamespaces=["{NS}"]',
-        "--wait", "--timeout", "240s",
+        "helm",
+        "install",
+        RELEASE,
+        str(REPO / "charts" / "epd-operator"),
+        "--namespace",
+        OP_NS,
+        "--create-namespace",
+        "--set",
+        "replicas=1",
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        f"engine.image={image}",
+        "--set",
+        "engine.mode=sim",
+        "--set",
+        "engine.pullPolicy=Never",
+        "--set-json",
+        f'watchNamespaces=["{NS}"]',
+        "--wait",
+        "--timeout",
+        "240s",
         timeout=300,
     )
     try:
@@ -72,9 +90,11 @@ def operator(kind: Cluster, image: str) -> Iterator[str]:
 
 
 def test_operator_runs_in_cluster_under_its_serviceaccount(kind: Cluster, operator: str) -> None:
-    pods = json.loads(kind.kubectl("-n", OP_NS, "get", "pods", "-l",
-                                   "app.kubernetes.io/component=operator", "-o",
-                                   "json").stdout)["items"]
+    pods = json.loads(
+        kind.kubectl(
+            "-n", OP_NS, "get", "pods", "-l", "app.kubernetes.io/component=operator", "-o", "json"
+        ).stdout
+    )["items"]
     assert len(pods) == 1
     pod = pods[0]
     assert pod["spec"]["serviceAccountName"] == operator
@@ -85,6 +105,7 @@ def test_operator_runs_in_cluster_under_its_serviceaccount(kind: Cluster, operat
 
 def epd_cluster(encoder_node: str, decode_node: str) -> dict[str, Any]:
     """E/PD with encoder outputs over Mooncake TCP, the two roles pinned to different nodes."""
+
     def on(node: str) -> dict[str, Any]:
         return {"replicas": 1, "nodeSelector": {"kubernetes.io/hostname": node}}
 
@@ -107,8 +128,11 @@ def wait_ready(cluster: Cluster, timeout: float = 300) -> dict[str, Any]:
         obj = json.loads(cluster.kubectl("-n", NS, "get", "epdc", NAME, "-o", "json").stdout)
         status = obj.get("status") or {}
         ready = [c for c in status.get("conditions") or [] if c["type"] == "Ready"]
-        if (ready and ready[0]["status"] == "True"
-                and status.get("observedGeneration") == obj["metadata"]["generation"]):
+        if (
+            ready
+            and ready[0]["status"] == "True"
+            and status.get("observedGeneration") == obj["metadata"]["generation"]
+        ):
             return obj
         time.sleep(2)
     pods = cluster.kubectl("-n", NS, "get", "pods", "-o", "wide", check=False).stdout
@@ -139,25 +163,53 @@ def test_image_chat_through_the_router_moves_encoder_outputs_across_nodes(
     assert len(nodes) == 2, nodes
     kind.kubectl("apply", "-f", "-", input=json.dumps(epd_cluster(nodes[0], nodes[1])))
     wait_ready(kind)
-    pods = json.loads(kind.kubectl("-n", NS, "get", "pods", "-l",
-                                   f"{c.LABEL_INSTANCE}={NAME}", "-o",
-                                   "json").stdout)["items"]
+    pods = json.loads(
+        kind.kubectl(
+            "-n", NS, "get", "pods", "-l", f"{c.LABEL_INSTANCE}={NAME}", "-o", "json"
+        ).stdout
+    )["items"]
     by_role = {p["metadata"]["labels"].get(c.LABEL_ROLE): p for p in pods}
     encoder, decode = by_role["encoder"], by_role["decode"]
     assert encoder["spec"]["nodeName"] != decode["spec"]["nodeName"]
     for pod in pods:
         assert pod["status"]["phase"] == "Running", pod["metadata"]["name"]
-    before = pod_metrics(kind, decode["metadata"]["name"]).get("epd_sim_ec_bytes_verified_total",
-                                                                0.0)
+    before = pod_metrics(kind, decode["metadata"]["name"]).get(
+        "epd_sim_ec_bytes_verified_total", 0.0
+    )
 
-    body = {"model": "Qwen/Qwen3-VL-8B-Instruct", "max_tokens": 8, "messages": [
-        {"role": "user", "content": [image_part(png(64, 64, (200, 30, 30), seed=1)),
-                                     text_part("What is in the image?")]}]}
+    body = {
+        "model": "Qwen/Qwen3-VL-8B-Instruct",
+        "max_tokens": 8,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    image_part(png(64, 64, (200, 30, 30), seed=1)),
+                    text_part("What is in the image?"),
+                ],
+            }
+        ],
+    }
     url = f"http://{NAME}-router.{NS}.svc.cluster.local:{ENGINE_PORT}/v1/chat/completions"
     out = kind.kubectl(
-        "-n", NS, "run", "chat-client", "--rm", "-i", "--restart=Never", f"--image={image}",
-        "--image-pull-policy=Never", "--quiet", "--command", "--",
-        "python3", "-c", CLIENT, url, input=json.dumps(body), timeout=240,
+        "-n",
+        NS,
+        "run",
+        "chat-client",
+        "--rm",
+        "-i",
+        "--restart=Never",
+        f"--image={image}",
+        "--image-pull-policy=Never",
+        "--quiet",
+        "--command",
+        "--",
+        "python3",
+        "-c",
+        CLIENT,
+        url,
+        input=json.dumps(body),
+        timeout=240,
     ).stdout
     status, _, text = out.strip().partition("\n")
     assert status == "200", out

@@ -55,8 +55,7 @@ SA = f"{RELEASE}-epd-operator"
 RESYNC = 3.0
 SAMPLES = sorted(SAMPLE_DIR.glob("*.yaml"))
 EXTRA_NODES = 8  # 20 clusters at once (test 5) need more GPUs than the provider's 4 nodes
-WATCHED = (f"configmaps,services,statefulsets,deployments,poddisruptionbudgets,"
-           f"{c.SCALER_PLURAL}")
+WATCHED = f"configmaps,services,statefulsets,deployments,poddisruptionbudgets,{c.SCALER_PLURAL}"
 
 
 @dataclass
@@ -69,8 +68,12 @@ class Env:
         return self.cluster.kubectl("-n", NS, *args, input=input, check=check).stdout
 
     def apply(self, *objs: dict[str, Any]) -> None:
-        self.kubectl("apply", "-f", "-",
-                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objs)}))
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objs)}),
+        )
 
     def get(self, name: str) -> dict[str, Any]:
         out: dict[str, Any] = json.loads(self.kubectl("get", "epdc", name, "-o", "json"))
@@ -81,7 +84,8 @@ class Env:
         if name:
             sel += f",{c.LABEL_INSTANCE}={name}"
         items: list[dict[str, Any]] = json.loads(
-            self.kubectl("get", WATCHED, "-l", sel, "-o", "json"))["items"]
+            self.kubectl("get", WATCHED, "-l", sel, "-o", "json")
+        )["items"]
         return items
 
 
@@ -101,15 +105,30 @@ def volume_for(claim: str) -> list[dict[str, Any]]:
     """A pre-bound PV + PVC pair: samples mount claims the user would have created."""
     pv = f"{NS}-{claim}"
     return [
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-         "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteMany"],
-                  "storageClassName": "", "persistentVolumeReclaimPolicy": "Delete",
-                  "hostPath": {"path": f"/tmp/{pv}"},
-                  "claimRef": {"namespace": NS, "name": claim}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-         "metadata": {"name": claim, "namespace": NS},
-         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
-                  "resources": {"requests": {"storage": "1Ti"}}}},
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Ti"},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Delete",
+                "hostPath": {"path": f"/tmp/{pv}"},
+                "claimRef": {"namespace": NS, "name": claim},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": NS},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "1Ti"}},
+            },
+        },
     ]
 
 
@@ -125,8 +144,7 @@ def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
     return {}
 
 
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 90,
-             interval: float = 0.3) -> Any:
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 90, interval: float = 0.3) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -137,8 +155,9 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = 90,
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def wait_condition(env: Env, name: str, ctype: str, status: str = "True",
-                   timeout: float = 90) -> dict[str, Any]:
+def wait_condition(
+    env: Env, name: str, ctype: str, status: str = "True", timeout: float = 90
+) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         obj = env.get(name)
         gen = obj["metadata"]["generation"]
@@ -165,8 +184,10 @@ def printer_columns(table: str) -> dict[str, str]:
 
 def expected_keys(obj: dict[str, Any]) -> set[tuple[str, str]]:
     """(kind, name) of every child render produces for the object as the cluster holds it."""
-    return {(m["kind"], m["metadata"]["name"])
-            for m in render_cluster(parse(obj), OperatorConfig.from_env({}))}
+    return {
+        (m["kind"], m["metadata"]["name"])
+        for m in render_cluster(parse(obj), OperatorConfig.from_env({}))
+    }
 
 
 def keys(children: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -180,14 +201,22 @@ def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         # Fake servers only where kwok runs them; kind advertises more per worker instead
         # (providers.KIND_GPUS_PER_NODE), and an existing cluster is never given fake nodes.
         nodes = [fake_gpu_node(f"gpu-node-e2e-{i}", "zone-a") for i in range(EXTRA_NODES)]
-        cluster.kubectl("apply", "-f", "-",
-                        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+        cluster.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}),
+        )
     cluster.kubectl("create", "namespace", NS)
     claims = sorted(set().union(*(claim_names(load(p)) for p in SAMPLES)))
     volumes = [o for claim in claims for o in volume_for(claim)]
     if volumes:
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(
-            {"apiVersion": "v1", "kind": "List", "items": volumes}))
+        cluster.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": volumes}),
+        )
     # kwok simulates pods (no container runtime): the chart's operator Deployment stays at 0
     # replicas and the operator runs here, as the chart's ServiceAccount. kind runs images:
     # build and load the control-plane image, run the operator in-cluster, and let engine
@@ -197,23 +226,43 @@ def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     if in_cluster:
         image = build_and_load_images(cluster)
         repository, _, tag = image.rpartition(":")
-        placement = ["--set", "replicas=1", "--set", f"image.repository={repository}",
-                     "--set", f"image.tag={tag}",
-                     "--set", "image.pullPolicy=Never", "--set", f"engine.image={image}",
-                     "--set", "engine.mode=sim", "--set", "engine.pullPolicy=Never",
-                     # Tests 6 and 8 drive the second line (SpecInvalid for an object the
-                     # webhook did not see); operator/tests/test_webhook_integration.py tests
-                     # the webhook with the chart's own configuration.
-                     "--set", "webhook.enabled=false"]
+        placement = [
+            "--set",
+            "replicas=1",
+            "--set",
+            f"image.repository={repository}",
+            "--set",
+            f"image.tag={tag}",
+            "--set",
+            "image.pullPolicy=Never",
+            "--set",
+            f"engine.image={image}",
+            "--set",
+            "engine.mode=sim",
+            "--set",
+            "engine.pullPolicy=Never",
+            # Tests 6 and 8 drive the second line (SpecInvalid for an object the
+            # webhook did not see); operator/tests/test_webhook_integration.py tests
+            # the webhook with the chart's own configuration.
+            "--set",
+            "webhook.enabled=false",
+        ]
     install = cluster.run(
-        "helm", "install", RELEASE, str(REPO / "charts" / "epd-operator"),
-        "--namespace", OP_NS, "--create-namespace", *placement,
-        "--set-json", f'watchNamespaces=["{NS}"]',
-        "--set-json", f"resyncSeconds={RESYNC:g}",
+        "helm",
+        "install",
+        RELEASE,
+        str(REPO / "charts" / "epd-operator"),
+        "--namespace",
+        OP_NS,
+        "--create-namespace",
+        *placement,
+        "--set-json",
+        f'watchNamespaces=["{NS}"]',
+        "--set-json",
+        f"resyncSeconds={RESYNC:g}",
         timeout=180,
     )
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{c.CRD_NAME}",
-                    "--timeout=60s")
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{c.CRD_NAME}", "--timeout=60s")
     op: OperatorProcess | InClusterOperator
     if in_cluster:
         op = InClusterOperator(cluster, OP_NS, SA)
@@ -281,10 +330,14 @@ def test_1_every_valid_sample_becomes_ready(env: Env) -> None:
         live = wait_condition(env, name, "Ready")
         assert condition(live, "Degraded")["status"] == "False"
         assert keys(env.children(name)) == sorted(expected_keys(live))
-        pods = json.loads(env.kubectl("get", "pods", "-l", f"{c.LABEL_INSTANCE}={name}",
-                                      "-o", "json"))["items"]
-        want = sum(int(s["spec"]["replicas"]) for s in env.children(name)
-                   if s["kind"] in ("StatefulSet", "Deployment"))
+        pods = json.loads(
+            env.kubectl("get", "pods", "-l", f"{c.LABEL_INSTANCE}={name}", "-o", "json")
+        )["items"]
+        want = sum(
+            int(s["spec"]["replicas"])
+            for s in env.children(name)
+            if s["kind"] in ("StatefulSet", "Deployment")
+        )
         assert len(pods) == want
         for pod in pods:
             assert pod["status"]["phase"] == "Running", pod["metadata"]["name"]
@@ -311,8 +364,15 @@ def test_zero_writes_on_a_resync_with_nothing_to_do(env: Env) -> None:
                 continue
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
             if labels.get("verb") in ("POST", "PUT", "PATCH", "APPLY", "DELETE") and labels.get(
-                    "resource") in ("configmaps", "services", "statefulsets", "deployments",
-                                    c.PLURAL, c.SCALER_PLURAL):
+                "resource"
+            ) in (
+                "configmaps",
+                "services",
+                "statefulsets",
+                "deployments",
+                c.PLURAL,
+                c.SCALER_PLURAL,
+            ):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
@@ -337,13 +397,23 @@ def minimal(name: str) -> dict[str, Any]:
 
 def watch(env: Env, name: str) -> subprocess.Popen[str]:
     # A watch on the list (not on the name), so it can start before the object exists.
-    cmd = [str(env.cluster.bin_dir / "kubectl"), "-n", NS, "get", "epdc", "-w", "-o", "json",
-           f"--field-selector=metadata.name={name}"]
+    cmd = [
+        str(env.cluster.bin_dir / "kubectl"),
+        "-n",
+        NS,
+        "get",
+        "epdc",
+        "-w",
+        "-o",
+        "json",
+        f"--field-selector=metadata.name={name}",
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env.cluster.env)
 
 
-def collect(proc: subprocess.Popen[str], until: Callable[[dict[str, Any]], bool],
-            timeout: float = 90) -> list[dict[str, Any]]:
+def collect(
+    proc: subprocess.Popen[str], until: Callable[[dict[str, Any]], bool], timeout: float = 90
+) -> list[dict[str, Any]]:
     """Objects from a `kubectl get -w -o json` stream until `until(obj)` (then stop it)."""
     assert proc.stdout is not None
     seen: list[dict[str, Any]] = []
@@ -380,6 +450,7 @@ def ready_at(gen: int) -> Callable[[dict[str, Any]], bool]:
 
 def wait_rolled_out(env: Env, name: str, timeout: float = 90) -> dict[str, Any]:
     """Wait until `name`'s current generation is rolled out (see ready_at)."""
+
     def check() -> dict[str, Any] | None:
         obj = env.get(name)
         return obj if ready_at(obj["metadata"]["generation"])(obj) else None
@@ -393,13 +464,22 @@ def test_2_scale_and_image_change_roll_out(env: Env) -> None:
     before = env.get(name)
     gen = before["metadata"]["generation"]
     stream = watch(env, name)
-    patch = {"spec": {"roles": {"decode": {"replicas": 2}},
-                      "image": {"ref": "registry.example/epd-engine:canary"}}}
+    patch = {
+        "spec": {
+            "roles": {"decode": {"replicas": 2}},
+            "image": {"ref": "registry.example/epd-engine:canary"},
+        }
+    }
     env.kubectl("patch", "epdc", name, "--type=merge", "-p", json.dumps(patch))
     seen = collect(stream, ready_at(gen + 1))
-    states = [((o.get("status") or {}).get("observedGeneration"),
-               condition(o, "Progressing").get("status"), condition(o, "Ready").get("status"))
-              for o in seen]
+    states = [
+        (
+            (o.get("status") or {}).get("observedGeneration"),
+            condition(o, "Progressing").get("status"),
+            condition(o, "Ready").get("status"),
+        )
+        for o in seen
+    ]
     # Progressing while it rolls (Ready may stay True: the decode role keeps a serving pod).
     progressing = [i for i, s in enumerate(states) if s[:2] == (gen + 1, "True")]
     assert progressing, states
@@ -427,50 +507,86 @@ def test_3_deleted_or_edited_children_are_restored(env: Env) -> None:
 
     wait_for("the deleted StatefulSet to come back", recreated, timeout=RESYNC + 10)
     env.kubectl("scale", "sts", sts, "--replicas=5")
-    wait_for("the scaled StatefulSet to be reverted",
-             lambda: json.loads(env.kubectl("get", "sts", sts, "-o", "json"))["spec"][
-                 "replicas"] == 2, timeout=RESYNC + 10)
+    wait_for(
+        "the scaled StatefulSet to be reverted",
+        lambda: json.loads(env.kubectl("get", "sts", sts, "-o", "json"))["spec"]["replicas"] == 2,
+        timeout=RESYNC + 10,
+    )
     # Services and ConfigMaps are not watched: the resync timer brings them back.
     svc = f"{name}-encoder"
     env.kubectl("delete", "svc", svc)
     started = time.monotonic()
-    wait_for("the deleted Service to come back",
-             lambda: env.kubectl("get", "svc", svc, "--ignore-not-found").strip(),
-             timeout=RESYNC + 10, interval=0.2)
+    wait_for(
+        "the deleted Service to come back",
+        lambda: env.kubectl("get", "svc", svc, "--ignore-not-found").strip(),
+        timeout=RESYNC + 10,
+        interval=0.2,
+    )
     assert time.monotonic() - started <= RESYNC + 5
     cm = next(o for o in env.children(name) if o["kind"] == "ConfigMap")
     key, text = next(iter(cm["data"].items()))
     # The launch ConfigMap of a revision is immutable: a hand edit is refused outright...
-    edit = env.cluster.kubectl("-n", NS, "patch", "cm", cm["metadata"]["name"],
-                               "--type=merge", "-p", json.dumps({"data": {key: "{}"}}),
-                               check=False)
+    edit = env.cluster.kubectl(
+        "-n",
+        NS,
+        "patch",
+        "cm",
+        cm["metadata"]["name"],
+        "--type=merge",
+        "-p",
+        json.dumps({"data": {key: "{}"}}),
+        check=False,
+    )
     assert edit.returncode != 0
     assert "immutable" in edit.stderr
     # ...and a deleted one comes back, the same, with the resync.
     env.kubectl("delete", "cm", cm["metadata"]["name"])
-    wait_for("the deleted ConfigMap to be restored",
-             lambda: (out := env.kubectl("get", "cm", cm["metadata"]["name"], "-o", "json",
-                                         "--ignore-not-found").strip())
-             and json.loads(out)["data"][key] == text, timeout=RESYNC + 10)
+    wait_for(
+        "the deleted ConfigMap to be restored",
+        lambda: (
+            (
+                out := env.kubectl(
+                    "get", "cm", cm["metadata"]["name"], "-o", "json", "--ignore-not-found"
+                ).strip()
+            )
+            and json.loads(out)["data"][key] == text
+        ),
+        timeout=RESYNC + 10,
+    )
     wait_condition(env, name, "Ready")
 
 
 def test_3b_a_hand_edited_status_heals_within_one_resync(env: Env) -> None:
     name = "qwen-vl"
     wait_condition(env, name, "Ready")
-    forged = {"status": {"phase": "Degraded", "conditions": [
-        {"type": "Ready", "status": "False", "reason": "Forged", "message": "hand-edited",
-         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
-    out = env.kubectl("patch", "epdc", name, "--subresource=status", "--type=merge",
-                      "-p", json.dumps(forged))
+    forged = {
+        "status": {
+            "phase": "Degraded",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "Forged",
+                    "message": "hand-edited",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+        }
+    }
+    out = env.kubectl(
+        "patch", "epdc", name, "--subresource=status", "--type=merge", "-p", json.dumps(forged)
+    )
     # The patch took (the operator may already have healed it by the time anyone reads it back:
     # with the watch-fed caches the status event itself can start a pass).
     assert "patched" in out
 
     def healed() -> bool:
         obj = env.get(name)
-        return obj["status"]["phase"] == "Ready" and condition(obj, "Ready").get(
-            "status") == "True" and condition(obj, "Degraded").get("status") == "False"
+        return (
+            obj["status"]["phase"] == "Ready"
+            and condition(obj, "Ready").get("status") == "True"
+            and condition(obj, "Degraded").get("status") == "False"
+        )
 
     # Nothing but the resync notices a status edit (no spec change, no child event).
     wait_for("the forged status to be corrected", healed, timeout=RESYNC + 15)
@@ -480,8 +596,11 @@ def test_4_deleting_an_epdcluster_garbage_collects_its_children(env: Env) -> Non
     names = [load(p)["metadata"]["name"] for p in SAMPLES]
     assert env.children(names[0])
     env.kubectl("delete", "epdc", *names, "--wait=false")
-    wait_for("the EPDClusters to go", lambda: not json.loads(
-        env.kubectl("get", "epdc", "-o", "json"))["items"], timeout=60)
+    wait_for(
+        "the EPDClusters to go",
+        lambda: not json.loads(env.kubectl("get", "epdc", "-o", "json"))["items"],
+        timeout=60,
+    )
     # The garbage collector, not the operator, removes them; its first pass over a freshly
     # installed CRD's dependents can take up to its discovery period (about 30s).
     wait_for("their children to be garbage-collected", lambda: not env.children(), timeout=90)
@@ -493,8 +612,10 @@ def test_5_sigkill_mid_reconcile_then_restart_converges(env: Env) -> None:
     # Kill as soon as the operator has started creating children, long before 20 are done.
     wait_for("the first child", env.children, timeout=30, interval=0.05)
     env.op.kill()
-    ready_at_kill = sum(condition(o, "Ready").get("status") == "True" for o in json.loads(
-        env.kubectl("get", "epdc", "-o", "json"))["items"])
+    ready_at_kill = sum(
+        condition(o, "Ready").get("status") == "True"
+        for o in json.loads(env.kubectl("get", "epdc", "-o", "json"))["items"]
+    )
     assert ready_at_kill < len(names), "the kill came too late to interrupt anything"
     env.op.start()
     env.op.wait_healthy()
@@ -505,13 +626,15 @@ def test_5_sigkill_mid_reconcile_then_restart_converges(env: Env) -> None:
     # as handled before the kill, as `create` if the kill interrupted its first pass.
     assert env.op.reconciles("resume") + env.op.reconciles("create") >= len(names)
     # No orphans: everything we label is controlled by an EPDCluster that exists.
-    uids = {o["metadata"]["uid"] for o in json.loads(
-        env.kubectl("get", "epdc", "-o", "json"))["items"]}
+    uids = {
+        o["metadata"]["uid"] for o in json.loads(env.kubectl("get", "epdc", "-o", "json"))["items"]
+    }
     everything = env.children()
     assert len(everything) == len({(o["kind"], o["metadata"]["name"]) for o in everything})
     for obj in everything:
-        owners = [r["uid"] for r in obj["metadata"].get("ownerReferences", [])
-                  if r.get("controller")]
+        owners = [
+            r["uid"] for r in obj["metadata"].get("ownerReferences", []) if r.get("controller")
+        ]
         assert owners, obj["metadata"]["name"]
         assert owners[0] in uids, obj["metadata"]["name"]
     env.kubectl("delete", "epdc", *names, "--wait=false")
@@ -520,8 +643,14 @@ def test_5_sigkill_mid_reconcile_then_restart_converges(env: Env) -> None:
 
 def set_spec(env: Env, name: str, spec: dict[str, Any]) -> None:
     """Replace the whole spec (a JSON patch: no resourceVersion race with status writes)."""
-    env.kubectl("patch", "epdc", name, "--type=json",
-                "-p", json.dumps([{"op": "replace", "path": "/spec", "value": spec}]))
+    env.kubectl(
+        "patch",
+        "epdc",
+        name,
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "replace", "path": "/spec", "value": spec}]),
+    )
 
 
 def operator_invalid_sample() -> tuple[dict[str, Any], str, str]:
@@ -545,9 +674,16 @@ def test_6_invalid_spec_is_degraded_with_an_event_and_others_unaffected(env: Env
     assert condition(live, "Ready")["status"] == "False"
     assert env.children(name) == []
     assert health(live)["status"] == "Degraded"
-    events = json.loads(env.kubectl(
-        "get", "events", "--field-selector",
-        f"involvedObject.name={name},reason={c.REASON_SPEC_INVALID}", "-o", "json"))["items"]
+    events = json.loads(
+        env.kubectl(
+            "get",
+            "events",
+            "--field-selector",
+            f"involvedObject.name={name},reason={c.REASON_SPEC_INVALID}",
+            "-o",
+            "json",
+        )
+    )["items"]
     assert events, "no SpecInvalid Event"
     assert path in events[0]["message"]
     assert events[0]["type"] == "Warning"
@@ -571,8 +707,7 @@ def test_7_absent_rdma_resource_is_insufficient_resources(env: Env) -> None:
     env.kubectl("delete", "epdc", "no-rdma-here", "--wait=false")
 
 
-def test_7b_a_pod_that_can_only_do_tcp_shows_transport_not_ready(env: Env,
-                                                                 tmp_path: Path) -> None:
+def test_7b_a_pod_that_can_only_do_tcp_shows_transport_not_ready(env: Env, tmp_path: Path) -> None:
     """rdma.enabled, but the pod sees no RDMA device (this machine has none): the real
     preflight says so, and the operator turns it into TransportReady=False + an Event. kwok
     runs no containers, so the test does the kubelet's one part: it puts the init container's
@@ -585,39 +720,80 @@ def test_7b_a_pod_that_can_only_do_tcp_shows_transport_not_ready(env: Env,
     assert condition(live, "TransportReady")["status"] == "Unknown"  # nothing reported yet
     # The immutable launch ConfigMap of the revision the prefill pods mount.
     sts = json.loads(env.kubectl("get", "statefulset", f"{name}-prefill", "-o", "json"))
-    (mounted,) = [v["configMap"]["name"] for v in sts["spec"]["template"]["spec"]["volumes"]
-                  if v["name"] == "launch-config"]
+    (mounted,) = [
+        v["configMap"]["name"]
+        for v in sts["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "launch-config"
+    ]
     cm = json.loads(env.kubectl("get", "configmap", mounted, "-o", "json"))
     launch = tmp_path / f"{name}-launch.json"
     launch.write_text(cm["data"]["launch.json"], encoding="utf-8")
     pod = f"{name}-prefill-0"
     done = subprocess.run(
         [str(Path(sys.executable).parent / "epd-engine"), "--preflight"],
-        env={**os.environ, "EPD_LAUNCH_CONFIG": str(launch), "EPD_ROLE": "prefill",
-             "EPD_PREFLIGHT_OUT": str(launch.with_suffix(".report"))},
-        capture_output=True, text=True, timeout=60, check=True,
+        env={
+            **os.environ,
+            "EPD_LAUNCH_CONFIG": str(launch),
+            "EPD_ROLE": "prefill",
+            "EPD_PREFLIGHT_OUT": str(launch.with_suffix(".report")),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     report = done.stdout.strip().splitlines()[-1]
     assert json.loads(report)["reason"] == "NoRDMADevice"
     spec = json.loads(env.kubectl("get", "pod", pod, "-o", "json"))["spec"]
     (init,) = spec["initContainers"]
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    status = {"initContainerStatuses": [{
-        "name": init["name"], "image": init["image"], "imageID": "", "ready": True,
-        "restartCount": 0,
-        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": report,
-                                 "startedAt": now, "finishedAt": now}},
-    }]}
-    env.kubectl("patch", "pod", pod, "--subresource=status", "--type=merge",
-                "-p", json.dumps({"status": status}))
+    status = {
+        "initContainerStatuses": [
+            {
+                "name": init["name"],
+                "image": init["image"],
+                "imageID": "",
+                "ready": True,
+                "restartCount": 0,
+                "state": {
+                    "terminated": {
+                        "exitCode": 0,
+                        "reason": "Completed",
+                        "message": report,
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
+        ]
+    }
+    env.kubectl(
+        "patch",
+        "pod",
+        pod,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
     live = wait_condition(env, name, "TransportReady", status="False")
     cond = condition(live, "TransportReady")
     assert cond["reason"] == "NoRDMADevice"
     assert pod in cond["message"]
     assert condition(live, "Ready")["status"] == "True"  # slower, still serving
-    events = wait_for("NoRDMADevice Event", lambda: json.loads(env.kubectl(
-        "get", "events", "--field-selector", f"involvedObject.name={name},reason=NoRDMADevice",
-        "-o", "json"))["items"])
+    events = wait_for(
+        "NoRDMADevice Event",
+        lambda: json.loads(
+            env.kubectl(
+                "get",
+                "events",
+                "--field-selector",
+                f"involvedObject.name={name},reason=NoRDMADevice",
+                "-o",
+                "json",
+            )
+        )["items"],
+    )
     assert events[0]["type"] == "Warning"
     env.kubectl("delete", "epdc", name, "--wait=false")
 
@@ -658,8 +834,11 @@ def scaler_of(env: Env, name: str) -> dict[str, Any]:
 
 
 def pod_uids(env: Env, cluster: str, role: str) -> dict[str, str]:
-    items = json.loads(env.kubectl("get", "pods", "-l", f"{c.LABEL_INSTANCE}={cluster},"
-                                   f"{c.LABEL_ROLE}={role}", "-o", "json"))["items"]
+    items = json.loads(
+        env.kubectl(
+            "get", "pods", "-l", f"{c.LABEL_INSTANCE}={cluster},{c.LABEL_ROLE}={role}", "-o", "json"
+        )
+    )["items"]
     return {p["metadata"]["name"]: p["metadata"]["uid"] for p in items}
 
 
@@ -695,14 +874,25 @@ def test_8b_per_role_scaling_through_the_role_scalers(env: Env) -> None:
     t0 = time.monotonic()
     timeline.append("scale-up: kubectl scale epdrs/scaled-decode --replicas=3")
     env.kubectl("scale", c.SCALER_PLURAL, dec, "--replicas=3")
-    step("decode StatefulSet spec.replicas = 3", t0,
-         lambda: sts_of(env, dec)["spec"]["replicas"] == 3)
+    step(
+        "decode StatefulSet spec.replicas = 3",
+        t0,
+        lambda: sts_of(env, dec)["spec"]["replicas"] == 3,
+    )
     step("3 decode pods exist", t0, lambda: len(pod_uids(env, name, "decode")) == 3)
-    step("scaler status.readyReplicas = 3 (/scale status.replicas = 3)", t0,
-         lambda: scaler_of(env, dec).get("status", {}).get("readyReplicas") == 3)
-    step("EPDCluster Ready, status.roles.decode 3/3", t0, lambda: (
-        (o := env.get(name))["status"]["roles"]["decode"].get("ready") == "3/3"
-        and condition(o, "Ready").get("status") == "True"))
+    step(
+        "scaler status.readyReplicas = 3 (/scale status.replicas = 3)",
+        t0,
+        lambda: scaler_of(env, dec).get("status", {}).get("readyReplicas") == 3,
+    )
+    step(
+        "EPDCluster Ready, status.roles.decode 3/3",
+        t0,
+        lambda: (
+            (o := env.get(name))["status"]["roles"]["decode"].get("ready") == "3/3"
+            and condition(o, "Ready").get("status") == "True"
+        ),
+    )
     time.sleep(RESYNC + 1)  # a resync later: not reverted
     assert scaler_of(env, dec)["spec"]["replicas"] == 3
     assert sts_of(env, dec)["spec"]["replicas"] == 3
@@ -718,38 +908,71 @@ def test_8b_per_role_scaling_through_the_role_scalers(env: Env) -> None:
     timeline.append("scale-down: PUT /scale (autoscaling/v1 Scale) spec.replicas=1, as HPA")
     scale = api.get_namespaced_custom_object_scale(c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec)
     scale["spec"]["replicas"] = 1
-    api.replace_namespaced_custom_object_scale(c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec,
-                                               scale)
-    step("decode StatefulSet spec.replicas = 1", t0,
-         lambda: sts_of(env, dec)["spec"]["replicas"] == 1)
+    api.replace_namespaced_custom_object_scale(c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec, scale)
+    step(
+        "decode StatefulSet spec.replicas = 1",
+        t0,
+        lambda: sts_of(env, dec)["spec"]["replicas"] == 1,
+    )
     step("1 decode pod left", t0, lambda: len(pod_uids(env, name, "decode")) == 1)
-    step("/scale status.replicas = 1", t0, lambda: api.get_namespaced_custom_object_scale(
-        c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec)["status"]["replicas"] == 1)
+    step(
+        "/scale status.replicas = 1",
+        t0,
+        lambda: (
+            api.get_namespaced_custom_object_scale(c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec)[
+                "status"
+            ]["replicas"]
+            == 1
+        ),
+    )
     SCALING_TIMELINE.parent.mkdir(exist_ok=True)
     SCALING_TIMELINE.write_text("\n".join(timeline) + "\n")
     print("\n".join(timeline))
 
     # Clamp: maxReplicas 4 holds, and says so in status and in one Event.
     env.kubectl("scale", c.SCALER_PLURAL, dec, "--replicas=9")
-    wait_for("the clamped count", lambda: sts_of(env, dec)["spec"]["replicas"] == 4,
-             timeout=RESYNC + 10)
-    wait_for("the clamp in status", lambda: "maxReplicas 4" in (
-        env.get(name)["status"]["roles"]["decode"].get("clamped") or ""), timeout=RESYNC + 10)
+    wait_for(
+        "the clamped count", lambda: sts_of(env, dec)["spec"]["replicas"] == 4, timeout=RESYNC + 10
+    )
+    wait_for(
+        "the clamp in status",
+        lambda: (
+            "maxReplicas 4" in (env.get(name)["status"]["roles"]["decode"].get("clamped") or "")
+        ),
+        timeout=RESYNC + 10,
+    )
     assert scaler_of(env, dec)["spec"]["replicas"] == 9  # the autoscaler's number is kept
-    wait_for("the scaler's status to show the clamp", lambda: scaler_of(env, dec).get(
-        "status", {}).get("desiredReplicas") == 4, timeout=RESYNC + 10)
+    wait_for(
+        "the scaler's status to show the clamp",
+        lambda: scaler_of(env, dec).get("status", {}).get("desiredReplicas") == 4,
+        timeout=RESYNC + 10,
+    )
     cols = printer_columns(env.kubectl("get", c.SCALER_PLURAL, dec))
     assert (cols["ROLE"], cols["OWNER"], cols["WANTED"], cols["DESIRED"]) == (
-        "decode", "Scaler", "9", "4")
-    events = json.loads(env.kubectl("get", "events", "--field-selector",
-                                    f"involvedObject.name={name},reason="
-                                    f"{c.REASON_REPLICAS_CLAMPED}", "-o", "json"))["items"]
+        "decode",
+        "Scaler",
+        "9",
+        "4",
+    )
+    events = json.loads(
+        env.kubectl(
+            "get",
+            "events",
+            "--field-selector",
+            f"involvedObject.name={name},reason={c.REASON_REPLICAS_CLAMPED}",
+            "-o",
+            "json",
+        )
+    )["items"]
     assert [e["message"] for e in events] == ["decode: lowered from 9 to maxReplicas 4"]
 
     # A role whose number the spec owns: a hand scale of its scaler is put back.
     env.kubectl("scale", c.SCALER_PLURAL, enc, "--replicas=3")
-    wait_for("the spec-owned scaler to be reverted",
-             lambda: scaler_of(env, enc)["spec"]["replicas"] == 1, timeout=RESYNC + 10)
+    wait_for(
+        "the spec-owned scaler to be reverted",
+        lambda: scaler_of(env, enc)["spec"]["replicas"] == 1,
+        timeout=RESYNC + 10,
+    )
     assert sts_of(env, enc)["metadata"]["generation"] == enc_gen
 
     # Switching the owner back to the spec restarts no pod: same pods, same template.
@@ -763,16 +986,24 @@ def test_8b_per_role_scaling_through_the_role_scalers(env: Env) -> None:
     assert live["status"]["roles"]["decode"]["replicasFrom"] == "Spec"
     assert pod_uids(env, name, "decode") == pods
     assert sts_of(env, dec)["metadata"]["generation"] == dec_gen
-    wait_for("the scaler to follow the spec", lambda: scaler_of(env, dec)["spec"][
-        "replicas"] == 4, timeout=RESYNC + 10)
+    wait_for(
+        "the scaler to follow the spec",
+        lambda: scaler_of(env, dec)["spec"]["replicas"] == 4,
+        timeout=RESYNC + 10,
+    )
     env.kubectl("delete", "epdc", name, "--wait=false")
 
 
 def partitions_of(env: Env, name: str) -> dict[str, int]:
-    sets = json.loads(env.kubectl("get", "sts", "-l", f"{c.LABEL_INSTANCE}={name}",
-                                  "-o", "json"))["items"]
-    return {o["metadata"]["labels"][c.LABEL_ROLE]:
-            o["spec"]["updateStrategy"]["rollingUpdate"]["partition"] for o in sets}
+    sets = json.loads(env.kubectl("get", "sts", "-l", f"{c.LABEL_INSTANCE}={name}", "-o", "json"))[
+        "items"
+    ]
+    return {
+        o["metadata"]["labels"][c.LABEL_ROLE]: o["spec"]["updateStrategy"]["rollingUpdate"][
+            "partition"
+        ]
+        for o in sets
+    }
 
 
 def test_8c_a_coordinated_rollout_survives_an_operator_kill(env: Env) -> None:
@@ -785,10 +1016,20 @@ def test_8c_a_coordinated_rollout_survives_an_operator_kill(env: Env) -> None:
     env.apply(obj)
     wait_condition(env, name, "Ready", timeout=120)
     assert set(partitions_of(env, name).values()) == {0}
-    env.kubectl("patch", "epdc", name, "--type=merge",
-                "-p", json.dumps({"spec": {"image": {"tag": "rolled"}}}))
-    wait_for("step 1 on every role", lambda: set(partitions_of(env, name).values()) == {1},
-             timeout=60, interval=0.05)
+    env.kubectl(
+        "patch",
+        "epdc",
+        name,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"image": {"tag": "rolled"}}}),
+    )
+    wait_for(
+        "step 1 on every role",
+        lambda: set(partitions_of(env, name).values()) == {1},
+        timeout=60,
+        interval=0.05,
+    )
     env.op.kill()
     held = partitions_of(env, name)
     time.sleep(3)
@@ -798,8 +1039,9 @@ def test_8c_a_coordinated_rollout_survives_an_operator_kill(env: Env) -> None:
     live = wait_rolled_out(env, name, timeout=180)
     assert set(partitions_of(env, name).values()) == {0}
     assert live["status"]["rollout"] == {"step": 0, "steps": 0, "paused": False}
-    for sts in json.loads(env.kubectl("get", "sts", "-l", f"{c.LABEL_INSTANCE}={name}",
-                                      "-o", "json"))["items"]:
+    for sts in json.loads(
+        env.kubectl("get", "sts", "-l", f"{c.LABEL_INSTANCE}={name}", "-o", "json")
+    )["items"]:
         (ctr,) = sts["spec"]["template"]["spec"]["containers"]
         assert ctr["image"].endswith(":rolled")
         assert sts["status"]["updatedReplicas"] == 2
@@ -817,13 +1059,20 @@ def test_9_healthz_fails_once_the_credentials_are_gone(env: Env) -> None:
     assert op.healthz() == 200
     env.cluster.kubectl("-n", OP_NS, "delete", "serviceaccount", SA)
     # The apiserver refuses the token once its authenticator has seen the deletion.
-    wait_for("the operator's token to be refused", lambda: env.cluster.kubectl(
-        "--kubeconfig", str(op.kubeconfig), "get", "--raw", "/api",
-        check=False).returncode != 0, timeout=30, interval=0.5)
+    wait_for(
+        "the operator's token to be refused",
+        lambda: (
+            env.cluster.kubectl(
+                "--kubeconfig", str(op.kubeconfig), "get", "--raw", "/api", check=False
+            ).returncode
+            != 0
+        ),
+        timeout=30,
+        interval=0.5,
+    )
     # The probe asks the API nothing, and the open watches keep streaming (the apiserver
     # authenticated them when they started): the first request after this is refused. A
     # child deleted by hand is seen through the watch; restoring it is that request.
     env.kubectl("delete", "svc", f"{name}-encoder")
     # kopf caches probe results for 10 s.
     wait_for("/healthz to fail", lambda: op.healthz() == 500, timeout=60, interval=1)
-

@@ -94,8 +94,14 @@ KIND_CONFIG_CASES = [
     (False, False, []),
     (True, False, [{"kind": "ClusterConfiguration", "imageRepository": NODE_IMAGE_REPOSITORY}]),
     (False, True, [{"kind": "KubeletConfiguration", "failCgroupV1": False}]),
-    (True, True, [{"kind": "ClusterConfiguration", "imageRepository": NODE_IMAGE_REPOSITORY},
-                  {"kind": "KubeletConfiguration", "failCgroupV1": False}]),
+    (
+        True,
+        True,
+        [
+            {"kind": "ClusterConfiguration", "imageRepository": NODE_IMAGE_REPOSITORY},
+            {"kind": "KubeletConfiguration", "failCgroupV1": False},
+        ],
+    ),
 ]
 
 

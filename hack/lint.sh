@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 .venv/bin/ruff check .
 .venv/bin/python hack/code_shape.py --check --limit 60
-# `ruff format --check .` joins here once the tree has been formatted in one go (`make fmt`).
+.venv/bin/ruff format --check .
 .venv/bin/mypy
 # Tests import their helpers by directory (pytest's rootdir-relative imports), so each group is
 # checked with its own search path; two groups because both hold a top-level `conftest`.

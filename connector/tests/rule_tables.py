@@ -221,8 +221,15 @@ def bad_specs() -> list[tuple[str, str, dict[str, Any], str, str]]:
             out.append(("control-text", f"{rid}-{field}", spec, path, CONTROL_TEXT_EXPECT))
         spec = base()
         spec["roles"]["encoder"]["extraArgs"] = ["--max-num-seqs", text]
-        out.append(("control-text", f"{rid}-extraArgs", spec, "spec.roles.encoder.extraArgs[1]",
-                    CONTROL_TEXT_EXPECT))
+        out.append(
+            (
+                "control-text",
+                f"{rid}-extraArgs",
+                spec,
+                "spec.roles.encoder.extraArgs[1]",
+                CONTROL_TEXT_EXPECT,
+            )
+        )
     for rid, ref in IMAGE_REF_BAD:
         spec = base()
         spec["image"] = {"ref": ref}

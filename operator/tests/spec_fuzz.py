@@ -37,8 +37,31 @@ from epd_operator.render.launch import launch_config
 SAMPLES = valid_samples()
 POD = PodContext.create("10.1.2.3", 0)
 
-_WEIRD: list[Any] = [0, -1, 1, 2, 3, 65535, 65536, 10**12, 0.5, 1.5, True, "", "x", "2",
-                     " x", "a\x00b", "a\nb", None, [], {}, [1], {"k": 1}, "é" * 600]
+_WEIRD: list[Any] = [
+    0,
+    -1,
+    1,
+    2,
+    3,
+    65535,
+    65536,
+    10**12,
+    0.5,
+    1.5,
+    True,
+    "",
+    "x",
+    "2",
+    " x",
+    "a\x00b",
+    "a\nb",
+    None,
+    [],
+    {},
+    [1],
+    {"k": 1},
+    "é" * 600,
+]
 _FIELDS: list[tuple[str, ...]] = [
     ("model", "name"), ("model", "servedModelName"), ("model", "revision"),
     ("model", "tokenizer"), ("image", "ref"), ("image", "repository"), ("image", "tag"),
@@ -51,8 +74,12 @@ _FIELDS: list[tuple[str, ...]] = [
     ("kvTransfer", "connector"), ("rdma", "enabled"), ("router", "replicas"),
     ("encoderCache", "mmProcessorCacheGb"), ("mediaIoKwargs",), ("mmProcessorKwargs",),
 ]  # fmt: skip
-_EXTRA_KEYS = sorted(rules.MOONCAKE_EC_EXTRA_KEYS | rules.MOONCAKE_KV_EXTRA_KEYS
-                     | rules.NIXL_KV_EXTRA_KEYS | {"kv_ip", "protocol", "device_name", "x"})
+_EXTRA_KEYS = sorted(
+    rules.MOONCAKE_EC_EXTRA_KEYS
+    | rules.MOONCAKE_KV_EXTRA_KEYS
+    | rules.NIXL_KV_EXTRA_KEYS
+    | {"kv_ip", "protocol", "device_name", "x"}
+)
 
 
 def _set(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
@@ -108,11 +135,13 @@ def _mutate(rng: random.Random, spec: dict[str, Any]) -> None:
         block = rng.choice(["ecTransfer", "kvTransfer"])
         if block == "kvTransfer":
             spec["roles"].setdefault("prefill", {})
-        spec.setdefault(block, {})["extraConfig"] = {rng.choice(_EXTRA_KEYS):
-                                                     rng.choice([1, "tcp", True, ["UCX"]])}
+        spec.setdefault(block, {})["extraConfig"] = {
+            rng.choice(_EXTRA_KEYS): rng.choice([1, "tcp", True, ["UCX"]])
+        }
     elif kind == 4:
         spec["roles"].setdefault("prefill", {}) if rng.random() < 0.5 else spec["roles"].pop(
-            "prefill", None)
+            "prefill", None
+        )
     else:
         ref = rng.choice([*t.IMAGE_REF_GOOD, *(r for _, r in t.IMAGE_REF_BAD)])
         spec["image"] = {"ref": ref}
@@ -148,8 +177,9 @@ def judge(obj: dict[str, Any]) -> Judgement:
     cluster = parse(obj)
     manifests = render_cluster(cluster, OperatorConfig.from_env({}))
     for m in manifests:
-        for ctr in ((m.get("spec") or {}).get("template") or {}).get("spec", {}).get(
-                "containers", []):
+        for ctr in (
+            ((m.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers", [])
+        ):
             why = check_reference(ctr["image"])
             if why is not None:
                 out.problems.append(f"{m['metadata']['name']}: image {ctr['image']!r} {why}")

@@ -21,8 +21,9 @@ def test_create_of_a_valid_spec_is_allowed() -> None:
     assert review("CREATE", GOOD, None).allowed
 
 
-@pytest.mark.parametrize("sample", [s for s in invalid_samples() if s.rejected_by == "operator"],
-                         ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "sample", [s for s in invalid_samples() if s.rejected_by == "operator"], ids=lambda s: s.name
+)
 def test_every_operator_invalid_sample_is_refused_with_its_path(sample: Any) -> None:
     verdict = review("CREATE", sample.obj(), None)
     assert verdict.error is not None
@@ -62,8 +63,7 @@ ODD: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("case", "patch", "path"), ODD, ids=[o[0] for o in ODD])
-def test_odd_specs_are_admitted_with_a_warning(case: str, patch: dict[str, Any],
-                                               path: str) -> None:
+def test_odd_specs_are_admitted_with_a_warning(case: str, patch: dict[str, Any], path: str) -> None:
     obj = copy.deepcopy(GOOD)
     obj["spec"].update(patch)
     verdict = review("CREATE", obj, None)

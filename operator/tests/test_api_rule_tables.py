@@ -28,15 +28,16 @@ def obj(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 BASE: dict[str, Any] = {
-    "model": {"name": "m"}, "roles": {"encoder": {}, "prefill": {}, "decode": {}}
+    "model": {"name": "m"},
+    "roles": {"encoder": {}, "prefill": {}, "decode": {}},
 }
 BAD = t.bad_specs()
 
 
-@pytest.mark.parametrize(("rule", "rid", "spec", "path", "expect"), BAD,
-                         ids=[f"{b[0]}/{b[1]}" for b in BAD])
-def test_parse_refuses(rule: str, rid: str, spec: dict[str, Any], path: str,
-                       expect: str) -> None:
+@pytest.mark.parametrize(
+    ("rule", "rid", "spec", "path", "expect"), BAD, ids=[f"{b[0]}/{b[1]}" for b in BAD]
+)
+def test_parse_refuses(rule: str, rid: str, spec: dict[str, Any], path: str, expect: str) -> None:
     with pytest.raises(SpecError) as info:
         parse(obj(spec))
     assert info.value.path.startswith(path), (rule, rid, str(info.value))
@@ -44,8 +45,15 @@ def test_parse_refuses(rule: str, rid: str, spec: dict[str, Any], path: str,
 
 
 def test_every_rule_has_rows() -> None:
-    assert {b[0] for b in BAD} == {"owned-flags", "control-text", "image-ref", "kv-extra-keys",
-                                   "typed-kwargs", "zero-replicas", "shared-encoder-cache"}
+    assert {b[0] for b in BAD} == {
+        "owned-flags",
+        "control-text",
+        "image-ref",
+        "kv-extra-keys",
+        "typed-kwargs",
+        "zero-replicas",
+        "shared-encoder-cache",
+    }
 
 
 @pytest.mark.parametrize(("rid", "args"), t.ACCEPTED_FLAG_ROWS)
@@ -73,8 +81,7 @@ def test_parse_accepts_kv_keys_vllm_reads(connector: str, key: str, value: Any) 
 
 
 @pytest.mark.parametrize(("field", "value"), t.KWARGS_GOOD)
-def test_typed_kwargs_reach_the_launch_config_as_vllm_spells_them(field: str,
-                                                                   value: Any) -> None:
+def test_typed_kwargs_reach_the_launch_config_as_vllm_spells_them(field: str, value: Any) -> None:
     cfg = launch_config(parse(obj({**BASE, field: value})))
     got = cfg.media_io_kwargs if field == "mediaIoKwargs" else cfg.mm_processor_kwargs
     assert got == value
@@ -82,7 +89,7 @@ def test_typed_kwargs_reach_the_launch_config_as_vllm_spells_them(field: str,
 
 def test_env_values_may_hold_line_breaks_but_not_nul() -> None:
     spec = copy.deepcopy(BASE)
-    spec["roles"]["decode"]["env"] = [{"name": "JSON", "value": "{\n\t\"a\": 1\n}"}]
+    spec["roles"]["decode"]["env"] = [{"name": "JSON", "value": '{\n\t"a": 1\n}'}]
     parse(obj(spec))
     spec["roles"]["decode"]["env"] = [{"name": "BAD", "value": "a\x00b"}]
     with pytest.raises(SpecError) as info:

@@ -19,30 +19,41 @@ NOW = "2026-11-23T10:00:00Z"
 
 
 def sts(ready: int, want: int = 2) -> dict[str, Any]:
-    return {"kind": "StatefulSet",
-            "metadata": {"name": "d", "generation": 1,
-                         "labels": {"epd-operator.io/role": "decode"}},
-            "spec": {"replicas": want},
-            "status": {"observedGeneration": 1, "replicas": want, "readyReplicas": ready,
-                       "updatedReplicas": want}}
+    return {
+        "kind": "StatefulSet",
+        "metadata": {"name": "d", "generation": 1, "labels": {"epd-operator.io/role": "decode"}},
+        "spec": {"replicas": want},
+        "status": {
+            "observedGeneration": 1,
+            "replicas": want,
+            "readyReplicas": ready,
+            "updatedReplicas": want,
+        },
+    }
 
 
-def obj(generation: int = 1, status: dict[str, Any] | None = None,
-        deleting: bool = False) -> dict[str, Any]:
+def obj(
+    generation: int = 1, status: dict[str, Any] | None = None, deleting: bool = False
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": "demo", "namespace": "ns", "generation": generation}
     if deleting:
         meta["deletionTimestamp"] = NOW
-    out: dict[str, Any] = {"apiVersion": "epd-operator.io/v1alpha1", "kind": "EPDCluster",
-                           "metadata": meta}
+    out: dict[str, Any] = {
+        "apiVersion": "epd-operator.io/v1alpha1",
+        "kind": "EPDCluster",
+        "metadata": meta,
+    }
     if status is not None:
         out["status"] = status
     return out
 
 
-def st(children: list[dict[str, Any]], problems: list[Problem] | None = None,
-       generation: int = 1) -> dict[str, Any]:
-    return compute_status(generation=generation, children=children, problems=problems or [],
-                          previous=None, now=NOW)
+def st(
+    children: list[dict[str, Any]], problems: list[Problem] | None = None, generation: int = 1
+) -> dict[str, Any]:
+    return compute_status(
+        generation=generation, children=children, problems=problems or [], previous=None, now=NOW
+    )
 
 
 def serving_rollout() -> dict[str, Any]:
@@ -78,20 +89,32 @@ CASES = [
     ("rollout paused", obj(status=paused(st([_sts_a_mid()]))), "Suspended", "step 1/2"),
     # Ready stays True through the rollout; Argo CD still waits for its end.
     ("serving while rolling out", obj(status=serving_rollout()), "Progressing", "1/2 ready"),
-    ("spec invalid", obj(status=st([], [Problem("SpecInvalid", "spec.roles.x: bad")])),
-     "Degraded", "SpecInvalid: spec.roles.x: bad"),
-    ("insufficient resources",
-     obj(status=st([sts(0)], [Problem("InsufficientResources", "rdma/none")])),
-     "Degraded", "InsufficientResources"),
-    ("new generation not yet observed", obj(generation=2, status=st([sts(2)])),
-     "Progressing", "observe generation 2"),
+    (
+        "spec invalid",
+        obj(status=st([], [Problem("SpecInvalid", "spec.roles.x: bad")])),
+        "Degraded",
+        "SpecInvalid: spec.roles.x: bad",
+    ),
+    (
+        "insufficient resources",
+        obj(status=st([sts(0)], [Problem("InsufficientResources", "rdma/none")])),
+        "Degraded",
+        "InsufficientResources",
+    ),
+    (
+        "new generation not yet observed",
+        obj(generation=2, status=st([sts(2)])),
+        "Progressing",
+        "observe generation 2",
+    ),
     ("being deleted", obj(status=st([sts(2)]), deleting=True), "Progressing", "deleted"),
     ("conditions missing", obj(status={"observedGeneration": 1}), "Progressing", "Waiting"),
 ]
 
 
-@pytest.mark.parametrize(("o", "status", "fragment"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("o", "status", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_health(o: dict[str, Any], status: str, fragment: str) -> None:
     got = health(o)
     assert got["status"] == status

@@ -42,9 +42,11 @@ def test_one_hpa_per_scaler_owned_role_on_its_signal() -> None:
     ]  # prefill is owned by the spec: no autoscaler
     enc, dec = out
     for o, role in ((enc, "encoder"), (dec, "decode")):
-        assert o["spec"]["scaleTargetRef"] == {"apiVersion": c.API_VERSION,
-                                               "kind": c.SCALER_KIND,
-                                               "name": f"qwen-vl-autoscaled-{role}"}
+        assert o["spec"]["scaleTargetRef"] == {
+            "apiVersion": c.API_VERSION,
+            "kind": c.SCALER_KIND,
+            "name": f"qwen-vl-autoscaled-{role}",
+        }
         assert o["metadata"]["namespace"] == "team-a"
         # Not ours to prune: no managed-by label (list_children selects on it).
         assert c.LABEL_MANAGED_BY not in o["metadata"]["labels"]
@@ -54,10 +56,13 @@ def test_one_hpa_per_scaler_owned_role_on_its_signal() -> None:
     (ext,) = enc["spec"]["metrics"]
     assert ext["external"]["metric"] == {
         "name": METRIC_ENCODE_P90,
-        "selector": {"matchLabels": {"service": "qwen-vl-autoscaled-router"}}}
+        "selector": {"matchLabels": {"service": "qwen-vl-autoscaled-router"}},
+    }
     assert ext["external"]["target"] == {"type": "Value", "value": "0.5"}
     assert [m["pods"]["metric"]["name"] for m in dec["spec"]["metrics"]] == [
-        METRIC_WAITING, METRIC_KV_CACHE]
+        METRIC_WAITING,
+        METRIC_KV_CACHE,
+    ]
 
 
 def test_prefill_scales_on_its_queue_and_targets_are_tunable() -> None:
@@ -66,9 +71,13 @@ def test_prefill_scales_on_its_queue_and_targets_are_tunable() -> None:
     obj["metadata"]["uid"] = "u"
     (pre,) = recipes(parse(obj), ["prefill"], t=Targets(waiting_per_pod="2"))
     (m,) = pre["spec"]["metrics"]
-    assert m == {"type": "Pods", "pods": {"metric": {"name": METRIC_WAITING},
-                                          "target": {"type": "AverageValue",
-                                                     "averageValue": "2"}}}
+    assert m == {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": METRIC_WAITING},
+            "target": {"type": "AverageValue", "averageValue": "2"},
+        },
+    }
 
 
 def test_keda_scaled_objects_query_prometheus_per_role() -> None:
@@ -78,18 +87,15 @@ def test_keda_scaled_objects_query_prometheus_per_role() -> None:
     assert (dec["spec"]["minReplicaCount"], dec["spec"]["maxReplicaCount"]) == (2, 16)
     queries = {t["name"]: t["metadata"]["query"] for t in dec["spec"]["triggers"]}
     assert queries == {
-        "requests-waiting":
-            'sum(vllm:num_requests_waiting{namespace="team-a",'
-            'pod=~"qwen-vl-autoscaled-decode-[0-9]+"})',
-        "kv-cache-usage":
-            'avg(vllm:kv_cache_usage_perc{namespace="team-a",'
-            'pod=~"qwen-vl-autoscaled-decode-[0-9]+"})',
+        "requests-waiting": 'sum(vllm:num_requests_waiting{namespace="team-a",'
+        'pod=~"qwen-vl-autoscaled-decode-[0-9]+"})',
+        "kv-cache-usage": 'avg(vllm:kv_cache_usage_perc{namespace="team-a",'
+        'pod=~"qwen-vl-autoscaled-decode-[0-9]+"})',
     }
     (trigger,) = enc["spec"]["triggers"]
     assert 'stage="encode"' in trigger["metadata"]["query"]
     assert trigger["metricType"] == "Value"
-    assert scaled_object(cluster(), "decode")["spec"]["triggers"][0]["metadata"][
-        "threshold"] == "4"
+    assert scaled_object(cluster(), "decode")["spec"]["triggers"][0]["metadata"]["threshold"] == "4"
 
 
 def test_refuses_roles_the_operator_would_revert_or_that_do_not_exist() -> None:
@@ -102,8 +108,22 @@ def test_refuses_roles_the_operator_would_revert_or_that_do_not_exist() -> None:
 
 def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
     out = io.StringIO()
-    assert main(["autoscale", "-f", str(AUTOSCALED), "--role", "decode", "--keda",
-                 "--max-replicas", "3"], out=out) == 0
+    assert (
+        main(
+            [
+                "autoscale",
+                "-f",
+                str(AUTOSCALED),
+                "--role",
+                "decode",
+                "--keda",
+                "--max-replicas",
+                "3",
+            ],
+            out=out,
+        )
+        == 0
+    )
     (doc,) = list(yaml.safe_load_all(out.getvalue()))
     assert doc["kind"] == "ScaledObject"
     assert main(["autoscale", "-f", str(MINIMAL)], out=io.StringIO()) == 2

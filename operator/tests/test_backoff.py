@@ -36,8 +36,9 @@ class FakeClock:
          [4.5, 13.5, 40.5, 121.5, 270, 270]),
     ],
 )  # fmt: skip
-def test_delays_grow_exponentially_to_the_cap(policy: BackoffPolicy, u: float,
-                                              delays: list[float]) -> None:
+def test_delays_grow_exponentially_to_the_cap(
+    policy: BackoffPolicy, u: float, delays: list[float]
+) -> None:
     clock = FakeClock()
     backoff = Backoff(policy, clock=clock, rand=lambda: u)
     got = [backoff.failed("a").delay_s for _ in delays]
@@ -87,15 +88,17 @@ def test_runtime_retries_with_backoff_and_skips_look_again_triggers(
     outcomes = [core.Outcome(retry=True), core.Outcome(retry=True), core.Outcome()]
     calls: list[str] = []
 
-    def fake_reconcile(kube: Any, obj: Any, cfg: Any, memory: Any,
-                       cache: Any = None) -> core.Outcome:
+    def fake_reconcile(
+        kube: Any, obj: Any, cfg: Any, memory: Any, cache: Any = None
+    ) -> core.Outcome:
         calls.append(obj["metadata"]["uid"])
         return outcomes[len(calls) - 1]
 
     monkeypatch.setattr("epd_operator.handlers.runtime.reconcile", fake_reconcile)
     backoff = Backoff(BackoffPolicy(base_s=100, jitter=0), clock=clock, rand=lambda: 0)
-    runtime = Runtime(Kube(lambda *a: (200, b"{}")), OperatorConfig.from_env({}),
-                      Options(), backoff=backoff)
+    runtime = Runtime(
+        Kube(lambda *a: (200, b"{}")), OperatorConfig.from_env({}), Options(), backoff=backoff
+    )
     runtime.remember("u1", body())
 
     async def scenario() -> list[Any]:

@@ -48,10 +48,15 @@ class Flaky(Kube):
     cut = threading.Event()
     cuts = 0
 
-    def watch_kind(self, kind: Kind, namespace: str | None, selector: str,
-                   resource_version: str, timeout_s: int) -> Iterator[dict[str, Any]]:
-        for event in super().watch_kind(kind, namespace, selector, resource_version,
-                                        timeout_s):
+    def watch_kind(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        selector: str,
+        resource_version: str,
+        timeout_s: int,
+    ) -> Iterator[dict[str, Any]]:
+        for event in super().watch_kind(kind, namespace, selector, resource_version, timeout_s):
             if kind.kind == "Service" and self.cut.is_set():
                 self.cut.clear()
                 Flaky.cuts += 1
@@ -79,9 +84,11 @@ class Env:
         return out.writes, self.kube.reads.total() - reads, out.applied
 
     def cached(self) -> set[str]:
-        """"Kind/name" of each child the cache holds."""
-        return {f'{o["kind"]}/{o["metadata"]["name"]}'
-                for o in self.caches.children.children(NS, NAME) or []}
+        """ "Kind/name" of each child the cache holds."""
+        return {
+            f"{o['kind']}/{o['metadata']['name']}"
+            for o in self.caches.children.children(NS, NAME) or []
+        }
 
 
 def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30) -> Any:
@@ -96,10 +103,18 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30) -> Any:
 
 @pytest.fixture(scope="module")
 def env(cluster: Cluster) -> Iterator[Env]:
-    for path in (crdgen.targets(crdgen.repo_root())[0],
-                 crdgen.targets(crdgen.repo_root(), c.SCALER_CRD_FILENAME)[0]):
-        cluster.kubectl("apply", "--server-side", "--force-conflicts",
-                        "--field-manager=epd-cache-tests", "-f", str(path))
+    for path in (
+        crdgen.targets(crdgen.repo_root())[0],
+        crdgen.targets(crdgen.repo_root(), c.SCALER_CRD_FILENAME)[0],
+    ):
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=epd-cache-tests",
+            "-f",
+            str(path),
+        )
     for crd in (c.CRD_NAME, c.SCALER_CRD_NAME):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     cluster.kubectl("create", "namespace", NS)
@@ -113,9 +128,13 @@ def env(cluster: Cluster) -> Iterator[Env]:
     caches.start()
     e = Env(cluster, kube, caches, told)
     try:
-        wait_for("the caches' first listings",
-                 lambda: caches.children.children(NS, NAME) is not None
-                 and caches.nodes.capacity() is not None)
+        wait_for(
+            "the caches' first listings",
+            lambda: (
+                caches.children.children(NS, NAME) is not None
+                and caches.nodes.capacity() is not None
+            ),
+        )
         yield e
     finally:
         caches.stop()
@@ -159,8 +178,7 @@ def test_a_broken_watch_relists_and_sees_the_deletion_it_missed(env: Env) -> Non
     env.kubectl("delete", router.lower())  # its DELETED event is lost with the watch
     wait_for("the re-list after the broken watch", lambda: svc.lists > lists)
     assert Flaky.cuts == cuts + 1
-    wait_for("the cache current again", lambda: env.caches.children.children(NS, NAME)
-             is not None)
+    wait_for("the cache current again", lambda: env.caches.children.children(NS, NAME) is not None)
     assert router not in env.cached()
     assert (NS, NAME) in env.told
     _, reads, applied = env.reconcile()
@@ -186,8 +204,11 @@ def test_a_live_idle_watch_is_healthy_and_a_stuck_one_is_not(env: Env) -> None:
     before = {s.name: s for s in env.caches.states()}
     reads = env.kube.reads.total()
     bookmarks = sum(r.bookmarks for r in env.caches.children.reflectors)
-    wait_for("bookmarks on the idle streams", lambda: sum(
-        r.bookmarks for r in env.caches.children.reflectors) > bookmarks, timeout=75)
+    wait_for(
+        "bookmarks on the idle streams",
+        lambda: sum(r.bookmarks for r in env.caches.children.reflectors) > bookmarks,
+        timeout=75,
+    )
     now = time.monotonic()
     states = env.caches.states()
     assert env.kube.reads.total() == reads  # no re-list, no renewal: the same streams
@@ -197,26 +218,56 @@ def test_a_live_idle_watch_is_healthy_and_a_stuck_one_is_not(env: Env) -> None:
     assert len(watch_problems(states, stuck_at)) == len(states)
 
 
-def test_a_watch_whose_credentials_are_gone_fails_the_liveness_check(env: Env,
-                                                                   tmp_path: Path) -> None:
+def test_a_watch_whose_credentials_are_gone_fails_the_liveness_check(
+    env: Env, tmp_path: Path
+) -> None:
     """Caches running as a ServiceAccount that is then deleted: the open streams go on (the
     apiserver authenticated them once), the next renewal is refused, and the probe's judge
     names the watch. Renewals every 3 s here (30-60 min in the operator)."""
     sa = "epd-cache-probe"
-    rules = [{"apiGroups": [k.api_version.rpartition("/")[0]], "resources": [k.plural],
-              "verbs": ["list", "watch"]} for k in (*CHILD_KINDS, NODE)]
-    env.cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-        "items": [
-            {"apiVersion": "v1", "kind": "ServiceAccount",
-             "metadata": {"name": sa, "namespace": NS}},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-             "metadata": {"name": sa}, "rules": rules},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-             "metadata": {"name": sa},
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                         "name": sa},
-             "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": NS}]},
-        ]}))
+    rules = [
+        {
+            "apiGroups": [k.api_version.rpartition("/")[0]],
+            "resources": [k.plural],
+            "verbs": ["list", "watch"],
+        }
+        for k in (*CHILD_KINDS, NODE)
+    ]
+    env.cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ServiceAccount",
+                        "metadata": {"name": sa, "namespace": NS},
+                    },
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "ClusterRole",
+                        "metadata": {"name": sa},
+                        "rules": rules,
+                    },
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "ClusterRoleBinding",
+                        "metadata": {"name": sa},
+                        "roleRef": {
+                            "apiGroup": "rbac.authorization.k8s.io",
+                            "kind": "ClusterRole",
+                            "name": sa,
+                        },
+                        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": NS}],
+                    },
+                ],
+            }
+        ),
+    )
     kc = serviceaccount_kubeconfig(env.cluster, NS, sa, tmp_path / "sa.kubeconfig")
     kube = Kube.from_environment(kubeconfig=str(kc))
     caches = Caches(kube, [NS], watch_timeout_s=(3, 3))
@@ -224,13 +275,22 @@ def test_a_watch_whose_credentials_are_gone_fails_the_liveness_check(env: Env,
     try:
         wait_for("the first listings", caches.synced)
         renewals = kube.reads.snapshot().get(("Service", "watch"), 0)
-        wait_for("a renewal", lambda: kube.reads.snapshot().get(("Service", "watch"), 0)
-                 > renewals, timeout=15)
+        wait_for(
+            "a renewal",
+            lambda: kube.reads.snapshot().get(("Service", "watch"), 0) > renewals,
+            timeout=15,
+        )
         assert watch_problems(caches.states(), time.monotonic()) == []
         env.cluster.kubectl("-n", NS, "delete", "serviceaccount", sa)
-        problems = wait_for("the judge to name the refused watches", lambda: [
-            p for p in watch_problems(caches.states(), time.monotonic())
-            if "refused our credentials (HTTP 401)" in p], timeout=30)
+        problems = wait_for(
+            "the judge to name the refused watches",
+            lambda: [
+                p
+                for p in watch_problems(caches.states(), time.monotonic())
+                if "refused our credentials (HTTP 401)" in p
+            ],
+            timeout=30,
+        )
         assert any(p.startswith(f"services in {NS}:") for p in problems), problems
         assert kube.unauthorized is not None  # what the runtime's probe also fails on
         assert kube.unauthorized.status == 401
@@ -259,20 +319,55 @@ def test_the_engine_pods_come_from_the_pod_cache(env: Env) -> None:
         return bool(got.stdout.strip())
 
     wait_for("the StatefulSet's pod", pod_exists)
-    wait_for("the pod in the cache", lambda: pod in {
-        p["metadata"]["name"] for p in env.caches.pods.pods(NS, name) or []})
-    report = report_text({"v": REPORT_VERSION, "transport": "tcp", "reason": "NoRDMADevice",
-                          "message": "no RDMA device"})
-    init = json.loads(env.kubectl("get", "pod", pod, "-o", "json").stdout)[
-        "spec"]["initContainers"][0]
+    wait_for(
+        "the pod in the cache",
+        lambda: pod in {p["metadata"]["name"] for p in env.caches.pods.pods(NS, name) or []},
+    )
+    report = report_text(
+        {
+            "v": REPORT_VERSION,
+            "transport": "tcp",
+            "reason": "NoRDMADevice",
+            "message": "no RDMA device",
+        }
+    )
+    init = json.loads(env.kubectl("get", "pod", pod, "-o", "json").stdout)["spec"][
+        "initContainers"
+    ][0]
     env.told.clear()
     t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    env.kubectl("patch", "pod", pod, "--subresource=status", "--type=merge", "-p", json.dumps(
-        {"status": {"initContainerStatuses": [{
-            "name": init["name"], "image": init["image"], "imageID": "", "ready": True,
-            "restartCount": 0, "state": {"terminated": {
-                "exitCode": 0, "reason": "Completed", "message": report,
-                "startedAt": t, "finishedAt": t}}}]}}))
+    env.kubectl(
+        "patch",
+        "pod",
+        pod,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {
+                "status": {
+                    "initContainerStatuses": [
+                        {
+                            "name": init["name"],
+                            "image": init["image"],
+                            "imageID": "",
+                            "ready": True,
+                            "restartCount": 0,
+                            "state": {
+                                "terminated": {
+                                    "exitCode": 0,
+                                    "reason": "Completed",
+                                    "message": report,
+                                    "startedAt": t,
+                                    "finishedAt": t,
+                                }
+                            },
+                        }
+                    ]
+                }
+            }
+        ),
+    )
     wait_for("the owner to be told of the report", lambda: (NS, name) in env.told)
     reads = env.kube.reads.total()
     live = json.loads(env.kubectl("get", "epdc", name, "-o", "json").stdout)

@@ -42,8 +42,9 @@ def helm() -> Path:
 
 
 def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=60,
-                          check=False)
+    proc = subprocess.run(
+        [str(helm), *args], capture_output=True, text=True, timeout=60, check=False
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stderr}")
     return proc
@@ -74,10 +75,12 @@ def test_chart_crds_equal_the_generated_crds() -> None:
     assert filecmp.cmp(top, chart, shallow=False), (
         f"{chart} differs from {top}: regenerate with make crds"
     )
-    assert filecmp.cmp(REPO / "crds" / c.SCALER_CRD_FILENAME,
-                       CHART / "crds" / c.SCALER_CRD_FILENAME, shallow=False)
+    assert filecmp.cmp(
+        REPO / "crds" / c.SCALER_CRD_FILENAME, CHART / "crds" / c.SCALER_CRD_FILENAME, shallow=False
+    )
     assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(
-        [c.CRD_FILENAME, c.SCALER_CRD_FILENAME])
+        [c.CRD_FILENAME, c.SCALER_CRD_FILENAME]
+    )
 
 
 def test_defaults(helm: Path) -> None:
@@ -98,12 +101,14 @@ def test_defaults(helm: Path) -> None:
     (sa,) = by_kind(docs, "ServiceAccount")
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
     assert [d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")] == [
-        "epd-epd-operator", "epd-epd-operator-nodes"]
+        "epd-epd-operator",
+        "epd-epd-operator-nodes",
+    ]
     assert by_kind(docs, "Role") == []
     for binding in by_kind(docs, "ClusterRoleBinding"):
         assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": sa["metadata"]["name"],
-             "namespace": "epd-system"}]
+            {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "epd-system"}
+        ]
 
 
 def test_restricted_security_context(helm: Path) -> None:
@@ -112,36 +117,76 @@ def test_restricted_security_context(helm: Path) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     sc = pod["containers"][0]["securityContext"]
-    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                  "capabilities": {"drop": ["ALL"]}}
+    assert sc == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
 
 
 # (--set values, check on the rendered documents)
 VALUE_CASES: list[tuple[str, list[str], Any]] = [
-    ("image tag override", ["image.tag=1.2.3"],
-     lambda d: by_kind(d, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["image"]
-     == "epd-operator/epd-operator:1.2.3"),
-    ("replicas 0 keeps RBAC and ServiceAccount", ["replicas=0"],
-     lambda d: by_kind(d, "Deployment")[0]["spec"]["replicas"] == 0
-     and len(by_kind(d, "ServiceAccount")) == 1 and len(by_kind(d, "ClusterRole")) == 2),
-    ("engine image and sim mode", ["engine.image=reg/engine:9", "engine.mode=sim"],
-     lambda d: {e["name"]: e["value"] for e in by_kind(d, "Deployment")[0]["spec"]["template"]
-                ["spec"]["containers"][0]["env"]}["EPD_OPERATOR_ENGINE_MODE"] == "sim"),
-    ("resync and workers reach the args", ["resyncSeconds=5", "workers=3"],
-     lambda d: {"--resync-seconds=5", "--workers=3"}
-     <= set(by_kind(d, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"])),
-    ("no metrics service, no helm test", ["metrics.service.enabled=false"],
-     lambda d: [x for x in by_kind(d, "Service") if x["metadata"]["name"].endswith("-metrics")]
-     == []
-     and not [p for p in by_kind(d, "Pod") if "test" in p["metadata"]["name"]]),
-    ("existing service account", ["serviceAccount.create=false", "serviceAccount.name=ops"],
-     lambda d: by_kind(d, "ServiceAccount") == []
-     and by_kind(d, "Deployment")[0]["spec"]["template"]["spec"]["serviceAccountName"] == "ops"),
+    (
+        "image tag override",
+        ["image.tag=1.2.3"],
+        lambda d: (
+            by_kind(d, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+            == "epd-operator/epd-operator:1.2.3"
+        ),
+    ),
+    (
+        "replicas 0 keeps RBAC and ServiceAccount",
+        ["replicas=0"],
+        lambda d: (
+            by_kind(d, "Deployment")[0]["spec"]["replicas"] == 0
+            and len(by_kind(d, "ServiceAccount")) == 1
+            and len(by_kind(d, "ClusterRole")) == 2
+        ),
+    ),
+    (
+        "engine image and sim mode",
+        ["engine.image=reg/engine:9", "engine.mode=sim"],
+        lambda d: (
+            {
+                e["name"]: e["value"]
+                for e in by_kind(d, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0][
+                    "env"
+                ]
+            }["EPD_OPERATOR_ENGINE_MODE"]
+            == "sim"
+        ),
+    ),
+    (
+        "resync and workers reach the args",
+        ["resyncSeconds=5", "workers=3"],
+        lambda d: (
+            {"--resync-seconds=5", "--workers=3"}
+            <= set(by_kind(d, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"])
+        ),
+    ),
+    (
+        "no metrics service, no helm test",
+        ["metrics.service.enabled=false"],
+        lambda d: (
+            [x for x in by_kind(d, "Service") if x["metadata"]["name"].endswith("-metrics")] == []
+            and not [p for p in by_kind(d, "Pod") if "test" in p["metadata"]["name"]]
+        ),
+    ),
+    (
+        "existing service account",
+        ["serviceAccount.create=false", "serviceAccount.name=ops"],
+        lambda d: (
+            by_kind(d, "ServiceAccount") == []
+            and by_kind(d, "Deployment")[0]["spec"]["template"]["spec"]["serviceAccountName"]
+            == "ops"
+        ),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("sets", "check"), [c[1:] for c in VALUE_CASES],
-                         ids=[c[0] for c in VALUE_CASES])
+@pytest.mark.parametrize(
+    ("sets", "check"), [c[1:] for c in VALUE_CASES], ids=[c[0] for c in VALUE_CASES]
+)
 def test_values(helm: Path, sets: list[str], check: Any) -> None:
     assert check(template(helm, *sets))
 
@@ -151,14 +196,19 @@ def test_watch_namespaces_use_roles(helm: Path) -> None:
     roles = by_kind(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == [
-        "team-a", "team-b"]
+        "team-a",
+        "team-b",
+    ]
     # Only the read-only node rule stays cluster-wide.
     (cluster_role,) = by_kind(docs, "ClusterRole")
-    assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["nodes"],
-                                      "verbs": ["list", "watch"]}]
+    assert cluster_role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]}
+    ]
     args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--namespace")] == [
-        "--namespace=team-a", "--namespace=team-b"]
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
 
 
 def rules_of(helm: Path) -> list[dict[str, Any]]:
@@ -175,8 +225,12 @@ def test_rbac_has_no_wildcards(helm: Path) -> None:
 
 
 def allowed(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
-    return {v for r in rules if group in r["apiGroups"] and resource in r["resources"]
-            for v in r["verbs"]}
+    return {
+        v
+        for r in rules
+        if group in r["apiGroups"] and resource in r["resources"]
+        for v in r["verbs"]
+    }
 
 
 def test_rbac_is_exactly_what_the_operator_calls(helm: Path) -> None:
@@ -196,9 +250,14 @@ def test_rbac_is_exactly_what_the_operator_calls(helm: Path) -> None:
         assert allowed(rules, c.GROUP, f"{c.SCALER_PLURAL}/{sub}") == {"patch"}
     granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
     expected = {(k.api_version.rpartition("/")[0], k.plural) for k in CHILD_KINDS} | {
-        (c.GROUP, c.PLURAL), (c.GROUP, f"{c.PLURAL}/status"), ("", "events"), ("", "nodes"),
-        (c.GROUP, f"{c.SCALER_PLURAL}/scale"), (c.GROUP, f"{c.SCALER_PLURAL}/status"),
-        ("", "pods")}
+        (c.GROUP, c.PLURAL),
+        (c.GROUP, f"{c.PLURAL}/status"),
+        ("", "events"),
+        ("", "nodes"),
+        (c.GROUP, f"{c.SCALER_PLURAL}/scale"),
+        (c.GROUP, f"{c.SCALER_PLURAL}/status"),
+        ("", "pods"),
+    }
     assert granted == expected
 
 
@@ -237,17 +296,34 @@ def test_webhook_defaults(helm: Path) -> None:
     ("sets", "check"),
     [
         (["replicas=0"], lambda d: by_kind(d, "ValidatingWebhookConfiguration") == []),
-        (["webhook.enabled=false"],
-         lambda d: by_kind(d, "ValidatingWebhookConfiguration") == [] and not any(
-             a.startswith("--webhook") for a in by_kind(d, "Deployment")[0]["spec"]["template"]
-             ["spec"]["containers"][0]["args"])),
-        (["webhook.certManager.enabled=true"],
-         lambda d: by_kind(d, "Secret") == [] and len(by_kind(d, "Certificate")) == 1
-         and "cert-manager.io/inject-ca-from" in by_kind(d, "ValidatingWebhookConfiguration")[0]
-         ["metadata"]["annotations"]),
-        (['json:watchNamespaces=["team-a"]'],
-         lambda d: webhook_config(d)["namespaceSelector"]["matchExpressions"][0]["values"]
-         == ["team-a"]),
+        (
+            ["webhook.enabled=false"],
+            lambda d: (
+                by_kind(d, "ValidatingWebhookConfiguration") == []
+                and not any(
+                    a.startswith("--webhook")
+                    for a in by_kind(d, "Deployment")[0]["spec"]["template"]["spec"]["containers"][
+                        0
+                    ]["args"]
+                )
+            ),
+        ),
+        (
+            ["webhook.certManager.enabled=true"],
+            lambda d: (
+                by_kind(d, "Secret") == []
+                and len(by_kind(d, "Certificate")) == 1
+                and "cert-manager.io/inject-ca-from"
+                in by_kind(d, "ValidatingWebhookConfiguration")[0]["metadata"]["annotations"]
+            ),
+        ),
+        (
+            ['json:watchNamespaces=["team-a"]'],
+            lambda d: (
+                webhook_config(d)["namespaceSelector"]["matchExpressions"][0]["values"]
+                == ["team-a"]
+            ),
+        ),
     ],
     ids=["no pod no registration", "disabled", "cert-manager", "namespaced"],
 )
@@ -263,16 +339,21 @@ def test_admission_policy_binds_the_operator_serviceaccount(helm: Path) -> None:
     assert binding["spec"]["validationActions"] == ["Deny"]
     (cond,) = policy["spec"]["matchConditions"]
     assert "'system:serviceaccount:epd-system:epd-epd-operator'" in cond["expression"]
-    kinds = {(r["apiGroups"][0], res) for r in policy["spec"]["matchConstraints"]["resourceRules"]
-             for res in r["resources"]}
+    kinds = {
+        (r["apiGroups"][0], res)
+        for r in policy["spec"]["matchConstraints"]["resourceRules"]
+        for res in r["resources"]
+    }
     assert kinds == {(k.api_version.rpartition("/")[0], k.plural) for k in CHILD_KINDS}
-    volumes = next(v["expression"] for v in policy["spec"]["validations"]
-                   if "volumes" in v["expression"])
+    volumes = next(
+        v["expression"] for v in policy["spec"]["validations"] if "volumes" in v["expression"]
+    )
     for source in USER_VOLUME_SOURCES:  # what api.parse lets roles.*.volumes use
         assert f"has(v.{source})" in volumes
     assert "has(v.secret)" not in volumes
-    assert by_kind(template(helm, "admissionPolicy.enabled=false"),
-                   "ValidatingAdmissionPolicy") == []
+    assert (
+        by_kind(template(helm, "admissionPolicy.enabled=false"), "ValidatingAdmissionPolicy") == []
+    )
 
 
 BAD_VALUES = [
@@ -318,8 +399,11 @@ def test_schema_describes_every_key_and_closes_every_object() -> None:
 
 def test_helm_test_hook(helm: Path) -> None:
     docs = template(helm)
-    tests = [p for p in by_kind(docs, "Pod")
-             if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    tests = [
+        p
+        for p in by_kind(docs, "Pod")
+        if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+    ]
     assert len(tests) == 1
     assert "/metrics" in " ".join(tests[0]["spec"]["containers"][0]["command"])
     # NOTES.txt is checked on a real `helm install` in e2e/test_operator.py: `helm install

@@ -50,8 +50,13 @@ def test_hadolint_is_clean() -> None:
     found = str(exe) if exe.exists() else shutil.which("hadolint")
     if found is None:
         pytest.fail("hadolint is missing: it is a pinned dev dependency (requirements/dev.txt)")
-    proc = subprocess.run([found, "--no-color", str(DOCKERFILE)], capture_output=True,
-                          text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [found, "--no-color", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -59,8 +64,11 @@ def test_pip_installs_what_the_tests_install() -> None:
     pip = [c for c in run_commands() if c[:2] == ["pip", "install"]]
     assert len(pip) == 1, pip
     targets = sorted(a for a in pip[0][2:] if not a.startswith("-"))
-    dev = [line.split()[1] for line in (REPO / "requirements" / "dev.txt").read_text()
-           .splitlines() if line.startswith("-e ")]
+    dev = [
+        line.split()[1]
+        for line in (REPO / "requirements" / "dev.txt").read_text().splitlines()
+        if line.startswith("-e ")
+    ]
     assert targets == sorted(dev), f"Dockerfile installs {targets}, tests install {dev}"
 
 

@@ -22,12 +22,14 @@ def test_committed_crd_matches_models(path: Path) -> None:
     assert path.read_text(encoding="utf-8") == crdgen.render_yaml(), f"{path} is stale; {HINT}"
 
 
-@pytest.mark.parametrize("path", crdgen.targets(REPO, c.SCALER_CRD_FILENAME),
-                         ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+    "path", crdgen.targets(REPO, c.SCALER_CRD_FILENAME), ids=lambda p: str(p.relative_to(REPO))
+)
 def test_committed_scaler_crd_matches_models(path: Path) -> None:
     assert path.exists(), f"{path} is missing; {HINT}"
     assert path.read_text(encoding="utf-8") == crdgen.render_scaler_yaml(), (
-        f"{path} is stale; {HINT}")
+        f"{path} is stale; {HINT}"
+    )
 
 
 def _walk(node: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
@@ -149,7 +151,10 @@ def test_scaler_crd_has_the_scale_subresource_hpa_reads() -> None:
     assert crd["metadata"]["name"] == c.SCALER_CRD_NAME
     names = crd["spec"]["names"]
     assert (names["kind"], names["plural"], names["shortNames"]) == (
-        c.SCALER_KIND, c.SCALER_PLURAL, ["epdrs"])
+        c.SCALER_KIND,
+        c.SCALER_PLURAL,
+        ["epdrs"],
+    )
     (version,) = crd["spec"]["versions"]
     assert version["subresources"]["scale"] == {
         "specReplicasPath": ".spec.replicas",

@@ -26,8 +26,9 @@ from epd_operator.reconcile.kube import Kube
 
 @pytest.fixture
 def runtime() -> Runtime:
-    return Runtime(Kube(lambda *a: (200, b"{}")), OperatorConfig.from_env({}),
-                   Options(resync_seconds=5))
+    return Runtime(
+        Kube(lambda *a: (200, b"{}")), OperatorConfig.from_env({}), Options(resync_seconds=5)
+    )
 
 
 def test_registered_triggers(runtime: Runtime) -> None:
@@ -35,12 +36,14 @@ def test_registered_triggers(runtime: Runtime) -> None:
     register(registry, runtime)
     changing = registry._changing.get_all_handlers()
     # resume is kopf's reason-less handler for objects that exist when the operator starts.
-    kinds = sorted("resume" if h.initial and h.reason is None else str(h.reason)
-                   for h in changing)
+    kinds = sorted("resume" if h.initial and h.reason is None else str(h.reason) for h in changing)
     assert kinds == ["create", "resume", "update"]
     assert {h.selector.any_name for h in changing if h.selector} == {c.PLURAL}
-    watching = {(h.selector.group, h.selector.any_name): h
-                for h in registry._watching.get_all_handlers() if h.selector}
+    watching = {
+        (h.selector.group, h.selector.any_name): h
+        for h in registry._watching.get_all_handlers()
+        if h.selector
+    }
     # kopf watches EPDClusters only: children reach the runtime through its own caches
     # (reconcile.cache), one watch per kind for both the triggers and what passes observe.
     assert set(watching) == {(c.GROUP, c.PLURAL)}
@@ -82,8 +85,9 @@ def test_passes_of_one_object_never_overlap_and_extra_pokes_coalesce(
     calls: list[str] = []
     lock = threading.Lock()
 
-    def slow_reconcile(kube: Any, obj: Any, cfg: Any, memory: Any,
-                       cache: Any = None) -> core.Outcome:
+    def slow_reconcile(
+        kube: Any, obj: Any, cfg: Any, memory: Any, cache: Any = None
+    ) -> core.Outcome:
         uid = obj["metadata"]["uid"]
         with lock:
             running[uid] = running.get(uid, 0) + 1
@@ -133,8 +137,9 @@ def test_a_burst_of_child_events_for_one_object_does_not_starve_another(
     # behind two passes at most, not behind the whole burst.
     order: list[str] = []
 
-    def reconcile_once(kube: Any, obj: Any, cfg: Any, memory: Any,
-                       cache: Any = None) -> core.Outcome:
+    def reconcile_once(
+        kube: Any, obj: Any, cfg: Any, memory: Any, cache: Any = None
+    ) -> core.Outcome:
         order.append(obj["metadata"]["uid"])
         time.sleep(0.01)
         return core.Outcome()
@@ -187,8 +192,11 @@ def test_child_events_in_quick_succession_make_one_pass(
         return core.Outcome()
 
     monkeypatch.setattr("epd_operator.handlers.runtime.reconcile", record)
-    rt = Runtime(Kube(lambda *a: (200, b"{}")), OperatorConfig.from_env({}),
-                 Options(child_debounce_s=debounce))
+    rt = Runtime(
+        Kube(lambda *a: (200, b"{}")),
+        OperatorConfig.from_env({}),
+        Options(child_debounce_s=debounce),
+    )
 
     def body() -> Any:
         return {"metadata": {"uid": "a", "name": "a", "namespace": "ns"}}

@@ -16,8 +16,13 @@ from epd_operator.reconcile.kube import Kube, KubeError
 
 
 def state(**kw: object) -> WatchState:
-    base: dict[str, object] = {"name": "services in ns", "running": True, "alive_at": 1000.0,
-                               "deadline": 5000.0, "error_status": None}
+    base: dict[str, object] = {
+        "name": "services in ns",
+        "running": True,
+        "alive_at": 1000.0,
+        "deadline": 5000.0,
+        "error_status": None,
+    }
     base.update(kw)
     return WatchState(**base)  # type: ignore[arg-type]
 
@@ -27,19 +32,38 @@ NOW = 1000.0 + QUIET_GRACE_S  # exactly at the end of the grace: still fine
 # (what, state, now, a fragment of the problem or None when healthy)
 CASES: list[tuple[str, WatchState, float, str | None]] = [
     ("a live idle watch", state(), NOW, None),
-    ("a quiet open watch is fine until its deadline (bookmarks may skip minutes)",
-     state(), 5000.0, None),
+    (
+        "a quiet open watch is fine until its deadline (bookmarks may skip minutes)",
+        state(),
+        5000.0,
+        None,
+    ),
     ("a stream open past its timeout is stuck", state(), 5001.0, "outlived its timeout by 1s"),
     ("the thread ended", state(running=False), NOW, "thread is not running"),
-    ("credentials refused on the last re-list", state(error_status=401, deadline=None), NOW,
-     "refused our credentials (HTTP 401)"),
-    ("forbidden (RBAC) on the last re-list", state(error_status=403, deadline=None), NOW,
-     "HTTP 403"),
-    ("re-listing after a transient error, within the grace",
-     state(error_status=500, deadline=None), NOW, None),
-    ("still failing to re-list past the grace",
-     state(error_status=500, deadline=None), NOW + 1,
-     "nothing from the API for 181s (last error HTTP 500)"),
+    (
+        "credentials refused on the last re-list",
+        state(error_status=401, deadline=None),
+        NOW,
+        "refused our credentials (HTTP 401)",
+    ),
+    (
+        "forbidden (RBAC) on the last re-list",
+        state(error_status=403, deadline=None),
+        NOW,
+        "HTTP 403",
+    ),
+    (
+        "re-listing after a transient error, within the grace",
+        state(error_status=500, deadline=None),
+        NOW,
+        None,
+    ),
+    (
+        "still failing to re-list past the grace",
+        state(error_status=500, deadline=None),
+        NOW + 1,
+        "nothing from the API for 181s (last error HTTP 500)",
+    ),
     ("never listed", state(alive_at=None, deadline=None), NOW, "nothing from the API for ever"),
 ]
 
@@ -56,8 +80,9 @@ def test_watch_problems(what: str, st: WatchState, now: float, problem: str | No
 
 
 def test_every_bad_watch_is_named() -> None:
-    got = watch_problems([state(name="a", running=False), state(name="b"),
-                          state(name="c", error_status=401)], NOW)
+    got = watch_problems(
+        [state(name="a", running=False), state(name="b"), state(name="c", error_status=401)], NOW
+    )
     assert [line.split(":")[0] for line in got] == ["a", "c"]
 
 
@@ -84,13 +109,15 @@ def test_the_probe_makes_no_api_request() -> None:
 def test_unhealthy_once_a_request_was_refused_401_until_one_succeeds() -> None:
     rt = runtime(401)
     with pytest.raises(KubeError):
-        rt.kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
-                       "metadata": {"name": "x", "namespace": "ns"}})
+        rt.kube.apply(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "ns"}}
+        )
     with pytest.raises(HealthError, match=r"refuses our credentials.*HTTP 401"):
         rt.check_health()
     rt.kube._transport = lambda *a: (200, b"{}")  # the token works again (a new one mounted)
-    rt.kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {"name": "x", "namespace": "ns"}})
+    rt.kube.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "ns"}}
+    )
     assert rt.check_health()["epdclusters"] == 0
     rt.close()
 
@@ -98,7 +125,8 @@ def test_unhealthy_once_a_request_was_refused_401_until_one_succeeds() -> None:
 def test_other_refusals_are_no_health_matter() -> None:
     rt = runtime(403)  # RBAC on one call: the pass reports it; the process is fine
     with pytest.raises(KubeError):
-        rt.kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
-                       "metadata": {"name": "x", "namespace": "ns"}})
+        rt.kube.apply(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "ns"}}
+        )
     assert rt.check_health()["epdclusters"] == 0
     rt.close()

@@ -21,10 +21,16 @@ def test_api_writes_follow_the_kube_write_counter() -> None:
     m = Metrics()
     kube = Kube(transport=lambda *a: (200, b"{}"))
     kube.writes.listeners.append(m.count_write)
-    kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "x", "namespace": "ns"}})
-    kube.apply({"apiVersion": "apps/v1", "kind": "StatefulSet",
-                "metadata": {"name": "x", "namespace": "ns"}})
+    kube.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "ns"}}
+    )
+    kube.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "x", "namespace": "ns"},
+        }
+    )
     kube.apply_status("ns", "x", {"observedGeneration": 1})
     got = scrape(m)
     assert got['epd_operator_api_writes_total{kind="ConfigMap",verb="apply"}'] == 1

@@ -21,8 +21,14 @@ def sts(name: str = "demo-decode", replicas: int = 2, **extra: Any) -> dict[str,
             "namespace": "ns",
             "labels": {"app.kubernetes.io/instance": "demo"},
             "ownerReferences": [
-                {"apiVersion": "epd-operator.io/v1alpha1", "kind": "EPDCluster", "name": "demo",
-                 "uid": UID, "controller": True, "blockOwnerDeletion": True}
+                {
+                    "apiVersion": "epd-operator.io/v1alpha1",
+                    "kind": "EPDCluster",
+                    "name": "demo",
+                    "uid": UID,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
             ],
         },
         "spec": {
@@ -30,9 +36,12 @@ def sts(name: str = "demo-decode", replicas: int = 2, **extra: Any) -> dict[str,
             "template": {
                 "spec": {
                     "containers": [
-                        {"name": "engine", "image": "vllm:0.33.0",
-                         "env": [{"name": "EPD_ROLE", "value": "decode"}],
-                         "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "1024Mi"}}}
+                        {
+                            "name": "engine",
+                            "image": "vllm:0.33.0",
+                            "env": [{"name": "EPD_ROLE", "value": "decode"}],
+                            "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "1024Mi"}},
+                        }
                     ]
                 }
             },
@@ -45,8 +54,14 @@ def sts(name: str = "demo-decode", replicas: int = 2, **extra: Any) -> dict[str,
 def as_served(obj: dict[str, Any]) -> dict[str, Any]:
     """What the apiserver hands back: defaults, status, metadata, canonical quantities."""
     out = copy.deepcopy(obj)
-    out["metadata"].update({"uid": "child-uid", "resourceVersion": "42", "generation": 3,
-                            "managedFields": [{"manager": "epd-operator"}]})
+    out["metadata"].update(
+        {
+            "uid": "child-uid",
+            "resourceVersion": "42",
+            "generation": 3,
+            "managedFields": [{"manager": "epd-operator"}],
+        }
+    )
     out["spec"]["podManagementPolicy"] = "Parallel"
     out["spec"]["revisionHistoryLimit"] = 10
     ctr = out["spec"]["template"]["spec"]["containers"][0]
@@ -200,5 +215,7 @@ def test_quantity_rejects_non_quantities() -> None:
 def test_a_string_that_only_looks_like_a_huge_quantity_is_a_difference_not_a_crash() -> None:
     # A revision hash such as "8e91234567" matches the quantity grammar; seen in a benchmark's
     # update wave, where it crashed every pass of that object.
-    assert first_difference({"labels": {"rev": "3f2a9c"}},
-                            {"labels": {"rev": "8e91234567"}}) == "labels.rev"
+    assert (
+        first_difference({"labels": {"rev": "3f2a9c"}}, {"labels": {"rev": "8e91234567"}})
+        == "labels.rev"
+    )

@@ -41,21 +41,34 @@ CM = next(k for k in CHILD_KINDS if k.kind == "ConfigMap")
 SVC = next(k for k in CHILD_KINDS if k.kind == "Service")
 
 
-def child(kind: Kind, name: str, owner: str, rv: int, ns: str = "ns",
-          **extra: Any) -> dict[str, Any]:
-    return {"apiVersion": kind.api_version, "kind": kind.kind,
-            "metadata": {"name": name, "namespace": ns, "resourceVersion": str(rv),
-                         "labels": {c.LABEL_INSTANCE: owner, c.LABEL_MANAGED_BY: c.MANAGED_BY},
-                         "managedFields": [{"manager": "epd-operator"}]},
-            **extra}
+def child(
+    kind: Kind, name: str, owner: str, rv: int, ns: str = "ns", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": kind.api_version,
+        "kind": kind.kind,
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "resourceVersion": str(rv),
+            "labels": {c.LABEL_INSTANCE: owner, c.LABEL_MANAGED_BY: c.MANAGED_BY},
+            "managedFields": [{"manager": "epd-operator"}],
+        },
+        **extra,
+    }
 
 
 def node(name: str, gpus: str, rv: int, **labels: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "resourceVersion": str(rv), "labels": labels},
-            "spec": {},
-            "status": {"allocatable": {"cpu": "8", "nvidia.com/gpu": gpus},
-                       "conditions": [{"type": "Ready", "lastHeartbeatTime": str(rv)}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "resourceVersion": str(rv), "labels": labels},
+        "spec": {},
+        "status": {
+            "allocatable": {"cpu": "8", "nvidia.com/gpu": gpus},
+            "conditions": [{"type": "Ready", "lastHeartbeatTime": str(rv)}],
+        },
+    }
 
 
 class Scripted(Kube):
@@ -75,8 +88,14 @@ class Scripted(Kube):
             raise got
         return Listing([dict(o) for o in got.items], got.resource_version)
 
-    def watch_kind(self, kind: Kind, namespace: str | None, selector: str,
-                   resource_version: str, timeout_s: int) -> Iterator[dict[str, Any]]:
+    def watch_kind(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        selector: str,
+        resource_version: str,
+        timeout_s: int,
+    ) -> Iterator[dict[str, Any]]:
         self.calls.append(("watch", kind.kind, resource_version))
         streams = self.streams.get(kind.kind) or []
         events = streams.pop(0) if streams else []
@@ -111,8 +130,9 @@ def synced_children(kube: Scripted, told: Told | None = None) -> ChildCache:
 
 def test_children_come_from_the_listing_by_owner_without_managed_fields() -> None:
     kube = Scripted()
-    kube.listings["ConfigMap"] = [Listing([child(CM, "a-launch", "a", 5),
-                                           child(CM, "b-launch", "b", 6)], "6")]
+    kube.listings["ConfigMap"] = [
+        Listing([child(CM, "a-launch", "a", 5), child(CM, "b-launch", "b", 6)], "6")
+    ]
     kube.listings["Service"] = [Listing([child(SVC, "a-router", "a", 7)], "7")]
     told = Told()
     cache = synced_children(kube, told)
@@ -124,7 +144,9 @@ def test_children_come_from_the_listing_by_owner_without_managed_fields() -> Non
     assert sorted(set(told.owners)) == [("ns", "a"), ("ns", "b")]
     # One listing per kind, each followed by a watch from the listing's resourceVersion.
     assert [x for x in kube.calls if x[1] == "ConfigMap"] == [
-        ("list", "ConfigMap", CHILD_SELECTOR), ("watch", "ConfigMap", "6")]
+        ("list", "ConfigMap", CHILD_SELECTOR),
+        ("watch", "ConfigMap", "6"),
+    ]
 
 
 def test_children_is_none_until_every_kind_has_listed() -> None:
@@ -142,12 +164,14 @@ def test_children_is_none_until_every_kind_has_listed() -> None:
 def test_watch_events_update_delete_and_tell_the_owner() -> None:
     kube = Scripted()
     kube.listings["Service"] = [Listing([child(SVC, "a-router", "a", 7)], "7")]
-    kube.streams["Service"] = [[
-        {"type": "MODIFIED", "object": child(SVC, "a-router", "a", 8, spec={"x": 1})},
-        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}},
-        {"type": "ADDED", "object": child(SVC, "a-other", "a", 10)},
-        {"type": "DELETED", "object": child(SVC, "a-router", "a", 11)},
-    ]]
+    kube.streams["Service"] = [
+        [
+            {"type": "MODIFIED", "object": child(SVC, "a-router", "a", 8, spec={"x": 1})},
+            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}},
+            {"type": "ADDED", "object": child(SVC, "a-other", "a", 10)},
+            {"type": "DELETED", "object": child(SVC, "a-router", "a", 11)},
+        ]
+    ]
     told = Told()
     cache = synced_children(kube, told)
     got = cache.children("ns", "a") or []
@@ -159,9 +183,10 @@ def test_watch_events_update_delete_and_tell_the_owner() -> None:
 
 def test_a_relist_drops_what_was_deleted_while_nobody_watched() -> None:
     kube = Scripted()
-    kube.listings["Service"] = [Listing([child(SVC, "a-router", "a", 7),
-                                         child(SVC, "b-router", "b", 8)], "8"),
-                                Listing([child(SVC, "b-router", "b", 8)], "12")]
+    kube.listings["Service"] = [
+        Listing([child(SVC, "a-router", "a", 7), child(SVC, "b-router", "b", 8)], "8"),
+        Listing([child(SVC, "b-router", "b", 8)], "12"),
+    ]
     told = Told()
     cache = synced_children(kube, told)
     assert len(cache.children("ns", "a") or []) == 1
@@ -172,7 +197,9 @@ def test_a_relist_drops_what_was_deleted_while_nobody_watched() -> None:
     assert cache.children("ns", "a") == []
     assert told.owners == [("ns", "a")]  # the owner of the vanished child, and nobody else
     assert [x for x in kube.calls if x[1] == "Service"][-2:] == [
-        ("list", "Service", CHILD_SELECTOR), ("watch", "Service", "12")]
+        ("list", "Service", CHILD_SELECTOR),
+        ("watch", "Service", "12"),
+    ]
 
 
 def test_a_410_relists_and_other_watch_errors_mark_the_cache_stale() -> None:
@@ -189,8 +216,7 @@ def test_a_410_relists_and_other_watch_errors_mark_the_cache_stale() -> None:
 
 def test_the_reflector_thread_relists_after_a_broken_watch() -> None:
     kube = Scripted()
-    kube.listings["ConfigMap"] = [Listing([child(CM, "a-launch", "a", 5)], "5"),
-                                  Listing([], "9")]
+    kube.listings["ConfigMap"] = [Listing([child(CM, "a-launch", "a", 5)], "5"), Listing([], "9")]
     release = threading.Event()
 
     def broken() -> Iterator[dict[str, Any]]:
@@ -201,8 +227,14 @@ def test_the_reflector_thread_relists_after_a_broken_watch() -> None:
     class Breaks(Scripted):
         first = True
 
-        def watch_kind(self, kind: Kind, namespace: str | None, selector: str,
-                       resource_version: str, timeout_s: int) -> Iterator[dict[str, Any]]:
+        def watch_kind(
+            self,
+            kind: Kind,
+            namespace: str | None,
+            selector: str,
+            resource_version: str,
+            timeout_s: int,
+        ) -> Iterator[dict[str, Any]]:
             if kind.kind == "ConfigMap" and self.first:
                 self.first = False
                 return broken()
@@ -256,9 +288,16 @@ def test_a_child_relabelled_to_another_owner_moves() -> None:
     assert [o["metadata"]["name"] for o in cache.children("ns", "b") or []] == ["x"]
 
 
-@pytest.mark.parametrize(("incoming", "held", "expected"), [
-    ("5", "4", True), ("4", "4", True), ("3", "4", False), ("x", "4", True), ("5", None, True),
-])
+@pytest.mark.parametrize(
+    ("incoming", "held", "expected"),
+    [
+        ("5", "4", True),
+        ("4", "4", True),
+        ("3", "4", False),
+        ("x", "4", True),
+        ("5", None, True),
+    ],
+)
 def test_newer(incoming: str, held: str | None, expected: bool) -> None:
     held_obj = None if held is None else {"metadata": {"resourceVersion": held}}
     assert newer({"metadata": {"resourceVersion": incoming}}, held_obj) is expected
@@ -287,11 +326,26 @@ def test_the_node_index_ignores_heartbeats_and_follows_capacity_changes() -> Non
 
 
 def test_capacity_answers_like_the_plain_check() -> None:
-    ns = [node("n1", "8", 1), node("n2", "4", 2, pool="b"),
-          {**node("n3", "16", 3), "spec": {"unschedulable": True}}]
-    want = [{"kind": "StatefulSet", "metadata": {"name": "x-decode"}, "spec": {
-        "replicas": 1, "template": {"spec": {"nodeSelector": {"pool": "b"}, "containers": [
-            {"resources": {"limits": {"nvidia.com/gpu": 8}}}]}}}}]
+    ns = [
+        node("n1", "8", 1),
+        node("n2", "4", 2, pool="b"),
+        {**node("n3", "16", 3), "spec": {"unschedulable": True}},
+    ]
+    want = [
+        {
+            "kind": "StatefulSet",
+            "metadata": {"name": "x-decode"},
+            "spec": {
+                "replicas": 1,
+                "template": {
+                    "spec": {
+                        "nodeSelector": {"pool": "b"},
+                        "containers": [{"resources": {"limits": {"nvidia.com/gpu": 8}}}],
+                    }
+                },
+            },
+        }
+    ]
     plain = capacity.check(want, ns)
     assert plain == capacity.check(want, capacity.Capacity(capacity.slim(n) for n in ns))
     assert "largest: 4" in plain[0].message
@@ -309,32 +363,64 @@ def test_a_missing_optional_crd_lists_as_empty() -> None:
     scaler.stop()
 
 
-def pod(name: str, owner: str, rv: int, *, report: str | None = None,
-        phase: str = "Pending", role: str = "decode") -> dict[str, Any]:
-    init: dict[str, Any] = {"name": INIT_CONTAINER, "image": "img", "ready": False,
-                            "state": {"running": {"startedAt": "t"}}}
+def pod(
+    name: str,
+    owner: str,
+    rv: int,
+    *,
+    report: str | None = None,
+    phase: str = "Pending",
+    role: str = "decode",
+) -> dict[str, Any]:
+    init: dict[str, Any] = {
+        "name": INIT_CONTAINER,
+        "image": "img",
+        "ready": False,
+        "state": {"running": {"startedAt": "t"}},
+    }
     if report is not None:
         init["state"] = {"terminated": {"exitCode": 0, "message": report, "finishedAt": "t"}}
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "ns", "resourceVersion": str(rv),
-                         "labels": {c.LABEL_INSTANCE: owner, c.LABEL_ROLE: role,
-                                    c.LABEL_NAME: c.APP_NAME, "pod-template-hash": "x"},
-                         "managedFields": [{"manager": "kubelet"}]},
-            "spec": {"containers": [{"name": "engine", "image": "img"}]},
-            "status": {"phase": phase, "podIP": "10.0.0.1", "initContainerStatuses": [
-                init, {"name": "other-init", "state": {"terminated": {"message": "x"}}}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "resourceVersion": str(rv),
+            "labels": {
+                c.LABEL_INSTANCE: owner,
+                c.LABEL_ROLE: role,
+                c.LABEL_NAME: c.APP_NAME,
+                "pod-template-hash": "x",
+            },
+            "managedFields": [{"manager": "kubelet"}],
+        },
+        "spec": {"containers": [{"name": "engine", "image": "img"}]},
+        "status": {
+            "phase": phase,
+            "podIP": "10.0.0.1",
+            "initContainerStatuses": [
+                init,
+                {"name": "other-init", "state": {"terminated": {"message": "x"}}},
+            ],
+        },
+    }
 
 
 def test_the_pod_cache_keeps_the_reports_and_tells_the_owner_only_when_one_changes() -> None:
     kube = Scripted()
     kube.listings["Pod"] = [Listing([pod("a-decode-0", "a", 5)], "5")]
     report = report_text({"v": REPORT_VERSION, "transport": "rdma", "reason": "RDMA"})
-    kube.streams["Pod"] = [[
-        {"type": "MODIFIED", "object": pod("a-decode-0", "a", 6, phase="Running")},
-        {"type": "MODIFIED", "object": pod("a-decode-0", "a", 7, report=report)},
-        {"type": "MODIFIED", "object": pod("a-decode-0", "a", 8, report=report,
-                                           phase="Running")},
-    ]]
+    kube.streams["Pod"] = [
+        [
+            {"type": "MODIFIED", "object": pod("a-decode-0", "a", 6, phase="Running")},
+            {"type": "MODIFIED", "object": pod("a-decode-0", "a", 7, report=report)},
+            {
+                "type": "MODIFIED",
+                "object": pod("a-decode-0", "a", 8, report=report, phase="Running"),
+            },
+        ]
+    ]
     told = Told()
     cache = PodCache(kube, ["ns"], told)
     (r,) = cache.reflectors
@@ -342,22 +428,32 @@ def test_the_pod_cache_keeps_the_reports_and_tells_the_owner_only_when_one_chang
     r.run_once()
     got = cache._objs[("Pod", "ns", "a-decode-0")]
     # Slim: name, owner and role labels, the preflight container's termination message.
-    assert got == {"kind": "Pod", "metadata": {
-        "name": "a-decode-0", "namespace": "ns", "resourceVersion": "8",
-        "labels": {c.LABEL_INSTANCE: "a", c.LABEL_ROLE: "decode"}},
-        "status": {"initContainerStatuses": [
-            {"name": INIT_CONTAINER, "state": {"terminated": {"message": report}}}]}}
+    assert got == {
+        "kind": "Pod",
+        "metadata": {
+            "name": "a-decode-0",
+            "namespace": "ns",
+            "resourceVersion": "8",
+            "labels": {c.LABEL_INSTANCE: "a", c.LABEL_ROLE: "decode"},
+        },
+        "status": {
+            "initContainerStatuses": [
+                {"name": INIT_CONTAINER, "state": {"terminated": {"message": report}}}
+            ]
+        },
+    }
     assert pod_report(got) == parse_report(report)
     # The listing and the report are news; a phase change before or after is not.
     assert told.owners == [("ns", "a"), ("ns", "a")]
     assert [x for x in kube.calls if x[1] == "Pod"] == [
-        ("list", "Pod", POD_SELECTOR), ("watch", "Pod", "5")]
+        ("list", "Pod", POD_SELECTOR),
+        ("watch", "Pod", "5"),
+    ]
 
 
 def test_pods_start_watching_on_first_use_and_answer_none_until_listed() -> None:
     kube = Scripted()
-    kube.listings["Pod"] = [Listing([pod("a-decode-0", "a", 5), pod("b-decode-0", "b", 6)],
-                                    "6")]
+    kube.listings["Pod"] = [Listing([pod("a-decode-0", "a", 5), pod("b-decode-0", "b", 6)], "6")]
     caches = Caches(kube, ["ns"])
     assert not caches.pods.started
     assert all(s.name != "pods in ns" for s in caches.states())
@@ -372,8 +468,9 @@ def test_pods_start_watching_on_first_use_and_answer_none_until_listed() -> None
 
 def test_a_reflector_reports_bookmarks_deadlines_and_refusals() -> None:
     kube = Scripted()
-    kube.streams["Service"] = [[
-        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}}]]
+    kube.streams["Service"] = [
+        [{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}}]
+    ]
     sink = ChildCache(kube, ["ns"])
     r = run_once(kube, SVC, sink)
     st = r.state()

@@ -20,8 +20,11 @@ from epd_operator.reconcile.core import StatusMemory, reconcile
 from epd_operator.reconcile.kube import Kube
 
 CFG = OperatorConfig.from_env({})
-NODE = {"metadata": {"name": "n0", "labels": {}}, "spec": {},
-        "status": {"allocatable": {"nvidia.com/gpu": "8", "rdma/hca_shared_devices_a": "1000"}}}
+NODE = {
+    "metadata": {"name": "n0", "labels": {}},
+    "spec": {},
+    "status": {"allocatable": {"nvidia.com/gpu": "8", "rdma/hca_shared_devices_a": "1000"}},
+}
 
 
 class FakeApiserver:
@@ -40,8 +43,12 @@ class FakeApiserver:
             return self._ok({"items": self.nodes})
         if method == "GET":
             sel = dict(kv.split("=") for kv in parse_qs(url.query)["labelSelector"][0].split(","))
-            items = [o for k, o in self.objects.items() if k.rsplit("/", 1)[0] == p
-                     and all(o["metadata"].get("labels", {}).get(a) == b for a, b in sel.items())]
+            items = [
+                o
+                for k, o in self.objects.items()
+                if k.rsplit("/", 1)[0] == p
+                and all(o["metadata"].get("labels", {}).get(a) == b for a, b in sel.items())
+            ]
             return self._ok({"items": copy.deepcopy(items)})
         if method == "PATCH" and p.endswith("/scale"):  # merge patch of spec.replicas
             scaler = self.objects[p.rsplit("/", 1)[0]]
@@ -152,8 +159,15 @@ def test_an_api_failure_is_degraded_retried_and_still_reported() -> None:
 
 def test_missing_rdma_everywhere_is_insufficient_resources() -> None:
     h100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}  # the sample's nodeSelector
-    api = FakeApiserver(nodes=[{"metadata": {"name": "n0", "labels": h100}, "spec": {},
-                                "status": {"allocatable": {"nvidia.com/gpu": "8"}}}])
+    api = FakeApiserver(
+        nodes=[
+            {
+                "metadata": {"name": "n0", "labels": h100},
+                "spec": {},
+                "status": {"allocatable": {"nvidia.com/gpu": "8"}},
+            }
+        ]
+    )
     out = reconcile(Kube(api), sample("full-epd-rdma"), CFG, StatusMemory())
     assert {p.reason for p in out.problems} == {"InsufficientResources"}
     assert all("rdma/hca_shared_devices_a" in p.message for p in out.problems)
@@ -192,9 +206,19 @@ def test_a_status_written_by_someone_else_is_healed() -> None:
     reconcile(kube, obj, CFG, memory)
     ours = api.statuses[-1]
     # Someone patches the status by hand; the next pass compares with the live status.
-    forged = dict(ours, phase="Ready", conditions=[
-        {"type": "Ready", "status": "True", "reason": "Reconciled", "message": "forged",
-         "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+    forged = dict(
+        ours,
+        phase="Ready",
+        conditions=[
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Reconciled",
+                "message": "forged",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ],
+    )
     out = reconcile(kube, dict(obj, status=forged), CFG, memory)
     assert out.status_written
     assert api.statuses[-1]["phase"] == ours["phase"]
@@ -203,8 +227,15 @@ def test_a_status_written_by_someone_else_is_healed() -> None:
 
 @pytest.mark.parametrize(
     ("body_rv", "written_rv", "uses"),
-    [("7", "7", "live"), ("9", "7", "live"), ("5", "7", "ours"), (None, "7", "ours"),
-     ("5", None, "live"), ("abc", "abc", "live"), ("abd", "abc", "ours")],
+    [
+        ("7", "7", "live"),
+        ("9", "7", "live"),
+        ("5", "7", "ours"),
+        (None, "7", "ours"),
+        ("5", None, "live"),
+        ("abc", "abc", "live"),
+        ("abd", "abc", "ours"),
+    ],
 )
 def test_previous_status_is_live_unless_the_body_predates_our_write(
     body_rv: str | None, written_rv: str | None, uses: str
@@ -233,13 +264,21 @@ def test_an_odd_spec_is_served_with_a_warning_event_and_a_ready_note_once() -> N
 
 
 def scaler_path(api: FakeApiserver, name: str) -> str:
-    return next(p for p, o in api.objects.items()
-                if o["kind"] == "EPDRoleScaler" and o["metadata"]["name"] == name)
+    return next(
+        p
+        for p, o in api.objects.items()
+        if o["kind"] == "EPDRoleScaler" and o["metadata"]["name"] == name
+    )
 
 
 def sts_replicas(api: FakeApiserver, name: str) -> int:
-    return int(next(o for o in api.objects.values() if o["kind"] == "StatefulSet"
-                    and o["metadata"]["name"] == name)["spec"]["replicas"])
+    return int(
+        next(
+            o
+            for o in api.objects.values()
+            if o["kind"] == "StatefulSet" and o["metadata"]["name"] == name
+        )["spec"]["replicas"]
+    )
 
 
 def test_scalers_are_seeded_and_a_scale_counts_only_where_the_scaler_owns_the_number() -> None:
@@ -252,8 +291,9 @@ def test_scalers_are_seeded_and_a_scale_counts_only_where_the_scaler_owns_the_nu
     assert first.problems == []
     # Seeded through /scale from the spec (the apply never carries spec.replicas).
     assert sorted(api.scales) == [("qwen-vl-decode", 2), ("qwen-vl-encoder", 1)]
-    assert "replicas" not in next(o for o in api.objects.values()
-                                  if o["kind"] == "EPDRoleScaler").get("metadata", {})
+    assert "replicas" not in next(
+        o for o in api.objects.values() if o["kind"] == "EPDRoleScaler"
+    ).get("metadata", {})
     enc, dec = scaler_path(api, "qwen-vl-encoder"), scaler_path(api, "qwen-vl-decode")
     assert api.objects[dec]["status"]["replicasFrom"] == "Scaler"
     assert api.objects[dec]["status"]["selector"].endswith("epd-operator.io/role=decode")
@@ -284,19 +324,23 @@ def test_scalers_are_seeded_and_a_scale_counts_only_where_the_scaler_owns_the_nu
 
 def test_without_the_scaler_crd_the_rest_is_applied_and_the_fix_is_named() -> None:
     class NoScalerCRD(FakeApiserver):
-        def __call__(self, method: str, path: str, headers: Any, body: Any
-                     ) -> tuple[int, bytes]:
+        def __call__(self, method: str, path: str, headers: Any, body: Any) -> tuple[int, bytes]:
             if "/epdrolescalers" in path:
-                return 404, json.dumps({"message": "the server could not find the requested "
-                                                   "resource"}).encode()
+                return 404, json.dumps(
+                    {"message": "the server could not find the requested resource"}
+                ).encode()
             return super().__call__(method, path, headers, body)
 
     api = NoScalerCRD()
     out = reconcile(Kube(api), sample(), CFG, StatusMemory())
     # Pods keep running as specified; the cluster says what to install.
-    assert {k for k, _ in api.kinds()} == {"ConfigMap", "Service", "StatefulSet", "Deployment",
-                                           "PodDisruptionBudget"}
+    assert {k for k, _ in api.kinds()} == {
+        "ConfigMap",
+        "Service",
+        "StatefulSet",
+        "Deployment",
+        "PodDisruptionBudget",
+    }
     assert out.retry
     assert out.problems
-    assert all("epdrolescalers.epd-operator.io is not installed" in p.message
-               for p in out.problems)
+    assert all("epdrolescalers.epd-operator.io is not installed" in p.message for p in out.problems)

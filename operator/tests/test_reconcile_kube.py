@@ -32,10 +32,16 @@ class Recorder:
         return self.status, json.dumps(self.body).encode()
 
 
-CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "demo-launch",
-                                                            "namespace": "ns", "uid": "u1"}}
-STS = {"apiVersion": "apps/v1", "kind": "StatefulSet",
-       "metadata": {"name": "demo-decode", "namespace": "ns"}}
+CM = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "demo-launch", "namespace": "ns", "uid": "u1"},
+}
+STS = {
+    "apiVersion": "apps/v1",
+    "kind": "StatefulSet",
+    "metadata": {"name": "demo-decode", "namespace": "ns"},
+}
 
 
 def test_apply_is_a_forced_server_side_apply_by_our_field_manager() -> None:
@@ -67,11 +73,15 @@ def test_list_children_asks_every_child_kind_by_our_labels() -> None:
     out = kube.list_children("ns", "demo")
     assert [c[1] for c in rec.calls] == [k.base("ns") for k in CHILD_KINDS]
     for _, _, query, _, _ in rec.calls:
-        assert query == {"labelSelector": [
-            "app.kubernetes.io/instance=demo,app.kubernetes.io/managed-by=epd-operator"]}
+        assert query == {
+            "labelSelector": [
+                "app.kubernetes.io/instance=demo,app.kubernetes.io/managed-by=epd-operator"
+            ]
+        }
     # List items lack apiVersion/kind; plan needs them.
     assert [(o["apiVersion"], o["kind"]) for o in out] == [
-        (k.api_version, k.kind) for k in CHILD_KINDS]
+        (k.api_version, k.kind) for k in CHILD_KINDS
+    ]
     assert kube.writes.total() == 0  # reads are not writes
 
 
@@ -79,12 +89,17 @@ def test_status_and_events() -> None:
     rec = Recorder()
     kube = Kube(rec)
     kube.apply_status("ns", "demo", {"observedGeneration": 3})
-    owner = {"apiVersion": "epd-operator.io/v1alpha1", "kind": "EPDCluster",
-             "metadata": {"name": "demo", "namespace": "ns", "uid": "u9"}}
+    owner = {
+        "apiVersion": "epd-operator.io/v1alpha1",
+        "kind": "EPDCluster",
+        "metadata": {"name": "demo", "namespace": "ns", "uid": "u9"},
+    }
     kube.create_event(owner, "Warning", "SpecInvalid", "spec.x: bad")
     (m1, p1, q1, h1, b1), (m2, p2, _, _, b2) = rec.calls
-    assert (m1, p1) == ("PATCH", "/apis/epd-operator.io/v1alpha1/namespaces/ns/epdclusters/"
-                                 "demo/status")
+    assert (m1, p1) == (
+        "PATCH",
+        "/apis/epd-operator.io/v1alpha1/namespaces/ns/epdclusters/demo/status",
+    )
     assert q1["fieldManager"] == ["epd-operator"]
     assert h1["Content-Type"] == "application/apply-patch+yaml"
     assert b1["status"] == {"observedGeneration": 3}
@@ -126,8 +141,7 @@ def test_unknown_kinds_are_refused() -> None:
         kind_of({"apiVersion": "batch/v1", "kind": "Job"})
 
 
-@pytest.mark.parametrize("sample", valid_samples(),
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("sample", valid_samples(), ids=lambda p: p.stem)
 def test_render_emits_only_kinds_observe_lists(sample: Path) -> None:
     # prune can only see what observe lists: a rendered kind outside CHILD_KINDS would never
     # be pruned (nor be compared for the no-op check).
@@ -145,7 +159,9 @@ def test_scale_is_a_merge_patch_of_the_scale_subresource_as_hpa_writes() -> None
     kube.scale("ns", "demo-decode", 3)
     ((method, path, query, headers, body),) = rec.calls
     assert (method, path) == (
-        "PATCH", "/apis/epd-operator.io/v1alpha1/namespaces/ns/epdrolescalers/demo-decode/scale")
+        "PATCH",
+        "/apis/epd-operator.io/v1alpha1/namespaces/ns/epdrolescalers/demo-decode/scale",
+    )
     # An update, not an apply: our apply of the object never owns spec.replicas.
     assert query == {"fieldManager": ["epd-operator"]}
     assert headers["Content-Type"] == "application/merge-patch+json"
@@ -156,8 +172,10 @@ def test_scale_is_a_merge_patch_of_the_scale_subresource_as_hpa_writes() -> None
     assert query == {"fieldManager": ["epd-operator"], "force": ["true"]}
     assert body["kind"] == "EPDRoleScaler"
     assert body["status"] == {"replicas": 1}
-    assert kube.writes.snapshot() == {("EPDRoleScaler", "scale"): 1,
-                                      ("EPDRoleScaler", "apply-status"): 1}
+    assert kube.writes.snapshot() == {
+        ("EPDRoleScaler", "scale"): 1,
+        ("EPDRoleScaler", "apply-status"): 1,
+    }
 
 
 class MissingScalerCRD(Recorder):
@@ -166,30 +184,45 @@ class MissingScalerCRD(Recorder):
     def __call__(self, method: str, path: str, headers: Any, body: Any) -> tuple[int, bytes]:
         if "/epdrolescalers" in path:
             self.calls.append((method, path, {}, dict(headers), body))
-            return 404, json.dumps({"message": "the server could not find the requested "
-                                               "resource"}).encode()
+            return 404, json.dumps(
+                {"message": "the server could not find the requested resource"}
+            ).encode()
         return super().__call__(method, path, headers, body)
 
 
 def test_list_children_without_the_scaler_crd_lists_the_rest() -> None:
     rec = MissingScalerCRD(body={"items": [{"metadata": {"name": "x"}}]})
     out = Kube(rec).list_children("ns", "demo")
-    assert [o["kind"] for o in out] == ["ConfigMap", "Service", "StatefulSet", "Deployment",
-                                        "PodDisruptionBudget"]
+    assert [o["kind"] for o in out] == [
+        "ConfigMap",
+        "Service",
+        "StatefulSet",
+        "Deployment",
+        "PodDisruptionBudget",
+    ]
     with pytest.raises(KubeError) as info:
-        Kube(rec).apply({"apiVersion": "epd-operator.io/v1alpha1", "kind": "EPDRoleScaler",
-                         "metadata": {"name": "demo-decode", "namespace": "ns"}})
+        Kube(rec).apply(
+            {
+                "apiVersion": "epd-operator.io/v1alpha1",
+                "kind": "EPDRoleScaler",
+                "metadata": {"name": "demo-decode", "namespace": "ns"},
+            }
+        )
     assert info.value.not_found
 
 
 def test_list_kind_and_watch_kind_ask_for_a_resumable_watch_with_bookmarks() -> None:
     svc = next(k for k in CHILD_KINDS if k.kind == "Service")
-    rec = Recorder(body={"metadata": {"resourceVersion": "41"},
-                         "items": [{"metadata": {"name": "x"}}]})
+    rec = Recorder(
+        body={"metadata": {"resourceVersion": "41"}, "items": [{"metadata": {"name": "x"}}]}
+    )
     streamed: list[tuple[str, float]] = []
-    lines = [json.dumps({"type": "ADDED", "object": {"metadata": {"name": "y"}}}), "",
-             json.dumps({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "50"}}}),
-             json.dumps({"type": "ERROR", "object": {"code": 410, "message": "too old"}})]
+    lines = [
+        json.dumps({"type": "ADDED", "object": {"metadata": {"name": "y"}}}),
+        "",
+        json.dumps({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "50"}}}),
+        json.dumps({"type": "ERROR", "object": {"code": 410, "message": "too old"}}),
+    ]
 
     def streamer(path: str, headers: Any, timeout: float) -> tuple[int, Any]:
         streamed.append((path, timeout))
@@ -209,9 +242,13 @@ def test_list_kind_and_watch_kind_ask_for_a_resumable_watch_with_bookmarks() -> 
     ((wpath, timeout),) = streamed
     url = urlsplit(wpath)
     assert url.path == "/api/v1/namespaces/ns/services"
-    assert parse_qs(url.query) == {"watch": ["1"], "allowWatchBookmarks": ["true"],
-                                   "resourceVersion": ["41"], "timeoutSeconds": ["600"],
-                                   "labelSelector": ["a=b"]}
+    assert parse_qs(url.query) == {
+        "watch": ["1"],
+        "allowWatchBookmarks": ["true"],
+        "resourceVersion": ["41"],
+        "timeoutSeconds": ["600"],
+        "labelSelector": ["a=b"],
+    }
     assert timeout > 600  # the client waits longer than the apiserver's own timeout
     # The events before the error were delivered (blank keep-alive lines skipped).
     assert [e["type"] for e in got] == ["ADDED", "BOOKMARK"]
@@ -224,7 +261,9 @@ def test_watch_kind_yields_events_with_their_kind_and_refuses_a_failed_request()
     kube = Kube(Recorder(), streamer=lambda p, h, t: (200, iter([ev])))
     (event,) = list(kube.watch_kind(svc, "ns", "", "1", 60))
     assert event["object"]["kind"] == "Service"
-    denied = Kube(Recorder(), streamer=lambda p, h, t: (
-        403, iter([json.dumps({"message": "services is forbidden"})])))
+    denied = Kube(
+        Recorder(),
+        streamer=lambda p, h, t: (403, iter([json.dumps({"message": "services is forbidden"})])),
+    )
     with pytest.raises(KubeError, match="HTTP 403: services is forbidden"):
         list(denied.watch_kind(svc, "ns", "", "1", 60))

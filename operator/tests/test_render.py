@@ -55,8 +55,12 @@ def engine_container(manifests: list[dict[str, Any]], role: str) -> dict[str, An
 
 
 def launch_cm(manifests: list[dict[str, Any]]) -> dict[str, Any]:
-    (cm,) = [m for m in manifests if m["kind"] == "ConfigMap"
-             and m["metadata"]["labels"][c.LABEL_COMPONENT] == c.COMPONENT_CONFIG]
+    (cm,) = [
+        m
+        for m in manifests
+        if m["kind"] == "ConfigMap"
+        and m["metadata"]["labels"][c.LABEL_COMPONENT] == c.COMPONENT_CONFIG
+    ]
     return cm
 
 
@@ -143,7 +147,12 @@ def test_every_object_is_owned_labelled_and_namespaced() -> None:
         assert labels[c.LABEL_INSTANCE] == "demo"
         assert labels[c.LABEL_MANAGED_BY] == "epd-operator"
         assert labels[c.LABEL_COMPONENT] in (
-            "config", "routing", "encoder", "prefill", "decode", "router"
+            "config",
+            "routing",
+            "encoder",
+            "prefill",
+            "decode",
+            "router",
         )
 
 
@@ -555,8 +564,12 @@ def test_router() -> None:
     ctr = dep["spec"]["template"]["spec"]["containers"][0]
     assert ctr["command"] == ["epd-router"]
     assert ctr["args"] == [
-        "--launch-config", "/etc/epd/launch.json", "--port", "8000",
-        "--routing-file", "/etc/epd/routing/routing.json",
+        "--launch-config",
+        "/etc/epd/launch.json",
+        "--port",
+        "8000",
+        "--routing-file",
+        "/etc/epd/routing/routing.json",
     ]
     # The router's own parser accepts what we render.
     args = router_parser().parse_args(ctr["args"])
@@ -625,7 +638,8 @@ def test_engine_pods_drain_before_sigterm(drain: int | None, hook: bool) -> None
     if drain is not None:
         roles["decode"] = {"rollout": {"drainSeconds": drain}}
     sts = next(
-        m for m in render_cluster(cluster(roles=roles), CFG)
+        m
+        for m in render_cluster(cluster(roles=roles), CFG)
         if m["kind"] == "StatefulSet" and m["metadata"]["name"] == "demo-decode"
     )
     pod = sts["spec"]["template"]["spec"]

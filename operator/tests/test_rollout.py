@@ -15,50 +15,117 @@ from epd_operator.reconcile.partitions import annotate_status, drive, needs_pods
 from epd_operator.reconcile.rollout import RoleState, batches, plan, target
 
 
-def st(replicas: int, updated: int, u: int = 1, *, settled: bool = True,
-       rolling: bool = True, ready: set[int] | None = None) -> RoleState:
+def st(
+    replicas: int,
+    updated: int,
+    u: int = 1,
+    *,
+    settled: bool = True,
+    rolling: bool = True,
+    ready: set[int] | None = None,
+) -> RoleState:
     """A role; by default every pod is ready."""
-    return RoleState(replicas, u, updated=updated, settled=settled, rolling=rolling,
-                     ready=frozenset(range(replicas) if ready is None else ready))
+    return RoleState(
+        replicas,
+        u,
+        updated=updated,
+        settled=settled,
+        rolling=rolling,
+        ready=frozenset(range(replicas) if ready is None else ready),
+    )
 
 
-@pytest.mark.parametrize(("roles", "paused", "step", "steps", "targets"), [
-    # 2E/2P/2D, maxUnavailable 1: two steps, one pod per role each.
-    ({"encoder": st(2, 0), "prefill": st(2, 0), "decode": st(2, 0)}, False, 1, 2,
-     {"encoder": 1, "prefill": 1, "decode": 1}),
-    ({"encoder": st(2, 1), "prefill": st(2, 1), "decode": st(2, 1)}, False, 2, 2,
-     {"encoder": 2, "prefill": 2, "decode": 2}),
-    # A role not settled yet (its new pod not ready): the step is held.
-    ({"encoder": st(2, 1), "prefill": st(2, 1, settled=False), "decode": st(2, 1)}, False,
-     1, 2, {"encoder": 1, "prefill": 1, "decode": 1}),
-    # Paused: held, whatever the readiness.
-    ({"encoder": st(2, 1), "prefill": st(2, 1), "decode": st(2, 1)}, True, 1, 2,
-     {"encoder": 1, "prefill": 1, "decode": 1}),
-    ({"encoder": st(2, 0), "decode": st(2, 0)}, True, 0, 2, {"encoder": 0, "decode": 0}),
-    # 1E : 4D: the encoder's single pod moves at step 1, decode one pod per step.
-    ({"encoder": st(1, 0), "decode": st(4, 0)}, False, 1, 4, {"encoder": 1, "decode": 1}),
-    ({"encoder": st(1, 1), "decode": st(4, 1)}, False, 2, 4, {"encoder": 1, "decode": 2}),
-    # maxUnavailable 2 on decode: 2 steps for 4 pods; the encoder follows in lock-step.
-    ({"encoder": st(2, 0), "decode": st(4, 0, u=2)}, False, 1, 2, {"encoder": 1, "decode": 2}),
-    # Only decode changes: only decode rolls (the others are not in the plan).
-    ({"encoder": st(2, 2, rolling=False), "decode": st(2, 0)}, False, 1, 2, {"decode": 1}),
-    # A role ahead of the others (it started earlier) never moves back.
-    ({"encoder": st(2, 0), "decode": st(2, 2)}, False, 1, 2, {"encoder": 1, "decode": 2}),
-    # Nothing rolls.
-    ({"encoder": st(2, 2, rolling=False)}, False, 0, 0, {}),
-    # A fix after a bad image: pod 1 (the bad one) is not ready, replacing it costs nothing.
-    ({"encoder": st(2, 0), "decode": st(2, 0, ready={0})}, False, 1, 2,
-     {"encoder": 1, "decode": 1}),
-    # Pod 1 is the only ready one: taking it would leave fewer than R - maxUnavailable.
-    ({"encoder": st(2, 0), "decode": st(2, 0, ready={1})}, False, 0, 2,
-     {"encoder": 0, "decode": 0}),
-    # ...which maxUnavailable 2 allows.
-    ({"encoder": st(2, 0), "decode": st(2, 0, u=2, ready={1})}, False, 1, 2,
-     {"encoder": 1, "decode": 1}),
-], ids=["first", "second", "unsettled", "paused", "paused-at-0", "1e4d-1", "1e4d-2",
-        "u2", "one-role", "ahead", "none", "fix-broken", "keep-capacity", "keep-capacity-u2"])
-def test_plan(roles: dict[str, RoleState], paused: bool, step: int, steps: int,
-              targets: dict[str, int]) -> None:
+@pytest.mark.parametrize(
+    ("roles", "paused", "step", "steps", "targets"),
+    [
+        # 2E/2P/2D, maxUnavailable 1: two steps, one pod per role each.
+        (
+            {"encoder": st(2, 0), "prefill": st(2, 0), "decode": st(2, 0)},
+            False,
+            1,
+            2,
+            {"encoder": 1, "prefill": 1, "decode": 1},
+        ),
+        (
+            {"encoder": st(2, 1), "prefill": st(2, 1), "decode": st(2, 1)},
+            False,
+            2,
+            2,
+            {"encoder": 2, "prefill": 2, "decode": 2},
+        ),
+        # A role not settled yet (its new pod not ready): the step is held.
+        (
+            {"encoder": st(2, 1), "prefill": st(2, 1, settled=False), "decode": st(2, 1)},
+            False,
+            1,
+            2,
+            {"encoder": 1, "prefill": 1, "decode": 1},
+        ),
+        # Paused: held, whatever the readiness.
+        (
+            {"encoder": st(2, 1), "prefill": st(2, 1), "decode": st(2, 1)},
+            True,
+            1,
+            2,
+            {"encoder": 1, "prefill": 1, "decode": 1},
+        ),
+        ({"encoder": st(2, 0), "decode": st(2, 0)}, True, 0, 2, {"encoder": 0, "decode": 0}),
+        # 1E : 4D: the encoder's single pod moves at step 1, decode one pod per step.
+        ({"encoder": st(1, 0), "decode": st(4, 0)}, False, 1, 4, {"encoder": 1, "decode": 1}),
+        ({"encoder": st(1, 1), "decode": st(4, 1)}, False, 2, 4, {"encoder": 1, "decode": 2}),
+        # maxUnavailable 2 on decode: 2 steps for 4 pods; the encoder follows in lock-step.
+        ({"encoder": st(2, 0), "decode": st(4, 0, u=2)}, False, 1, 2, {"encoder": 1, "decode": 2}),
+        # Only decode changes: only decode rolls (the others are not in the plan).
+        ({"encoder": st(2, 2, rolling=False), "decode": st(2, 0)}, False, 1, 2, {"decode": 1}),
+        # A role ahead of the others (it started earlier) never moves back.
+        ({"encoder": st(2, 0), "decode": st(2, 2)}, False, 1, 2, {"encoder": 1, "decode": 2}),
+        # Nothing rolls.
+        ({"encoder": st(2, 2, rolling=False)}, False, 0, 0, {}),
+        # A fix after a bad image: pod 1 (the bad one) is not ready, replacing it costs nothing.
+        (
+            {"encoder": st(2, 0), "decode": st(2, 0, ready={0})},
+            False,
+            1,
+            2,
+            {"encoder": 1, "decode": 1},
+        ),
+        # Pod 1 is the only ready one: taking it would leave fewer than R - maxUnavailable.
+        (
+            {"encoder": st(2, 0), "decode": st(2, 0, ready={1})},
+            False,
+            0,
+            2,
+            {"encoder": 0, "decode": 0},
+        ),
+        # ...which maxUnavailable 2 allows.
+        (
+            {"encoder": st(2, 0), "decode": st(2, 0, u=2, ready={1})},
+            False,
+            1,
+            2,
+            {"encoder": 1, "decode": 1},
+        ),
+    ],
+    ids=[
+        "first",
+        "second",
+        "unsettled",
+        "paused",
+        "paused-at-0",
+        "1e4d-1",
+        "1e4d-2",
+        "u2",
+        "one-role",
+        "ahead",
+        "none",
+        "fix-broken",
+        "keep-capacity",
+        "keep-capacity-u2",
+    ],
+)
+def test_plan(
+    roles: dict[str, RoleState], paused: bool, step: int, steps: int, targets: dict[str, int]
+) -> None:
     p = plan(roles, paused=paused)
     assert (p.step, p.steps, p.targets) == (step, steps, targets)
 
@@ -72,8 +139,9 @@ def test_target_and_batches() -> None:
 TOPOLOGIES = {"E/PD": ("encoder", "decode"), "E/P/D": ("encoder", "prefill", "decode")}
 
 
-def simulate(replicas: dict[str, int], unavailable: dict[str, int],
-             pause_at: int | None = None) -> list[dict[str, int]]:
+def simulate(
+    replicas: dict[str, int], unavailable: dict[str, int], pause_at: int | None = None
+) -> list[dict[str, int]]:
     """A complete rollout, one settled step at a time: the new-revision counts per step."""
     updated = dict.fromkeys(replicas, 0)
     history = [dict(updated)]
@@ -99,8 +167,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("topo", "replicas", "u"), CASES,
-                         ids=[f"{t}-{'/'.join(map(str, r.values()))}-u{u}" for t, r, u in CASES])
+@pytest.mark.parametrize(
+    ("topo", "replicas", "u"),
+    CASES,
+    ids=[f"{t}-{'/'.join(map(str, r.values()))}-u{u}" for t, r, u in CASES],
+)
 def test_a_complete_rollout_keeps_every_bound(topo: str, replicas: dict[str, int], u: int) -> None:
     unavailable = dict.fromkeys(replicas, u)
     history = simulate(replicas, unavailable, pause_at=1)
@@ -126,21 +197,38 @@ def test_a_complete_rollout_keeps_every_bound(topo: str, replicas: dict[str, int
 
 # ------------------------------------------------------------------ the planner on objects
 
+
 def sts(role: str, revision: str, replicas: int = 2, /, **status: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
         "metadata": {"name": f"demo-{role}", "labels": {c.LABEL_ROLE: role}, "generation": 1},
-        "spec": {"replicas": replicas, "template": {
-            "metadata": {"labels": {c.LABEL_REVISION: revision}}, "spec": {"v": revision}}},
-        "status": {"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas,
-                   "updatedReplicas": replicas, "currentRevision": "c", "updateRevision": "c",
-                   **status},
+        "spec": {
+            "replicas": replicas,
+            "template": {
+                "metadata": {"labels": {c.LABEL_REVISION: revision}},
+                "spec": {"v": revision},
+            },
+        },
+        "status": {
+            "observedGeneration": 1,
+            "replicas": replicas,
+            "readyReplicas": replicas,
+            "updatedReplicas": replicas,
+            "currentRevision": "c",
+            "updateRevision": "c",
+            **status,
+        },
     }
 
 
 def partitions(objs: list[dict[str, Any]]) -> dict[str, int]:
-    return {o["metadata"]["labels"][c.LABEL_ROLE]:
-            o["spec"]["updateStrategy"]["rollingUpdate"]["partition"] for o in objs}
+    return {
+        o["metadata"]["labels"][c.LABEL_ROLE]: o["spec"]["updateStrategy"]["rollingUpdate"][
+            "partition"
+        ]
+        for o in objs
+    }
 
 
 def test_drive_starts_a_new_revision_one_batch_per_role() -> None:
@@ -149,8 +237,12 @@ def test_drive_starts_a_new_revision_one_batch_per_role() -> None:
     d = drive(want, live, {"encoder": 1, "decode": 1}, paused=False)
     assert partitions(d.desired) == {"encoder": 1, "decode": 1}
     assert (d.plan.step, d.plan.steps) == (1, 2)
-    status: dict[str, Any] = {"roles": {"encoder": {}, "decode": {}}, "conditions": [
-        {"type": "Progressing", "status": "True", "reason": "RolloutInProgress", "message": "x"}]}
+    status: dict[str, Any] = {
+        "roles": {"encoder": {}, "decode": {}},
+        "conditions": [
+            {"type": "Progressing", "status": "True", "reason": "RolloutInProgress", "message": "x"}
+        ],
+    }
     annotate_status(status, d, paused=False)
     assert status["rollout"] == {"step": 0, "steps": 2, "paused": False}
     assert status["conditions"][0]["message"] == "step 0/2: x"
@@ -179,8 +271,12 @@ def test_paused_holds_templates_and_partitions() -> None:
     assert partitions(d.desired) == {"encoder": 1, "decode": 1}
     assert [o["spec"]["template"] for o in d.desired] == [o["spec"]["template"] for o in live]
     assert d.held == ["StatefulSet/demo-encoder", "StatefulSet/demo-decode"]
-    status: dict[str, Any] = {"roles": {}, "conditions": [
-        {"type": "Progressing", "status": "True", "reason": "RolloutInProgress", "message": "x"}]}
+    status: dict[str, Any] = {
+        "roles": {},
+        "conditions": [
+            {"type": "Progressing", "status": "True", "reason": "RolloutInProgress", "message": "x"}
+        ],
+    }
     annotate_status(status, d, paused=True)
     assert status["rollout"] == {"step": 1, "steps": 2, "paused": True}
     assert status["conditions"][0]["reason"] == c.REASON_ROLLOUT_PAUSED
@@ -193,13 +289,14 @@ def test_a_new_statefulset_is_created_without_a_partition() -> None:
 
 
 def pod(name: str, revision: str, ready: bool) -> dict[str, Any]:
-    return {"metadata": {"name": name, "labels": {"controller-revision-hash": revision}},
-            "status": {"conditions": [{"type": "Ready", "status": str(ready)}]}}
+    return {
+        "metadata": {"name": name, "labels": {"controller-revision-hash": revision}},
+        "status": {"conditions": [{"type": "Ready", "status": str(ready)}]},
+    }
 
 
 def test_drive_reads_pod_readiness_when_given() -> None:
-    mid = {"updatedReplicas": 1, "currentRevision": "c", "updateRevision": "u",
-           "readyReplicas": 1}
+    mid = {"updatedReplicas": 1, "currentRevision": "c", "updateRevision": "u", "readyReplicas": 1}
     live = [sts("decode", "b", **mid)]
     want = [sts("decode", "b")]
     # The new pod (ordinal 1) is not ready yet: hold at step 1.
@@ -213,8 +310,16 @@ def test_drive_reads_pod_readiness_when_given() -> None:
 def test_a_fix_to_a_broken_rollout_goes_through() -> None:
     """Bad image at step 1 (pod 1 never ready), then a fixed spec: the broken pod is
     replaced at once, the ready pod 0 stays until the fixed pod 1 is ready."""
-    live = [sts("decode", "bad", updatedReplicas=1, readyReplicas=1, currentRevision="c",
-                updateRevision="bad")]
+    live = [
+        sts(
+            "decode",
+            "bad",
+            updatedReplicas=1,
+            readyReplicas=1,
+            currentRevision="c",
+            updateRevision="bad",
+        )
+    ]
     pods = [pod("demo-decode-0", "c", True), pod("demo-decode-1", "bad", False)]
     assert needs_pods([sts("decode", "fixed")], live)
     d = drive([sts("decode", "fixed")], live, {}, paused=False, pods=pods)

@@ -55,8 +55,11 @@ class Env:
         self.kubectl("patch", "epdc", NAME, "--type=merge", "-p", json.dumps({"spec": spec}))
 
     def launch_configmaps(self) -> set[str]:
-        items = self.get("configmaps", "-l",
-                         f"{c.LABEL_INSTANCE}={NAME},{c.LABEL_COMPONENT}={c.COMPONENT_CONFIG}")
+        items = self.get(
+            "configmaps",
+            "-l",
+            f"{c.LABEL_INSTANCE}={NAME},{c.LABEL_COMPONENT}={c.COMPONENT_CONFIG}",
+        )
         return {i["metadata"]["name"] for i in items["items"]}
 
     def mounts(self) -> dict[str, str | None]:
@@ -98,8 +101,14 @@ def env(cluster: Cluster) -> Iterator[Env]:
     path = crdgen.targets(crdgen.repo_root())[0]
     scaler = crdgen.targets(crdgen.repo_root(), c.SCALER_CRD_FILENAME)[0]
     for p in (path, scaler):
-        cluster.kubectl("apply", "--server-side", "--force-conflicts",
-                        "--field-manager=epd-rollout-tests", "-f", str(p))
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=epd-rollout-tests",
+            "-f",
+            str(p),
+        )
     for crd in (c.CRD_NAME, c.SCALER_CRD_NAME):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     cluster.kubectl("create", "namespace", NS)
@@ -120,25 +129,39 @@ def test_launch_configmaps_are_per_revision_and_outlive_their_pods(env: Env) -> 
     assert env.get("configmap", first)["immutable"] is True
     pdbs = env.get("pdb", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]
     assert {p["metadata"]["name"]: p["spec"]["maxUnavailable"] for p in pdbs} == {
-        f"{NAME}-{role}": 1 for role in ROLES}
+        f"{NAME}-{role}": 1 for role in ROLES
+    }
     # The disruption controller counts the role's pods through the budget's selector.
-    follow(env, "the budgets observed", lambda: all(
-        (p.get("status") or {}).get("expectedPods") == 2
-        for p in env.get("pdb", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]))
+    follow(
+        env,
+        "the budgets observed",
+        lambda: all(
+            (p.get("status") or {}).get("expectedPods") == 2
+            for p in env.get("pdb", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]
+        ),
+    )
     assert set(env.mounts().values()) == {first}
 
     # A setting only decode reads: decode (and the router, which reads every role) move to
     # a new revision; encoder and prefill keep the old ConfigMap and are not restarted.
-    pods_before = {p["metadata"]["name"]: p["metadata"]["uid"]
-                   for p in env.get("pods", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]}
+    pods_before = {
+        p["metadata"]["name"]: p["metadata"]["uid"]
+        for p in env.get("pods", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]
+    }
     env.patch({"roles": {"decode": {"extraArgs": ["--enforce-eager"]}}})
     follow(env, "decode on a new revision", env.ready)
     (second,) = env.launch_configmaps() - {first}
     mounts = env.mounts()
-    assert mounts == {f"{NAME}-encoder": first, f"{NAME}-prefill": first,
-                      f"{NAME}-decode": second, f"{NAME}-router": second}
-    pods_after = {p["metadata"]["name"]: p["metadata"]["uid"]
-                  for p in env.get("pods", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]}
+    assert mounts == {
+        f"{NAME}-encoder": first,
+        f"{NAME}-prefill": first,
+        f"{NAME}-decode": second,
+        f"{NAME}-router": second,
+    }
+    pods_after = {
+        p["metadata"]["name"]: p["metadata"]["uid"]
+        for p in env.get("pods", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]
+    }
     for role in ("encoder", "prefill"):
         for i in range(2):
             pod = f"{NAME}-{role}-{i}"
@@ -153,8 +176,11 @@ def test_launch_configmaps_are_per_revision_and_outlive_their_pods(env: Env) -> 
     current = set(env.mounts().values())
     assert len(current) == 1
     assert set(env.pod_mounts().values()) == current
-    follow(env, "old launch ConfigMaps pruned",
-           lambda: len(env.launch_configmaps()) == 1 + LAUNCH_HISTORY)
+    follow(
+        env,
+        "old launch ConfigMaps pruned",
+        lambda: len(env.launch_configmaps()) == 1 + LAUNCH_HISTORY,
+    )
     left = env.launch_configmaps()
     assert first not in left  # the oldest unreferenced revision went
     assert second in left
@@ -164,21 +190,28 @@ def test_launch_configmaps_are_per_revision_and_outlive_their_pods(env: Env) -> 
 
 def observe(env: Env) -> dict[str, Any]:
     """One look at the rollout: per-role partition, updated pods and images; the status."""
-    sets = {o["metadata"]["labels"][c.LABEL_ROLE]: o
-            for o in env.get("statefulsets", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]}
+    sets = {
+        o["metadata"]["labels"][c.LABEL_ROLE]: o
+        for o in env.get("statefulsets", "-l", f"{c.LABEL_INSTANCE}={NAME}")["items"]
+    }
     status = env.get("epdc", NAME).get("status") or {}
-    progressing: dict[str, Any] = next((x for x in status.get("conditions") or []
-                        if x["type"] == c.CONDITION_PROGRESSING), {})
+    progressing: dict[str, Any] = next(
+        (x for x in status.get("conditions") or [] if x["type"] == c.CONDITION_PROGRESSING), {}
+    )
     return {
-        "partition": {r: s["spec"]["updateStrategy"]["rollingUpdate"]["partition"]
-                      for r, s in sets.items()},
-        "updated": {r: (s.get("status") or {}).get("updatedReplicas", 0)
-                    for r, s in sets.items()},
-        "image": {r: s["spec"]["template"]["spec"]["containers"][0]["image"]
-                  for r, s in sets.items()},
+        "partition": {
+            r: s["spec"]["updateStrategy"]["rollingUpdate"]["partition"] for r, s in sets.items()
+        },
+        "updated": {r: (s.get("status") or {}).get("updatedReplicas", 0) for r, s in sets.items()},
+        "image": {
+            r: s["spec"]["template"]["spec"]["containers"][0]["image"] for r, s in sets.items()
+        },
         "rollout": status.get("rollout"),
-        "progressing": (progressing.get("status"), progressing.get("reason"),
-                        progressing.get("message", "")),
+        "progressing": (
+            progressing.get("status"),
+            progressing.get("reason"),
+            progressing.get("message", ""),
+        ),
         "phase": status.get("phase"),
     }
 
@@ -196,8 +229,10 @@ def test_an_image_change_rolls_every_role_in_lock_step(env: Env) -> None:
         trace.append(seen)
         if len(trace) == 3:
             env.memory = StatusMemory()  # the operator restarts: no state but the cluster's
-        return bool(seen["phase"] == "Ready" and set(seen["image"].values()) == {
-            f"{CFG.engine_image.rsplit(':', 1)[0]}:v2"})
+        return bool(
+            seen["phase"] == "Ready"
+            and set(seen["image"].values()) == {f"{CFG.engine_image.rsplit(':', 1)[0]}:v2"}
+        )
 
     follow(env, "the image rollout", step)
     partitions = [tuple(sorted(t["partition"].values())) for t in trace]
@@ -227,8 +262,7 @@ def test_paused_stops_a_rollout_mid_way_and_resumes(env: Env) -> None:
     env.patch({"image": {"tag": "v3"}})
     env.reconcile()  # step 1 is applied: partition 1 everywhere
     env.patch({"paused": True})
-    follow(env, "the held step", lambda: bool(
-        (observe(env)["rollout"] or {}).get("paused")))
+    follow(env, "the held step", lambda: bool((observe(env)["rollout"] or {}).get("paused")))
     held = observe(env)
     assert set(held["partition"].values()) == {1}
     # A further change while paused waits too: templates keep v3.
@@ -243,8 +277,12 @@ def test_paused_stops_a_rollout_mid_way_and_resumes(env: Env) -> None:
     assert seen["rollout"]["paused"] is True
     assert seen["progressing"][:2] == ("True", c.REASON_ROLLOUT_PAUSED)
     env.patch({"paused": False})
-    follow(env, "the resumed rollout", lambda: bool(
-        observe(env)["phase"] == "Ready"
-        and set(observe(env)["image"].values()) == {
-            f"{CFG.engine_image.rsplit(':', 1)[0]}:v4"}))
+    follow(
+        env,
+        "the resumed rollout",
+        lambda: bool(
+            observe(env)["phase"] == "Ready"
+            and set(observe(env)["image"].values()) == {f"{CFG.engine_image.rsplit(':', 1)[0]}:v4"}
+        ),
+    )
     assert set(observe(env)["partition"].values()) == {0}

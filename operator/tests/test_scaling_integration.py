@@ -44,17 +44,34 @@ EXTERNAL = "external.metrics.k8s.io"
 METRIC_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
-    "metadata": {"name": f"{METRIC_ENCODE_P90}.{EXTERNAL}",
-                 # A *.k8s.io group needs this annotation; this is a test double of an
-                 # aggregated metrics API, never an API anyone should build on.
-                 "annotations": {"api-approved.kubernetes.io": "unapproved, test-only"}},
+    "metadata": {
+        "name": f"{METRIC_ENCODE_P90}.{EXTERNAL}",
+        # A *.k8s.io group needs this annotation; this is a test double of an
+        # aggregated metrics API, never an API anyone should build on.
+        "annotations": {"api-approved.kubernetes.io": "unapproved, test-only"},
+    },
     "spec": {
         "group": EXTERNAL,
-        "names": {"kind": "ExternalMetricValue", "listKind": "ExternalMetricValueList",
-                  "plural": METRIC_ENCODE_P90, "singular": f"{METRIC_ENCODE_P90}-value"},
+        "names": {
+            "kind": "ExternalMetricValue",
+            "listKind": "ExternalMetricValueList",
+            "plural": METRIC_ENCODE_P90,
+            "singular": f"{METRIC_ENCODE_P90}-value",
+        },
         "scope": "Namespaced",
-        "versions": [{"name": "v1beta1", "served": True, "storage": True, "schema": {
-            "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+        "versions": [
+            {
+                "name": "v1beta1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
     },
 }
 
@@ -100,10 +117,18 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float, interval: float =
 
 @pytest.fixture(scope="module")
 def env(cluster: Cluster) -> Iterator[Env]:
-    for path in (crdgen.targets(crdgen.repo_root())[0],
-                 crdgen.targets(crdgen.repo_root(), c.SCALER_CRD_FILENAME)[0]):
-        cluster.kubectl("apply", "--server-side", "--force-conflicts",
-                        "--field-manager=epd-scaling-tests", "-f", str(path))
+    for path in (
+        crdgen.targets(crdgen.repo_root())[0],
+        crdgen.targets(crdgen.repo_root(), c.SCALER_CRD_FILENAME)[0],
+    ):
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=epd-scaling-tests",
+            "-f",
+            str(path),
+        )
     cluster.kubectl("apply", "-f", "-", input=json.dumps(METRIC_CRD))
     for crd in (c.CRD_NAME, c.SCALER_CRD_NAME, METRIC_CRD["metadata"]["name"]):  # type: ignore[index]
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
@@ -118,21 +143,28 @@ def env(cluster: Cluster) -> Iterator[Env]:
         yield e
     finally:
         cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
-        cluster.kubectl("delete", "crd", METRIC_CRD["metadata"]["name"],  # type: ignore[index]
-                        "--wait=false", check=False)
+        cluster.kubectl(
+            "delete",
+            "crd",
+            METRIC_CRD["metadata"]["name"],  # type: ignore[index]
+            "--wait=false",
+            check=False,
+        )
 
 
-@pytest.mark.parametrize(("field", "fragment"), [
-    ("epdrs.spec.replicas", "Pods wanted for the role"),
-    ("epdrs.status.selector", "Label selector of the role's pods"),
-    ("epdrs.status.desiredReplicas", "after minReplicas/maxReplicas and scaling.ratios"),
-    ("epdc.spec.roles.decode.replicasFrom", "Who owns the number of pods"),
-    ("epdc.spec.roles.encoder.maxReplicas", "Upper bound"),
-    ("epdc.spec.scaling.ratios.per", "never adjusted"),
-    ("epdc.status.roles.decode.replicasFrom", "Owner of the number"),
-])
-def test_kubectl_explain_documents_the_scaling_fields(env: Env, field: str,
-                                                      fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("field", "fragment"),
+    [
+        ("epdrs.spec.replicas", "Pods wanted for the role"),
+        ("epdrs.status.selector", "Label selector of the role's pods"),
+        ("epdrs.status.desiredReplicas", "after minReplicas/maxReplicas and scaling.ratios"),
+        ("epdc.spec.roles.decode.replicasFrom", "Who owns the number of pods"),
+        ("epdc.spec.roles.encoder.maxReplicas", "Upper bound"),
+        ("epdc.spec.scaling.ratios.per", "never adjusted"),
+        ("epdc.status.roles.decode.replicasFrom", "Owner of the number"),
+    ],
+)
+def test_kubectl_explain_documents_the_scaling_fields(env: Env, field: str, fragment: str) -> None:
     text = " ".join(env.cluster.kubectl("explain", field).stdout.split())
     assert fragment in text
 
@@ -148,11 +180,22 @@ def test_a_scale_to_zero_is_refused_naming_the_field(env: Env) -> None:
 def metric(env: Env, value: str) -> None:
     """Publish the router's encode p90 for this cluster (what a Prometheus Adapter would)."""
     router = router_name(NAME)
-    env.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": f"{EXTERNAL}/v1beta1", "kind": "ExternalMetricValue",
-        "metadata": {"name": router, "namespace": NS, "labels": {"service": router}},
-        "metricName": METRIC_ENCODE_P90, "metricLabels": {"service": router},
-        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "value": value}))
+    env.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": f"{EXTERNAL}/v1beta1",
+                "kind": "ExternalMetricValue",
+                "metadata": {"name": router, "namespace": NS, "labels": {"service": router}},
+                "metricName": METRIC_ENCODE_P90,
+                "metricLabels": {"service": router},
+                "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "value": value,
+            }
+        ),
+    )
 
 
 def test_the_hpa_controller_scales_one_role_through_its_scaler(env: Env) -> None:
@@ -181,8 +224,14 @@ def test_the_hpa_controller_scales_one_role_through_its_scaler(env: Env) -> None
     follow("HPA scaled the encoder scaler 1 -> 3; StatefulSet follows", 3)
     hpa_status = env.get("hpa", ENC)["status"]
     assert hpa_status["desiredReplicas"] == 3
-    wait_for("3 ready encoder pods", lambda: env.settle() >= 0 and env.get(
-        c.SCALER_PLURAL, ENC).get("status", {}).get("readyReplicas") == 3, timeout=60)
+    wait_for(
+        "3 ready encoder pods",
+        lambda: (
+            env.settle() >= 0
+            and env.get(c.SCALER_PLURAL, ENC).get("status", {}).get("readyReplicas") == 3
+        ),
+        timeout=60,
+    )
     assert env.get("sts", DEC)["metadata"]["generation"] == dec_gen  # only the encoder moved
     assert env.get("sts", DEC)["spec"]["replicas"] == 1
     t0 = time.monotonic()
@@ -195,14 +244,20 @@ def test_the_hpa_controller_scales_one_role_through_its_scaler(env: Env) -> None
 
 
 def test_every_hpa_recipe_is_admitted(env: Env) -> None:
-    (cluster,) = load_clusters(str(sample_path("autoscaled-e-p-d")),
-                               namespace=NS)
+    (cluster,) = load_clusters(str(sample_path("autoscaled-e-p-d")), namespace=NS)
     for obj in recipes(cluster):
-        done = env.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",
-                           input=json.dumps(obj), check=False)
+        done = env.kubectl(
+            "create",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+            input=json.dumps(obj),
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         stored = json.loads(done.stdout)["spec"]
         # Quantities come back canonical ("0.5" -> "500m"); names, kinds and the target do not.
         assert stored["scaleTargetRef"] == obj["spec"]["scaleTargetRef"]
-        assert [m["type"] for m in stored["metrics"]] == [
-            m["type"] for m in obj["spec"]["metrics"]]
+        assert [m["type"] for m in stored["metrics"]] == [m["type"] for m in obj["spec"]["metrics"]]

@@ -31,10 +31,14 @@ def cluster(shared: dict[str, Any] | None = None, **spec: Any) -> EPDCluster:
     body.update(spec)
     if shared is not None:
         body.setdefault("encoderCache", {})["shared"] = shared
-    return parse({
-        "apiVersion": c.API_VERSION, "kind": c.KIND,
-        "metadata": {"name": "demo", "namespace": "ns", "uid": "u-1"}, "spec": body,
-    })
+    return parse(
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "metadata": {"name": "demo", "namespace": "ns", "uid": "u-1"},
+            "spec": body,
+        }
+    )
 
 
 def find(manifests: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -57,10 +61,18 @@ def test_disabled_renders_no_store() -> None:
 
 
 def test_master_deployment_and_service() -> None:
-    obj = cluster({"enabled": True, "master": {"port": 50100, "metricsPort": 9100,
-                                               "evictionHighWatermarkRatio": 0.8,
-                                               "evictionRatio": 0.1}},
-                  image={"ref": "registry.example/engine:v1"})
+    obj = cluster(
+        {
+            "enabled": True,
+            "master": {
+                "port": 50100,
+                "metricsPort": 9100,
+                "evictionHighWatermarkRatio": 0.8,
+                "evictionRatio": 0.1,
+            },
+        },
+        image={"ref": "registry.example/engine:v1"},
+    )
     manifests = render_cluster(obj, CFG)
     kinds = [(m["kind"], m["metadata"]["name"]) for m in manifests]
     # The master comes before the encoders that dial it at start.
@@ -73,25 +85,32 @@ def test_master_deployment_and_service() -> None:
     (ctr,) = pod["containers"]
     assert ctr["image"] == "registry.example/engine:v1"  # the engine image ships the master
     assert ctr["command"] == ["mooncake_master"]
-    assert ctr["args"] == ["--rpc_port=50100", "--metrics_port=9100",
-                           "--eviction_high_watermark_ratio=0.8", "--eviction_ratio=0.1"]
-    assert ctr["readinessProbe"]["httpGet"] == {"path": "/health", "port": "metrics",
-                                                "scheme": "HTTP"}
-    assert {p["name"]: p["containerPort"] for p in ctr["ports"]} == {"rpc": 50100,
-                                                                     "metrics": 9100}
+    assert ctr["args"] == [
+        "--rpc_port=50100",
+        "--metrics_port=9100",
+        "--eviction_high_watermark_ratio=0.8",
+        "--eviction_ratio=0.1",
+    ]
+    assert ctr["readinessProbe"]["httpGet"] == {
+        "path": "/health",
+        "port": "metrics",
+        "scheme": "HTTP",
+    }
+    assert {p["name"]: p["containerPort"] for p in ctr["ports"]} == {"rpc": 50100, "metrics": 9100}
     assert pod["automountServiceAccountToken"] is False
     svc = find(manifests, "Service", "demo-store")
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
-    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"rpc": 50100,
-                                                                    "metrics": 9100}
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"rpc": 50100, "metrics": 9100}
     store = launch_config(obj).ec.store
     assert store is not None
     assert store.master_address == "demo-store.ns.svc:50100"
 
 
 def test_store_config_reaches_the_encoder_only() -> None:
-    obj = cluster({"enabled": True, "segmentSize": "2Gi", "localBufferSize": "256Mi"},
-                  ecTransfer={"protocol": "tcp"})
+    obj = cluster(
+        {"enabled": True, "segmentSize": "2Gi", "localBufferSize": "256Mi"},
+        ecTransfer={"protocol": "tcp"},
+    )
     cfg = launch_config(obj)
     pod = PodContext.create("10.0.0.4", 0)
     enc = build_argv(cfg, "encoder", pod)
@@ -103,30 +122,49 @@ def test_store_config_reaches_the_encoder_only() -> None:
     [(path, text)] = store_files(cfg, "encoder", pod).items()
     assert build_env(cfg, "encoder", pod)[ENV_STORE_CONFIG] == path
     assert json.loads(text) == {
-        "metadata_server": "P2PHANDSHAKE", "master_server_address": "demo-store.ns.svc:50051",
-        "protocol": "tcp", "device_name": "", "mode": "embedded",
-        "global_segment_size": 2 * GI, "local_buffer_size": 256 * MI, "enable_offload": False,
+        "metadata_server": "P2PHANDSHAKE",
+        "master_server_address": "demo-store.ns.svc:50051",
+        "protocol": "tcp",
+        "device_name": "",
+        "mode": "embedded",
+        "global_segment_size": 2 * GI,
+        "local_buffer_size": 256 * MI,
+        "enable_offload": False,
     }
 
 
 MEMORY = [
     # (encoder resources, shared fragment, extraConfig, expected requests.memory, limits.memory)
     (None, {}, None, 4 * GI + 1 * GI + STORE_READ_BUFFER_BYTES, None),
-    ({"requests": {"memory": "16Gi"}}, {"segmentSize": "8Gi"}, None,
-     16 * GI + 8 * GI + 1 * GI + STORE_READ_BUFFER_BYTES, None),
-    ({"requests": {"memory": "16Gi"}, "limits": {"memory": "32Gi"}},
-     {"localBufferSize": "512Mi"}, {"store_read_buffer_bytes": 64 * MI},
-     16 * GI + 4 * GI + 512 * MI + 64 * MI, 32 * GI + 4 * GI + 512 * MI + 64 * MI),
+    (
+        {"requests": {"memory": "16Gi"}},
+        {"segmentSize": "8Gi"},
+        None,
+        16 * GI + 8 * GI + 1 * GI + STORE_READ_BUFFER_BYTES,
+        None,
+    ),
+    (
+        {"requests": {"memory": "16Gi"}, "limits": {"memory": "32Gi"}},
+        {"localBufferSize": "512Mi"},
+        {"store_read_buffer_bytes": 64 * MI},
+        16 * GI + 4 * GI + 512 * MI + 64 * MI,
+        32 * GI + 4 * GI + 512 * MI + 64 * MI,
+    ),
 ]
 
 
 @pytest.mark.parametrize(("resources", "fragment", "extra", "want_request", "limit"), MEMORY)
 def test_encoder_memory_is_raised_by_what_the_store_pins(
-    resources: dict[str, Any] | None, fragment: dict[str, Any], extra: dict[str, Any] | None,
-    want_request: int, limit: int | None,
+    resources: dict[str, Any] | None,
+    fragment: dict[str, Any],
+    extra: dict[str, Any] | None,
+    want_request: int,
+    limit: int | None,
 ) -> None:
-    roles: dict[str, Any] = {"encoder": {}, "decode": {"resources": {"requests":
-                                                                     {"memory": "8Gi"}}}}
+    roles: dict[str, Any] = {
+        "encoder": {},
+        "decode": {"resources": {"requests": {"memory": "8Gi"}}},
+    }
     if resources is not None:
         roles["encoder"]["resources"] = resources
     spec: dict[str, Any] = {"roles": roles}
@@ -146,8 +184,10 @@ def test_encoder_memory_is_raised_by_what_the_store_pins(
 
 def test_explicit_cross_encoder_cache_without_store_points_at_the_field() -> None:
     with pytest.raises(SpecError) as info:
-        cluster(encoderCache={"mmProcessorCacheGb": 2},
-                ecTransfer={"extraConfig": {"cross_encoder_cache": True}})
+        cluster(
+            encoderCache={"mmProcessorCacheGb": 2},
+            ecTransfer={"extraConfig": {"cross_encoder_cache": True}},
+        )
     assert "encoderCache.shared.enabled" in info.value.message
 
 
@@ -155,10 +195,14 @@ def _observed(manifest: dict[str, Any], ready: bool) -> dict[str, Any]:
     """A rendered workload as its controller reports it: rolled out, ready or not."""
     want = manifest["spec"]["replicas"]
     have = want if ready else 0
-    status = {"observedGeneration": 1, "replicas": want, "readyReplicas": have,
-              "updatedReplicas": want, "availableReplicas": have}
-    return {**manifest, "metadata": {**manifest["metadata"], "generation": 1},
-            "status": status}
+    status = {
+        "observedGeneration": 1,
+        "replicas": want,
+        "readyReplicas": have,
+        "updatedReplicas": want,
+        "availableReplicas": have,
+    }
+    return {**manifest, "metadata": {**manifest["metadata"], "generation": 1}, "status": status}
 
 
 def test_not_ready_before_the_store_is() -> None:
@@ -167,10 +211,12 @@ def test_not_ready_before_the_store_is() -> None:
     assert {m["metadata"]["name"] for m in workloads} >= {"demo-store"}
 
     def status(store_ready: bool) -> dict[str, Any]:
-        children = [_observed(m, m["metadata"]["name"] != "demo-store" or store_ready)
-                    for m in workloads]
-        return compute_status(generation=1, children=children, problems=[], previous=None,
-                              now="2026-01-01T00:00:00Z")
+        children = [
+            _observed(m, m["metadata"]["name"] != "demo-store" or store_ready) for m in workloads
+        ]
+        return compute_status(
+            generation=1, children=children, problems=[], previous=None, now="2026-01-01T00:00:00Z"
+        )
 
     waiting = status(store_ready=False)
     assert waiting["phase"] == "Progressing"

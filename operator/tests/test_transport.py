@@ -28,13 +28,20 @@ FALLBACK = decide({"kv": "rdma"}, Probe(("uverbs0",), ("mlx5_0",), ()))
 TCP = decide({"ec": "tcp"}, Probe())
 
 
-def pod(name: str, report: dict[str, Any] | None, *, role: str = "encoder",
-        key: str = "state", message: str | None = None) -> dict[str, Any]:
+def pod(
+    name: str,
+    report: dict[str, Any] | None,
+    *,
+    role: str = "encoder",
+    key: str = "state",
+    message: str | None = None,
+) -> dict[str, Any]:
     status: dict[str, Any] = {}
     if report is not None or message is not None:
         text = message if message is not None else report_text(report or {})
         status["initContainerStatuses"] = [
-            {"name": INIT_CONTAINER, key: {"terminated": {"exitCode": 0, "message": text}}}]
+            {"name": INIT_CONTAINER, key: {"terminated": {"exitCode": 0, "message": text}}}
+        ]
     labels = {c.LABEL_INSTANCE: "demo", c.LABEL_NAME: c.APP_NAME}
     if role:
         labels[c.LABEL_ROLE] = role
@@ -75,15 +82,23 @@ def test_transport_state(row: tuple[str, bool, list[dict[str, Any]], str, str, s
 
 
 def _cond(status: str, reason: str) -> dict[str, Any]:
-    return {"type": TRANSPORT_READY, "status": status, "reason": reason, "message": "m",
-            "lastTransitionTime": "T0"}
+    return {
+        "type": TRANSPORT_READY,
+        "status": status,
+        "reason": reason,
+        "message": "m",
+        "lastTransitionTime": "T0",
+    }
 
 
 EVENTS = [
     (None, _cond("Unknown", "PreflightPending"), None),
     (None, _cond("False", "NoRDMADevice"), ("Warning", "NoRDMADevice")),
-    (_cond("Unknown", "PreflightPending"), _cond("False", "TCPFallback"),
-     ("Warning", "TCPFallback")),
+    (
+        _cond("Unknown", "PreflightPending"),
+        _cond("False", "TCPFallback"),
+        ("Warning", "TCPFallback"),
+    ),
     (_cond("False", "TCPFallback"), _cond("False", "TCPFallback"), None),
     (_cond("False", "TCPFallback"), _cond("False", "NoRDMADevice"), ("Warning", "NoRDMADevice")),
     (_cond("False", "NoRDMADevice"), _cond("True", "RDMA"), ("Normal", TRANSPORT_READY)),
@@ -92,8 +107,9 @@ EVENTS = [
 
 
 @pytest.mark.parametrize(("before", "after", "want"), EVENTS)
-def test_transport_event(before: dict[str, Any] | None, after: dict[str, Any],
-                         want: tuple[str, str] | None) -> None:
+def test_transport_event(
+    before: dict[str, Any] | None, after: dict[str, Any], want: tuple[str, str] | None
+) -> None:
     previous = {"conditions": [before]} if before else None
     got = transport_event(previous, after)
     assert (got[:2] if got else None) == want
@@ -103,7 +119,10 @@ def test_transition_time_moves_only_on_a_flip() -> None:
     first = transport_condition(True, [pod("e-0", NO_DEVICE)], None, 1, "T1")
     same = transport_condition(True, [pod("e-0", FALLBACK)], {"conditions": [first]}, 2, "T2")
     assert (same["status"], same["reason"], same["lastTransitionTime"]) == (
-        "False", "TCPFallback", "T1")
+        "False",
+        "TCPFallback",
+        "T1",
+    )
     flipped = transport_condition(True, [pod("e-0", OK)], {"conditions": [same]}, 2, "T3")
     assert (flipped["status"], flipped["lastTransitionTime"]) == ("True", "T3")
 
@@ -137,8 +156,9 @@ def test_preflight_init_container_only_in_rdma_pods() -> None:
 
 
 def _transport(api: FakeApiserver) -> dict[str, Any]:
-    cond: dict[str, Any] = next(x for x in api.statuses[-1]["conditions"]
-                                if x["type"] == TRANSPORT_READY)
+    cond: dict[str, Any] = next(
+        x for x in api.statuses[-1]["conditions"] if x["type"] == TRANSPORT_READY
+    )
     return cond
 
 

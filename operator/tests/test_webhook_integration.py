@@ -46,12 +46,24 @@ FUZZ_APPLY = 12  # admitted fuzzed specs actually served by the operator (kwok G
 def chart_webhook_configuration() -> dict[str, Any]:
     helm = bin_dir(build=False) / "helm"
     out = subprocess.run(
-        [str(helm), "template", "epd", str(CHART), "--namespace", "epd-system",
-         "--set", "replicas=1"],
-        capture_output=True, text=True, check=True, timeout=60,
+        [
+            str(helm),
+            "template",
+            "epd",
+            str(CHART),
+            "--namespace",
+            "epd-system",
+            "--set",
+            "replicas=1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
-    (vwc,) = [d for d in yaml.safe_load_all(out)
-              if d and d["kind"] == "ValidatingWebhookConfiguration"]
+    (vwc,) = [
+        d for d in yaml.safe_load_all(out) if d and d["kind"] == "ValidatingWebhookConfiguration"
+    ]
     return dict(vwc)
 
 
@@ -59,15 +71,25 @@ def chart_webhook_configuration() -> dict[str, Any]:
 def webhook(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     tmp = tmp_path_factory.mktemp("webhook")
     crd = crdgen.targets(crdgen.repo_root())[0]
-    cluster.kubectl("apply", "--server-side", "--force-conflicts",
-                    "--field-manager=epd-webhook-tests", "-f", str(crd))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{c.CRD_NAME}",
-                    "--timeout=60s")
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=epd-webhook-tests",
+        "-f",
+        str(crd),
+    )
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{c.CRD_NAME}", "--timeout=60s")
     cluster.kubectl("create", "namespace", NS)
     certs = make_certs(tmp / "certs")
     port = free_port()
-    op = OperatorProcess(cluster.kubeconfig, [NS], 30, tmp / "operator.log",
-                         extra_args=[f"--webhook-port={port}", f"--webhook-cert-dir={certs}"])
+    op = OperatorProcess(
+        cluster.kubeconfig,
+        [NS],
+        30,
+        tmp / "operator.log",
+        extra_args=[f"--webhook-port={port}", f"--webhook-cert-dir={certs}"],
+    )
     vwc = chart_webhook_configuration()
     vwc["metadata"] = {"name": f"epd-webhook-test-{port}"}
     (hook,) = vwc["webhooks"]
@@ -84,8 +106,9 @@ def webhook(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield cluster, op
     finally:
         op.stop()
-        cluster.kubectl("delete", "validatingwebhookconfiguration", vwc["metadata"]["name"],
-                        check=False)
+        cluster.kubectl(
+            "delete", "validatingwebhookconfiguration", vwc["metadata"]["name"], check=False
+        )
         cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
 
@@ -114,16 +137,28 @@ def test_enough_operator_only_samples() -> None:
 
 
 @pytest.mark.parametrize("sample", operator_only(), ids=lambda s: s.name)
-def test_kubectl_apply_refuses_every_operator_only_sample(webhook: Any,
-                                                          sample: InvalidSample) -> None:
+def test_kubectl_apply_refuses_every_operator_only_sample(
+    webhook: Any, sample: InvalidSample
+) -> None:
     cluster, _ = webhook
     done = apply(cluster, sample.obj())
     assert done.returncode != 0, f"{sample.name} was admitted"
     assert "denied the request" in done.stderr
     assert sample.field in done.stderr
     assert sample.expect in done.stderr
-    assert cluster.kubectl("get", "epdc", sample.obj()["metadata"]["name"], "-n", NS,
-                           "--ignore-not-found", "-o", "name").stdout.strip() == ""
+    assert (
+        cluster.kubectl(
+            "get",
+            "epdc",
+            sample.obj()["metadata"]["name"],
+            "-n",
+            NS,
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ).stdout.strip()
+        == ""
+    )
 
 
 BAD = t.bad_specs()
@@ -135,8 +170,12 @@ def test_kubectl_apply_refuses_every_rule_table_row(
 ) -> None:
     cluster, _ = webhook
     rule, rid, spec, path, _ = row
-    obj = {"apiVersion": c.API_VERSION, "kind": c.KIND,
-           "metadata": {"name": "rules"}, "spec": copy.deepcopy(spec)}
+    obj = {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "metadata": {"name": "rules"},
+        "spec": copy.deepcopy(spec),
+    }
     done = apply(cluster, obj, dry_run=True)
     assert done.returncode != 0, f"{rule}/{rid} was admitted"
     # The CRD schema refuses some rows before the webhook sees them; both name the field.
@@ -155,9 +194,11 @@ def test_fuzzed_specs_get_the_same_verdict_from_the_apiserver(webhook: Any) -> N
         admitted = done.returncode == 0
         counts["admitted" if admitted else "refused at admission"] += 1
         if admitted != local.admitted:
-            disagreements.append(f"{obj['metadata']['name']}: apiserver "
-                                 f"{'admitted' if admitted else 'refused'} ({done.stderr.strip()}"
-                                 f"), parse said {local.refusal or 'ok'}")
+            disagreements.append(
+                f"{obj['metadata']['name']}: apiserver "
+                f"{'admitted' if admitted else 'refused'} ({done.stderr.strip()}"
+                f"), parse said {local.refusal or 'ok'}"
+            )
         elif not admitted and "spec." not in done.stderr and "metadata." not in done.stderr:
             disagreements.append(f"refusal names no field: {done.stderr.strip()}")
     assert not disagreements, "\n".join(disagreements)
@@ -176,8 +217,10 @@ def test_fuzzed_specs_get_the_same_verdict_from_the_apiserver(webhook: Any) -> N
     finally:
         cluster.kubectl("delete", "epdc", *names, "-n", NS, "--wait=false", check=False)
     counts["Ready"] = len(ready)
-    print(f"\nfuzz at the apiserver, seed {FUZZ_SEED}: {dict(counts)} "
-          f"(Ready counted among the first {len(admitted)} admitted)")
+    print(
+        f"\nfuzz at the apiserver, seed {FUZZ_SEED}: {dict(counts)} "
+        f"(Ready counted among the first {len(admitted)} admitted)"
+    )
 
 
 def settle(cluster: Cluster, names: list[str], timeout: float = 120) -> set[str]:
@@ -228,8 +271,12 @@ def test_updates_that_keep_the_spec_pass_and_a_down_operator_blocks_nothing(
         down["metadata"] = {"name": "while-down"}
         done = apply(cluster, down)
         assert done.returncode == 0, done.stderr
-        cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unrelated"},
-              "data": {"a": "b"}}
+        cm = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "unrelated"},
+            "data": {"a": "b"},
+        }
         assert apply(cluster, cm).returncode == 0
         # Relabelling the invalid object admitted meanwhile is never blocked.
         cluster.kubectl("label", "epdc", "while-down", "-n", NS, "team=a")
@@ -237,13 +284,18 @@ def test_updates_that_keep_the_spec_pass_and_a_down_operator_blocks_nothing(
         op.start()
         op.wait_healthy()
     wait_until_refused(cluster, op)
-    assert cluster.kubectl("label", "epdc", "while-down", "-n", NS, "team=b",
-                           "--overwrite", check=False).returncode == 0
+    assert (
+        cluster.kubectl(
+            "label", "epdc", "while-down", "-n", NS, "team=b", "--overwrite", check=False
+        ).returncode
+        == 0
+    )
     # The operator, back, reports what slipped through as Degraded/SpecInvalid.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        obj = json.loads(cluster.kubectl("get", "epdc", "while-down", "-n", NS,
-                                         "-o", "json").stdout)
+        obj = json.loads(
+            cluster.kubectl("get", "epdc", "while-down", "-n", NS, "-o", "json").stdout
+        )
         conds = {x["type"]: x for x in (obj.get("status") or {}).get("conditions") or []}
         if conds.get("Degraded", {}).get("reason") == c.REASON_SPEC_INVALID:
             assert "extraArgs[0]" in conds["Degraded"]["message"]
@@ -260,7 +312,10 @@ def test_helm_certificate_matches_the_ca_bundle(tmp_path: Path) -> None:
     helm = bin_dir(build=False) / "helm"
     out = subprocess.run(
         [str(helm), "template", "epd", str(CHART), "--namespace", "ops", "--set", "replicas=1"],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
     (secret,) = [d for d in docs if d["kind"] == "Secret"]
@@ -269,9 +324,17 @@ def test_helm_certificate_matches_the_ca_bundle(tmp_path: Path) -> None:
     crt = tmp_path / "tls.crt"
     ca.write_bytes(base64.b64decode(vwc["webhooks"][0]["clientConfig"]["caBundle"]))
     crt.write_bytes(base64.b64decode(secret["data"]["tls.crt"]))
-    done = subprocess.run(["openssl", "verify", "-CAfile", str(ca), str(crt)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca), str(crt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
-    sans = subprocess.run(["openssl", "x509", "-in", str(crt), "-noout", "-ext",
-                           "subjectAltName"], capture_output=True, text=True, check=True).stdout
+    sans = subprocess.run(
+        ["openssl", "x509", "-in", str(crt), "-noout", "-ext", "subjectAltName"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "DNS:epd-epd-operator-webhook.ops.svc" in sans

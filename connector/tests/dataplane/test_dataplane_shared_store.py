@@ -26,8 +26,9 @@ BYTES_PER_IMAGE = 256 * 2048 * 2  # the simulator's default encoder output size
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(Path(tmp_path_factory.mktemp("store")), encoders=2, decodes=1,
-                     shared_store=True)
+    c = LocalCluster(
+        Path(tmp_path_factory.mktemp("store")), encoders=2, decodes=1, shared_store=True
+    )
     with c:
         yield c
 
@@ -41,8 +42,12 @@ def image(seed: str, mime: str = "image/png", detail: str | None = None) -> dict
 
 
 def body(*parts: dict[str, Any]) -> dict[str, Any]:
-    return {"model": MODEL, "max_tokens": 2, "stream": False,
-            "messages": [{"role": "user", "content": [{"type": "text", "text": "what"}, *parts]}]}
+    return {
+        "model": MODEL,
+        "max_tokens": 2,
+        "stream": False,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "what"}, *parts]}],
+    }
 
 
 def metric(c: LocalCluster, proc: Proc, name: str) -> float:
@@ -54,16 +59,22 @@ def encoded(c: LocalCluster) -> float:
 
 
 def hits(c: LocalCluster) -> float:
-    return sum(c.metrics(e).get("epd_sim_store_lookups_total{outcome=hit}", 0)
-               for e in c.sims("encoder"))
+    return sum(
+        c.metrics(e).get("epd_sim_store_lookups_total{outcome=hit}", 0) for e in c.sims("encoder")
+    )
 
 
 def wait_puts(c: LocalCluster, at_least: float, timeout_s: float = 20) -> None:
     """Publishing is off the request path (as in vLLM): wait until it happened."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if sum(c.metrics(e).get("epd_sim_store_puts_total{outcome=ok}", 0)
-               for e in c.sims("encoder")) >= at_least:
+        if (
+            sum(
+                c.metrics(e).get("epd_sim_store_puts_total{outcome=ok}", 0)
+                for e in c.sims("encoder")
+            )
+            >= at_least
+        ):
             return
         time.sleep(0.1)
     raise AssertionError(f"fewer than {at_least} Store puts in {timeout_s}s")
@@ -102,8 +113,7 @@ def test_through_the_router_a_repeated_image_is_encoded_once(cluster: LocalClust
     assert status == 200, reply
     wait_puts(cluster, 2)  # "cat" before, "dog" now
     for _ in range(5):
-        status, reply = http_json("POST", cluster.url + "/v1/chat/completions",
-                                  body(image("dog")))
+        status, reply = http_json("POST", cluster.url + "/v1/chat/completions", body(image("dog")))
         assert status == 200, reply
     assert encoded(cluster) - enc0 == 1
     assert hits(cluster) - hit0 == 5
@@ -120,19 +130,24 @@ def test_master_restart_empties_the_cache_and_encoders_keep_serving(
     cluster.kill_store()
     # No master: lookups miss and outputs are not published, but every request is served.
     for i in range(3):
-        status, reply = http_json("POST", cluster.url + "/v1/chat/completions",
-                                  body(image(f"down-{i}")))
+        status, reply = http_json(
+            "POST", cluster.url + "/v1/chat/completions", body(image(f"down-{i}"))
+        )
         assert status == 200, reply
-    failed = sum(cluster.metrics(e).get("epd_sim_store_puts_total{outcome=failed}", 0)
-                 for e in cluster.sims("encoder"))
+    failed = sum(
+        cluster.metrics(e).get("epd_sim_store_puts_total{outcome=failed}", 0)
+        for e in cluster.sims("encoder")
+    )
     assert failed >= 1
     cluster.start_store()
     # The clients find the new master by themselves; until they do, publishing fails.
     deadline = time.monotonic() + 30
 
     def oks() -> float:
-        return sum(cluster.metrics(e).get("epd_sim_store_puts_total{outcome=ok}", 0)
-                   for e in cluster.sims("encoder"))
+        return sum(
+            cluster.metrics(e).get("epd_sim_store_puts_total{outcome=ok}", 0)
+            for e in cluster.sims("encoder")
+        )
 
     start_ok, i = oks(), 0
     while oks() == start_ok:

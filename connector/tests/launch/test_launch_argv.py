@@ -254,8 +254,7 @@ def test_store_config_file_holds_every_key_vllm_reads() -> None:
         "enable_offload": False,
     }
     # The protocol follows the EC transfer's (rdma by default).
-    rdma = json.loads(next(iter(store_files(VALID["e-p-d-shared-store"], "encoder",
-                                            POD).values())))
+    rdma = json.loads(next(iter(store_files(VALID["e-p-d-shared-store"], "encoder", POD).values())))
     assert rdma["protocol"] == "rdma"
 
 

@@ -128,8 +128,13 @@ def test_store_config_is_written_before_exec(pod_env: dict[str, str], tmp_path: 
     cfg = tmp_path / "store-launch.json"
     cfg.write_text(VALID["epd-shared-store"].to_json(), encoding="utf-8")
     run_dir = tmp_path / "run"
-    env = {**pod_env, "EPD_LAUNCH_CONFIG": str(cfg), "EPD_ROLE": "encoder",
-           "POD_NAME": "demo-encoder-1", "EPD_RUN_DIR": str(run_dir)}
+    env = {
+        **pod_env,
+        "EPD_LAUNCH_CONFIG": str(cfg),
+        "EPD_ROLE": "encoder",
+        "POD_NAME": "demo-encoder-1",
+        "EPD_RUN_DIR": str(run_dir),
+    }
     dry = run(env, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     plan = json.loads(dry.stdout)

@@ -97,8 +97,14 @@ def _preflight(tmp_path: Path, name: str, role: str) -> tuple[dict[str, Any], di
     out = tmp_path / "termination-log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EPD_", "POD_"))}
     env.update(EPD_LAUNCH_CONFIG=str(cfg), EPD_ROLE=role, EPD_PREFLIGHT_OUT=str(out))
-    done = subprocess.run([EPD_ENGINE, "--preflight"], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [EPD_ENGINE, "--preflight"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout.strip().splitlines()[-1])
     return printed, json.loads(out.read_text(encoding="utf-8"))

@@ -14,8 +14,9 @@ from epd_connector.launch.config import LaunchConfig, LaunchConfigError
 from epd_connector.launch.vllm_flags import VLLM_SERVE_OPTIONS
 
 
-@pytest.mark.parametrize(("rid", "args", "index", "expect"), t.OWNED_FLAG_ROWS,
-                         ids=[r[0] for r in t.OWNED_FLAG_ROWS])
+@pytest.mark.parametrize(
+    ("rid", "args", "index", "expect"), t.OWNED_FLAG_ROWS, ids=[r[0] for r in t.OWNED_FLAG_ROWS]
+)
 def test_owned_flags_are_refused_by_the_rule_and_the_launcher(
     rid: str, args: list[str], index: int, expect: str
 ) -> None:
@@ -33,7 +34,7 @@ def test_owned_flags_are_refused_by_the_rule_and_the_launcher(
 def test_flags_vllm_reads_as_ours_to_give_are_kept(rid: str, args: list[str]) -> None:
     assert rules.check_extra_args(args) is None
     cfg = config(roles={"decode": {"extra_args": args}})
-    assert build_argv(cfg, "decode", POD)[-len(args):] == args
+    assert build_argv(cfg, "decode", POD)[-len(args) :] == args
 
 
 @pytest.mark.parametrize(
@@ -95,8 +96,11 @@ def test_env_values_allow_tabs_and_newlines_not_nul() -> None:
     assert build_env(config(), "decode", POD)["VLLM_HOST_IP"] == POD.ip
 
 
-@pytest.mark.parametrize(("rid", "connector", "key", "value", "expect"), t.KV_EXTRA_ROWS,
-                         ids=[r[0] for r in t.KV_EXTRA_ROWS])
+@pytest.mark.parametrize(
+    ("rid", "connector", "key", "value", "expect"),
+    t.KV_EXTRA_ROWS,
+    ids=[r[0] for r in t.KV_EXTRA_ROWS],
+)
 def test_kv_extra_keys_vllm_does_not_read_are_refused(
     rid: str, connector: str, key: str, value: object, expect: str
 ) -> None:

@@ -212,8 +212,12 @@ def test_engine_env_reads_our_store_config_and_ships_the_master(tmp_path: Path) 
     )
     python = vllm_python()
     done = subprocess.run(
-        [str(python), "-c", probe], env={**os.environ, ENV_STORE_CONFIG: str(path)},
-        capture_output=True, text=True, timeout=120, check=False,
+        [str(python), "-c", probe],
+        env={**os.environ, ENV_STORE_CONFIG: str(path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout.strip().splitlines()[-1])

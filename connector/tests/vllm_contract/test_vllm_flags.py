@@ -34,12 +34,20 @@ TABLE = REPO / "connector" / "src" / "epd_connector" / "launch" / "vllm_flags.py
 
 
 def ask_vllm(python: Path, rows: list[list[str]]) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("VLLM_", "PYTHON", "VIRTUAL_ENV"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "PYTHON", "VIRTUAL_ENV"))
+    }
     env.update(VLLM_TARGET_DEVICE="cpu", VLLM_NO_USAGE_STATS="1")
-    proc = subprocess.run([str(python), str(SCRIPT)], input=json.dumps({"rows": rows}),
-                          capture_output=True, text=True, env=env, timeout=600, check=False,
-                          cwd="/")
+    proc = subprocess.run(
+        [str(python), str(SCRIPT)],
+        input=json.dumps({"rows": rows}),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+        cwd="/",
+    )
     if proc.returncode != 0:
         raise AssertionError(f"vllm_options.py failed:\n{proc.stderr[-3000:]}")
     answer: dict[str, Any] = json.loads(proc.stdout)
@@ -61,11 +69,13 @@ def test_the_committed_option_table_is_vllms(vllm: dict[str, Any]) -> None:
     arity = sorted(set(VLLM_SERVE_NARGS.items()) ^ set(vllm["nargs"].items()))
     assert (missing, extra, wrong, arity) == ([], [], [], []), (
         "vllm_flags.py drifted from vLLM's parser; regenerate it with "
-        "`.venv/bin/python connector/tests/vllm_contract/test_vllm_flags.py --write`")
+        "`.venv/bin/python connector/tests/vllm_contract/test_vllm_flags.py --write`"
+    )
 
 
-@pytest.mark.parametrize("index", range(len(t.OWNED_FLAG_ROWS)),
-                         ids=[r[0] for r in t.OWNED_FLAG_ROWS])
+@pytest.mark.parametrize(
+    "index", range(len(t.OWNED_FLAG_ROWS)), ids=[r[0] for r in t.OWNED_FLAG_ROWS]
+)
 def test_vllm_reads_each_refused_row_as_an_owned_option_or_refuses_it(
     vllm: dict[str, Any], index: int
 ) -> None:
@@ -78,8 +88,9 @@ def test_vllm_reads_each_refused_row_as_an_owned_option_or_refuses_it(
     assert vllm["dests"][owned] in got["changed"], (rid, got)
 
 
-@pytest.mark.parametrize("index", range(len(t.ACCEPTED_FLAG_ROWS)),
-                         ids=[r[0] for r in t.ACCEPTED_FLAG_ROWS])
+@pytest.mark.parametrize(
+    "index", range(len(t.ACCEPTED_FLAG_ROWS)), ids=[r[0] for r in t.ACCEPTED_FLAG_ROWS]
+)
 def test_vllm_accepts_each_kept_row_without_touching_owned_options(
     vllm: dict[str, Any], index: int
 ) -> None:
@@ -124,8 +135,11 @@ VLLM_SERVE_NARGS: Final[Mapping[str, str]] = {{
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: test_vllm_flags.py --write")
-    located = subprocess.run([str(REPO / "hack" /
-                                  "install-vllm-env.sh"), "--print"],
-                             capture_output=True, text=True, check=True)
+    located = subprocess.run(
+        [str(REPO / "hack" / "install-vllm-env.sh"), "--print"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     write_table(Path(located.stdout.strip()) / "bin" / "python")
     print(f"wrote {TABLE}")

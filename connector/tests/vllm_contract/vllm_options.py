@@ -113,8 +113,16 @@ def main() -> int:
         results = [parse_row(row) for row in request.get("rows", [])]
         names = dests()
         arity = nargs()
-    json.dump({"version": vllm.__version__, "options": table, "nargs": arity, "dests": names,
-               "rows": results}, sys.stdout)
+    json.dump(
+        {
+            "version": vllm.__version__,
+            "options": table,
+            "nargs": arity,
+            "dests": names,
+            "rows": results,
+        },
+        sys.stdout,
+    )
     return 0
 
 

@@ -33,30 +33,71 @@ from epd_operator.reconcile.kube import Kube
 log = logging.getLogger("epd_operator")
 
 
+def _servers(p: argparse.ArgumentParser) -> None:
+    """The metrics, liveness and webhook servers' flags."""
+    env = os.environ.get
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("EPD_METRICS_PORT", "8080")),
+        help="Prometheus metrics port (0 disables)",
+    )
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=int(env("EPD_HEALTH_PORT", "8081")),
+        help="liveness endpoint port, path /healthz (0 disables)",
+    )
+    p.add_argument(
+        "--bind-address",
+        default=env("EPD_BIND_ADDRESS", "0.0.0.0"),
+        help="address the metrics and liveness servers listen on",
+    )
+    p.add_argument(
+        "--webhook-port",
+        type=int,
+        default=int(env("EPD_WEBHOOK_PORT", "0")),
+        help="serve the validating admission webhook on this port (0 disables)",
+    )
+    p.add_argument(
+        "--webhook-cert-dir",
+        default=env("EPD_WEBHOOK_CERT_DIR", "/etc/epd-operator/webhook"),
+        help="directory holding the webhook's tls.crt and tls.key",
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="epd-operator", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--namespace", "-n", action="append", default=[],
-                   help="serve EPDClusters in this namespace (repeatable); default: all")
-    p.add_argument("--resync-seconds", type=float,
-                   default=float(env("EPD_RESYNC_SECONDS", "60")),
-                   help="re-reconcile every EPDCluster this often (restores hand edits)")
-    p.add_argument("--metrics-port", type=int, default=int(env("EPD_METRICS_PORT", "8080")),
-                   help="Prometheus metrics port (0 disables)")
-    p.add_argument("--health-port", type=int, default=int(env("EPD_HEALTH_PORT", "8081")),
-                   help="liveness endpoint port, path /healthz (0 disables)")
-    p.add_argument("--bind-address", default=env("EPD_BIND_ADDRESS", "0.0.0.0"),
-                   help="address the metrics and liveness servers listen on")
-    p.add_argument("--workers", type=int, default=int(env("EPD_WORKERS", "8")),
-                   help="reconcile passes run in parallel (different EPDClusters)")
-    p.add_argument("--webhook-port", type=int, default=int(env("EPD_WEBHOOK_PORT", "0")),
-                   help="serve the validating admission webhook on this port (0 disables)")
-    p.add_argument("--webhook-cert-dir", default=env("EPD_WEBHOOK_CERT_DIR",
-                                                     "/etc/epd-operator/webhook"),
-                   help="directory holding the webhook's tls.crt and tls.key")
-    p.add_argument("--log-level", default=env("EPD_LOG_LEVEL", "INFO"),
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p = argparse.ArgumentParser(
+        prog="epd-operator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="serve EPDClusters in this namespace (repeatable); default: all",
+    )
+    p.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=float(env("EPD_RESYNC_SECONDS", "60")),
+        help="re-reconcile every EPDCluster this often (restores hand edits)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(env("EPD_WORKERS", "8")),
+        help="reconcile passes run in parallel (different EPDClusters)",
+    )
+    p.add_argument(
+        "--log-level",
+        default=env("EPD_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
+    _servers(p)
     p.add_argument("--version", action="version", version=f"epd-operator {__version__}")
     args = p.parse_args(argv)
     if args.resync_seconds <= 0:
@@ -79,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     # kopf logs every handler call at INFO; keep its chatter to warnings unless debugging.
     if args.log_level != "DEBUG":
         logging.getLogger("kopf").setLevel(logging.WARNING)
-    options = Options(namespaces=list(args.namespace), resync_seconds=args.resync_seconds,
-                      workers=args.workers)
+    options = Options(
+        namespaces=list(args.namespace), resync_seconds=args.resync_seconds, workers=args.workers
+    )
     try:
         cfg = OperatorConfig.from_env()
     except OperatorConfigError as exc:
@@ -96,16 +138,24 @@ def main(argv: list[str] | None = None) -> int:
         register_admission(registry)
         certs = Path(args.webhook_cert_dir)
         settings.admission.server = kopf.WebhookServer(
-            addr=args.bind_address, port=args.webhook_port,
-            certfile=str(certs / "tls.crt"), pkeyfile=str(certs / "tls.key"),
+            addr=args.bind_address,
+            port=args.webhook_port,
+            certfile=str(certs / "tls.crt"),
+            pkeyfile=str(certs / "tls.key"),
         )
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.bind_address)
     host = f"[{args.bind_address}]" if ":" in args.bind_address else args.bind_address
     liveness = f"http://{host}:{args.health_port}/healthz" if args.health_port else None
-    log.info("epd-operator %s: namespaces=%s resync=%ss metrics=:%s health=%s webhook=:%s",
-             __version__, options.namespaces or "all", options.resync_seconds,
-             args.metrics_port, liveness, args.webhook_port or "off")
+    log.info(
+        "epd-operator %s: namespaces=%s resync=%ss metrics=:%s health=%s webhook=:%s",
+        __version__,
+        options.namespaces or "all",
+        options.resync_seconds,
+        args.metrics_port,
+        liveness,
+        args.webhook_port or "off",
+    )
     try:
         kopf.run(
             registry=registry,

@@ -179,6 +179,55 @@ def _cmd_autoscale(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _autoscale_parser(sub: Any) -> None:
+    """`epdctl autoscale` and its targets (defaults: autoscale.Targets)."""
+    auto = sub.add_parser(
+        "autoscale",
+        help="print an HPA (or KEDA ScaledObject) per Scaler-owned role",
+        description="Print one autoscaler per role of the EPDCluster(s) in FILE whose "
+        "replicasFrom is Scaler, aimed at the role's EPDRoleScaler: HPA autoscaling/v2 on the "
+        "metric names of the Prometheus Adapter rules in docs/autoscaling.md, or with --keda "
+        "a ScaledObject querying Prometheus. Bounds come from the role's min/maxReplicas.",
+    )
+    auto.add_argument("-f", "--file", required=True, help="EPDCluster YAML ('-' = stdin)")
+    auto.add_argument("-n", "--namespace", help="namespace (default: the file's, or default)")
+    auto.add_argument(
+        "--role",
+        action="append",
+        choices=c.ROLE_NAMES,
+        help="only this role (repeatable; default: every Scaler-owned role)",
+    )
+    auto.add_argument("--keda", action="store_true", help="KEDA ScaledObjects instead of HPAs")
+    defaults = Targets()
+    auto.add_argument(
+        "--waiting-per-pod",
+        default=defaults.waiting_per_pod,
+        help="prefill/decode: vllm:num_requests_waiting per pod (default %(default)s)",
+    )
+    auto.add_argument(
+        "--kv-cache-usage",
+        default=defaults.kv_cache_usage,
+        help="decode: vllm:kv_cache_usage_perc per pod (default %(default)s)",
+    )
+    auto.add_argument(
+        "--encode-p90-seconds",
+        default=defaults.encode_p90_seconds,
+        help="encoder: the router's p90 encode-stage seconds (default %(default)s)",
+    )
+    auto.add_argument(
+        "--max-replicas",
+        type=int,
+        default=defaults.default_max_replicas,
+        help="for roles without maxReplicas (default %(default)s)",
+    )
+    auto.add_argument(
+        "--prometheus-url",
+        default=defaults.prometheus_url,
+        help="KEDA: Prometheus address (default %(default)s)",
+    )
+    auto.set_defaults(func=_cmd_autoscale)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="epdctl", description="Preview what epd-operator does with an EPDCluster."
@@ -199,32 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--write", action="store_true", help="rewrite crds/ and the chart's copy")
     crds.add_argument("--root", type=Path, help="repository root for --write")
     crds.set_defaults(func=_cmd_crds)
-    auto = sub.add_parser(
-        "autoscale",
-        help="print an HPA (or KEDA ScaledObject) per Scaler-owned role",
-        description="Print one autoscaler per role of the EPDCluster(s) in FILE whose "
-        "replicasFrom is Scaler, aimed at the role's EPDRoleScaler: HPA autoscaling/v2 on the "
-        "metric names of the Prometheus Adapter rules in docs/autoscaling.md, or with --keda "
-        "a ScaledObject querying Prometheus. Bounds come from the role's min/maxReplicas.",
-    )
-    auto.add_argument("-f", "--file", required=True, help="EPDCluster YAML ('-' = stdin)")
-    auto.add_argument("-n", "--namespace", help="namespace (default: the file's, or default)")
-    auto.add_argument("--role", action="append", choices=c.ROLE_NAMES,
-                      help="only this role (repeatable; default: every Scaler-owned role)")
-    auto.add_argument("--keda", action="store_true", help="KEDA ScaledObjects instead of HPAs")
-    defaults = Targets()
-    auto.add_argument("--waiting-per-pod", default=defaults.waiting_per_pod,
-                      help="prefill/decode: vllm:num_requests_waiting per pod "
-                      "(default %(default)s)")
-    auto.add_argument("--kv-cache-usage", default=defaults.kv_cache_usage,
-                      help="decode: vllm:kv_cache_usage_perc per pod (default %(default)s)")
-    auto.add_argument("--encode-p90-seconds", default=defaults.encode_p90_seconds,
-                      help="encoder: the router's p90 encode-stage seconds (default %(default)s)")
-    auto.add_argument("--max-replicas", type=int, default=defaults.default_max_replicas,
-                      help="for roles without maxReplicas (default %(default)s)")
-    auto.add_argument("--prometheus-url", default=defaults.prometheus_url,
-                      help="KEDA: Prometheus address (default %(default)s)")
-    auto.set_defaults(func=_cmd_autoscale)
+    _autoscale_parser(sub)
     return parser
 
 

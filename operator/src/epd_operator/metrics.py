@@ -87,23 +87,28 @@ class Metrics:
         self.reconcile_duration = Histogram(
             "epd_operator_reconcile_duration_seconds",
             "Duration of one reconcile pass of one EPDCluster",
-            ["trigger"], buckets=_BUCKETS, registry=self.registry,
+            ["trigger"],
+            buckets=_BUCKETS,
+            registry=self.registry,
         )
         self.reconcile_errors = Counter(
             "epd_operator_reconcile_errors_total",
             "Reconcile passes that ended with a problem, by reason",
-            ["reason"], registry=self.registry,
+            ["reason"],
+            registry=self.registry,
         )
         self.api_writes = Counter(
             "epd_operator_api_writes_total",
             "Kubernetes API writes made by the operator, by object kind and verb",
-            ["kind", "verb"], registry=self.registry,
+            ["kind", "verb"],
+            registry=self.registry,
         )
         self.api_reads = Counter(
             "epd_operator_api_reads_total",
             "Kubernetes API reads made by the operator's client (list; watch: one per "
             "request), by object kind and verb",
-            ["kind", "verb"], registry=self.registry,
+            ["kind", "verb"],
+            registry=self.registry,
         )
         self.clusters = _ByCondition()
         self.registry.register(self.clusters)

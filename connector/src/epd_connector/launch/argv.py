@@ -307,8 +307,11 @@ def _check_store(config: LaunchConfig) -> None:
         ec.connector, ec.encoder_role, config.encoder_cache.mm_processor_cache_gb
     )
     if problem is not None:
-        key = "encoder_cache.mm_processor_cache_gb" if problem[0] == "mm_processor_cache_gb" \
+        key = (
+            "encoder_cache.mm_processor_cache_gb"
+            if problem[0] == "mm_processor_cache_gb"
             else f"ec.{problem[0]}"
+        )
         raise LaunchConfigError(f"{key}: {problem[1]} (ec.store is set)")
 
 

@@ -95,8 +95,7 @@ def preflight(env: Mapping[str, str], config_path: str | None = None) -> int:
         try:
             Path(out).write_text(text, encoding="utf-8")
         except OSError as exc:
-            print(f"epd-engine: cannot write the report to {out}: {exc.strerror}",
-                  file=sys.stderr)
+            print(f"epd-engine: cannot write the report to {out}: {exc.strerror}", file=sys.stderr)
     return 0
 
 

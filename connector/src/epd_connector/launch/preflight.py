@@ -79,17 +79,23 @@ def decide(want: Mapping[str, str], probe: Probe) -> dict[str, Any]:
         message = f"RDMA for {', '.join(rdma_asked)} over {', '.join(hcas)}"
     elif not probe.uverbs and not probe.ib_devices:
         reason, transport = "NoRDMADevice", "tcp"
-        message = (f"{', '.join(rdma_asked)} asked for RDMA but the pod sees no RDMA device "
-                   "(no /dev/infiniband/uverbs*, no /sys/class/infiniband): the RDMA resource "
-                   "did not reach it; Mooncake falls back to TCP")
+        message = (
+            f"{', '.join(rdma_asked)} asked for RDMA but the pod sees no RDMA device "
+            "(no /dev/infiniband/uverbs*, no /sys/class/infiniband): the RDMA resource "
+            "did not reach it; Mooncake falls back to TCP"
+        )
     else:
         reason, transport = "TCPFallback", "tcp"
-        message = (f"{', '.join(rdma_asked)} asked for RDMA; the pod sees "
-                   f"{', '.join(probe.ib_devices or probe.uverbs)} but Mooncake finds no "
-                   "usable HCA (driver, GID or permissions): it falls back to TCP")
+        message = (
+            f"{', '.join(rdma_asked)} asked for RDMA; the pod sees "
+            f"{', '.join(probe.ib_devices or probe.uverbs)} but Mooncake finds no "
+            "usable HCA (driver, GID or permissions): it falls back to TCP"
+        )
     if transport == "rdma" and probe.memlock_bytes is not None:
-        message += (f"; memlock limit {probe.memlock_bytes} bytes (registration needs it "
-                    "unlimited: IPC_LOCK)")
+        message += (
+            f"; memlock limit {probe.memlock_bytes} bytes (registration needs it "
+            "unlimited: IPC_LOCK)"
+        )
     return {
         "v": REPORT_VERSION,
         "asked": dict(sorted(want.items())),

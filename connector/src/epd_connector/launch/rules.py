@@ -272,7 +272,8 @@ def check_extra_args(
         if got.option is None:
             if takes == "0":
                 return FlagProblem(
-                    i, f"{arg!r} is not the value of any option (vLLM 0.33 would refuse a "
+                    i,
+                    f"{arg!r} is not the value of any option (vLLM 0.33 would refuse a "
                     "second positional argument)",
                 )
             takes = "*" if takes in ("*", "+") else "0"
@@ -289,8 +290,8 @@ def check_extra_args(
             name = _normalise(arg)
             means = "" if name == got.option else f" (vLLM 0.33 reads it as {got.option})"
             return FlagProblem(
-                i, f"{name} is set by the operator from {owned[got.option]}{means}; use that "
-                "instead",
+                i,
+                f"{name} is set by the operator from {owned[got.option]}{means}; use that instead",
             )
         if _embedded_value(arg):
             takes = "0"
@@ -321,8 +322,9 @@ def store_pinned_bytes(segment: int, local_buffer: int, read_buffer: int | None)
     """Host memory one encoder pins for the shared store in embedded mode: its segment of the
     pool, the local staging buffer and the Store client's read buffer (vLLM 0.33.0's
     Mooncake Store client; render/store.py sizes the encoder's memory with it)."""
-    return segment + local_buffer + (STORE_READ_BUFFER_BYTES if read_buffer is None
-                                     else read_buffer)
+    return (
+        segment + local_buffer + (STORE_READ_BUFFER_BYTES if read_buffer is None else read_buffer)
+    )
 
 
 def store_problem(
@@ -334,9 +336,10 @@ def store_problem(
     if connector != "ECMooncakeConnector":
         return "connector", "the shared encoder cache needs ECMooncakeConnector"
     if encoder_role != "ec_producer":
-        return "encoder_role", "the shared encoder cache needs an encode-only encoder " \
-            "(ec_producer)"
+        return "encoder_role", "the shared encoder cache needs an encode-only encoder (ec_producer)"
     if mm_processor_cache_gb is not None and mm_processor_cache_gb <= 0:
-        return "mm_processor_cache_gb", "the shared encoder cache needs the multimodal " \
-            "processor cache (> 0)"
+        return (
+            "mm_processor_cache_gb",
+            "the shared encoder cache needs the multimodal processor cache (> 0)",
+        )
     return None

@@ -270,9 +270,7 @@ async def push(
         writer.close()
 
 
-async def _reserve(
-    ctl: _Control, items: list[PushItem], shape_hidden: int
-) -> list[dict[str, Any]]:
+async def _reserve(ctl: _Control, items: list[PushItem], shape_hidden: int) -> list[dict[str, Any]]:
     """A slot on the consumer per item (its receive buffer, or none when it has the item)."""
     reserved = await ctl.call(
         {

@@ -5,8 +5,28 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Fine enough for p50/p99 of a loopback GET of ~1 MiB (bench/shared_cache_bench.py).
-STORE_GET_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
-                     0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
+STORE_GET_BUCKETS = (
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
 
 
 class SimMetrics:
@@ -115,7 +135,9 @@ class SimMetrics:
             registry=r,
         )
         self.store_puts = Counter(
-            "epd_sim_store_puts", "Outputs published to the shared cache by outcome", ["outcome"],
+            "epd_sim_store_puts",
+            "Outputs published to the shared cache by outcome",
+            ["outcome"],
             registry=r,
         )
         self.store_put_bytes = Counter(

@@ -292,7 +292,10 @@ def mooncake_master_path() -> str:
 
 
 def start_store_master(
-    group: ProcGroup, rpc_port: int, metrics_port: int, timeout_s: float = 30.0,
+    group: ProcGroup,
+    rpc_port: int,
+    metrics_port: int,
+    timeout_s: float = 30.0,
     name: str = "store-master",
 ) -> Proc:
     """A real `mooncake_master` on 127.0.0.1 (the shared encoder cache's index), started with

@@ -135,9 +135,7 @@ class SimEngine:
         self.engine = await asyncio.to_thread(Engine, self.pod.ip, "tcp")
         if self.is_encoder and self.config.ec.store is not None:
             # Like vLLM's encoder: no Store, no start (the launcher wrote its config file).
-            self.store = await EncoderStore.open(
-                self.config, self.metrics, os.environ, self.pod.ip
-            )
+            self.store = await EncoderStore.open(self.config, self.metrics, os.environ, self.pod.ip)
         host = self.settings.host
         if self.is_ec_consumer and self.shared_storage is None:
             for d in range(self.dp_size):
@@ -818,6 +816,7 @@ def _stream_choice(kind: str, piece: str | None, finish: str | None, first: bool
         else ({"content": piece} if piece is not None else {})
     )
     return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
 
 def _transfer_id(ec_items: list[Any], index: int, mm_hash: str) -> str | None:
     """vLLM's matching rule: position first (if its mm_hash is absent or equal), then by mm_hash."""

@@ -48,8 +48,10 @@ def store_key(config: LaunchConfig, mm_hash: str) -> str:
     extra = config.ec.extra_config
     prefix = str(extra.get("embedding_cache_prefix") or "")
     model = str(extra.get("embedding_model_identity") or config.model.name)
-    key = (f"embedding@model:{model}@revision:{config.model.revision or 'main'}"
-           f"@dtype:bfloat16@protocol:v3@id:{mm_hash}")
+    key = (
+        f"embedding@model:{model}@revision:{config.model.revision or 'main'}"
+        f"@dtype:bfloat16@protocol:v3@id:{mm_hash}"
+    )
     return f"{prefix}@{key}" if prefix else key
 
 
@@ -97,8 +99,11 @@ class EncoderStore:
             raise StoreUnavailable(
                 f"Mooncake Store setup failed ({ret}) with master {conf['master_server_address']}"
             )
-        log.info("shared encoder cache: Store client up, master %s, segment %d bytes",
-                 conf["master_server_address"], conf["global_segment_size"])
+        log.info(
+            "shared encoder cache: Store client up, master %s, segment %d bytes",
+            conf["master_server_address"],
+            conf["global_segment_size"],
+        )
         return cls(config, metrics, client)
 
     @staticmethod

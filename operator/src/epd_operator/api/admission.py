@@ -40,8 +40,7 @@ class Verdict:
         return self.error is None
 
 
-def review(operation: str, new: Mapping[str, Any] | None,
-           old: Mapping[str, Any] | None) -> Verdict:
+def review(operation: str, new: Mapping[str, Any] | None, old: Mapping[str, Any] | None) -> Verdict:
     """The verdict on one admission request for an EPDCluster."""
     if operation not in ("CREATE", "UPDATE") or new is None:
         return Verdict()
@@ -58,15 +57,31 @@ def oddities(spec: EPDClusterSpec) -> list[tuple[str, str]]:
     """Settings that are valid but probably not what the author meant: (field path, why)."""
     out: list[tuple[str, str]] = []
     if spec.rdma.enabled and spec.ec_protocol == "tcp":
-        out.append(("spec.ecTransfer.protocol", "tcp while rdma.enabled requests RDMA devices "
-                    "for every engine pod; the EC transfer will not use them"))
-    if spec.rdma.enabled and spec.roles.prefill is not None and spec.kv_protocol == "tcp" and (
-        spec.kv_transfer is None or spec.kv_transfer.connector == "MooncakeConnector"
+        out.append(
+            (
+                "spec.ecTransfer.protocol",
+                "tcp while rdma.enabled requests RDMA devices "
+                "for every engine pod; the EC transfer will not use them",
+            )
+        )
+    if (
+        spec.rdma.enabled
+        and spec.roles.prefill is not None
+        and spec.kv_protocol == "tcp"
+        and (spec.kv_transfer is None or spec.kv_transfer.connector == "MooncakeConnector")
     ):
-        out.append(("spec.kvTransfer.protocol", "tcp while rdma.enabled requests RDMA devices; "
-                    "the KV transfer will not use them"))
+        out.append(
+            (
+                "spec.kvTransfer.protocol",
+                "tcp while rdma.enabled requests RDMA devices; the KV transfer will not use them",
+            )
+        )
     limits = spec.encoder_cache.limit_mm_per_prompt
     if limits is not None and limits and not any(limits.values()):
-        out.append(("spec.encoderCache.limitMmPerPrompt", "every modality is limited to 0 "
-                    "items: no request will ever reach the encoders"))
+        out.append(
+            (
+                "spec.encoderCache.limitMmPerPrompt",
+                "every modality is limited to 0 items: no request will ever reach the encoders",
+            )
+        )
     return out

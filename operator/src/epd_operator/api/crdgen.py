@@ -225,27 +225,41 @@ def scaler_crd() -> dict[str, Any]:
                             "labelSelectorPath": ".status.selector",
                         },
                     },
-                    "additionalPrinterColumns": [
-                        {"name": "Role", "type": "string", "jsonPath": ".status.role",
-                         "description": "The role this object scales."},
-                        {"name": "Owner", "type": "string", "jsonPath": ".status.replicasFrom",
-                         "description": "Who owns the number: Spec (EPDCluster) or Scaler."},
-                        {"name": "Wanted", "type": "integer", "jsonPath": ".spec.replicas",
-                         "description": "spec.replicas (what /scale reads and writes)."},
-                        {"name": "Desired", "type": "integer",
-                         "jsonPath": ".status.desiredReplicas",
-                         "description": "Pods asked of the StatefulSet, after the bounds."},
-                        {"name": "Current", "type": "integer", "jsonPath": ".status.replicas",
-                         "description": "Pods that exist."},
-                        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas",
-                         "description": "Pods passing readiness."},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
+                    "additionalPrinterColumns": _scaler_columns(),
                     "schema": {"openAPIV3Schema": scaler_openapi_schema()},
                 }
             ],
         },
     }
+
+
+# (name, type, jsonPath, description) of `kubectl get epdrs`'s columns.
+_SCALER_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
+    ("Role", "string", ".status.role", "The role this object scales."),
+    (
+        "Owner",
+        "string",
+        ".status.replicasFrom",
+        "Who owns the number: Spec (EPDCluster) or Scaler.",
+    ),
+    ("Wanted", "integer", ".spec.replicas", "spec.replicas (what /scale reads and writes)."),
+    (
+        "Desired",
+        "integer",
+        ".status.desiredReplicas",
+        "Pods asked of the StatefulSet, after the bounds.",
+    ),
+    ("Current", "integer", ".status.replicas", "Pods that exist."),
+    ("Ready", "integer", ".status.readyReplicas", "Pods passing readiness."),
+)
+
+
+def _scaler_columns() -> list[dict[str, str]]:
+    cols = [
+        {"name": n, "type": t, "jsonPath": path, "description": d}
+        for n, t, path, d in _SCALER_COLUMNS
+    ]
+    return [*cols, {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
 
 
 def scaler_openapi_schema() -> Schema:

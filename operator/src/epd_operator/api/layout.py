@@ -36,10 +36,8 @@ OWNED_VOLUMES = frozenset(
 # Volume kinds roles.*.volumes may use: what the chart's ValidatingAdmissionPolicy lets the
 # operator's ServiceAccount mount (no Secrets, no host paths: a stolen operator token must not
 # reach them through a pod; model.source.hostPath is the one read-only host path).
-USER_VOLUME_SOURCES = ("configMap", "emptyDir", "persistentVolumeClaim", "ephemeral",
-                       "downwardAPI")
+USER_VOLUME_SOURCES = ("configMap", "emptyDir", "persistentVolumeClaim", "ephemeral", "downwardAPI")
 MODEL_MOUNT = "/models"
 MODEL_CACHE_MOUNT = "/var/cache/epd"
 SHM_MOUNT = "/dev/shm"
 OWNED_MOUNTS = (c.LAUNCH_CONFIG_DIR, SHM_MOUNT, MODEL_MOUNT, MODEL_CACHE_MOUNT)
-

@@ -253,9 +253,7 @@ def _check_volumes(role: RoleSpec, path: str) -> set[str]:
     return names
 
 
-def _check_mounts(
-    spec: EPDClusterSpec, role: RoleSpec, path: str, volume_names: set[str]
-) -> None:
+def _check_mounts(spec: EPDClusterSpec, role: RoleSpec, path: str, volume_names: set[str]) -> None:
     owned_mounts = list(OWNED_MOUNTS)
     if spec.ec_transfer.shared_storage is not None:
         owned_mounts.append(spec.ec_transfer.shared_storage.path)
@@ -411,8 +409,10 @@ def store_sizes(spec: EPDClusterSpec) -> tuple[int, int]:
     shared = spec.encoder_cache.shared
     assert shared is not None
     out = []
-    for name, amount in (("segmentSize", shared.segment_size),
-                         ("localBufferSize", shared.local_buffer_size)):
+    for name, amount in (
+        ("segmentSize", shared.segment_size),
+        ("localBufferSize", shared.local_buffer_size),
+    ):
         value = quantity_value(amount)
         if value <= 0 or value != value.to_integral_value():
             raise SpecError(
@@ -442,7 +442,8 @@ def _check_shared_cache(spec: EPDClusterSpec) -> None:
                 f"{ENV_STORE_CONFIG} is set by the launcher from encoderCache.shared",
             )
         if env.name == "VLLM_USE_V2_MODEL_RUNNER" and (env.value or "").strip().lower() in (
-            "0", "false"
+            "0",
+            "false",
         ):
             raise SpecError(
                 f"spec.roles.encoder.env[{i}].value",
@@ -466,9 +467,7 @@ def _check_kv_extra(spec: EPDClusterSpec) -> None:
     known = KV_EXTRA_KEYS[kv.connector]
     for key in sorted(extra):
         if key in KV_DERIVED_KEYS and key in known:
-            raise SpecError(
-                f"{path}.{key}", f"set by {KV_DERIVED_KEYS[key]}; use that field"
-            )
+            raise SpecError(f"{path}.{key}", f"set by {KV_DERIVED_KEYS[key]}; use that field")
         if key not in known:
             raise SpecError(
                 f"{path}.{key}",

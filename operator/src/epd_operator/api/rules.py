@@ -160,8 +160,7 @@ SPEC_RULES: tuple[CelRule, ...] = (
         message="kvTransfer.bootstrapPort must differ from the prefill role's HTTP port "
         "(roles.prefill.port)",
         check=lambda s: (
-            not _kv(s, "MooncakeConnector")
-            or s.kv_transfer.bootstrap_port != _consumer(s).port
+            not _kv(s, "MooncakeConnector") or s.kv_transfer.bootstrap_port != _consumer(s).port
         ),
         field_path=".kvTransfer.bootstrapPort",
     ),

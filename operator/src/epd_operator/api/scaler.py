@@ -37,26 +37,33 @@ class EPDRoleScalerSpec(_Spec):
 class EPDRoleScalerStatus(_Status):
     """Observed state of the role, written by the operator."""
 
-    replicas: int = Field(default=0, ge=0, description="Pods of the role that exist "
-                          "(what HPA reads as the current count).")
+    replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Pods of the role that exist (what HPA reads as the current count).",
+    )
     ready_replicas: int = Field(default=0, ge=0, description="Pods passing readiness.")
     desired_replicas: int | None = Field(
-        default=None, ge=0, description="Pods the operator asked the StatefulSet for, after "
-        "minReplicas/maxReplicas and scaling.ratios."
+        default=None,
+        ge=0,
+        description="Pods the operator asked the StatefulSet for, after "
+        "minReplicas/maxReplicas and scaling.ratios.",
     )
     selector: str | None = Field(
-        default=None, description="Label selector of the role's pods (HPA finds the pods "
-        "whose metrics it averages with it)."
+        default=None,
+        description="Label selector of the role's pods (HPA finds the pods "
+        "whose metrics it averages with it).",
     )
     replicas_from: ReplicasFrom | None = Field(
-        default=None, description="Owner of the number: Spec (the EPDCluster) or Scaler "
-        "(this object)."
+        default=None,
+        description="Owner of the number: Spec (the EPDCluster) or Scaler (this object).",
     )
     cluster: str | None = Field(default=None, description="The EPDCluster of this role.")
     role: RoleName | None = Field(default=None, description="encoder, prefill or decode.")
     clamped: str | None = Field(
-        default=None, max_length=1024, description="Why desiredReplicas differs from the "
-        "owner's number; absent when it does not."
+        default=None,
+        max_length=1024,
+        description="Why desiredReplicas differs from the owner's number; absent when it does not.",
     )
     observed_generation: int | None = Field(
         default=None, ge=0, description="metadata.generation last acted on."

@@ -306,11 +306,15 @@ class RoleSpec(_Model):
         "restarts pods.",
     )
     min_replicas: int | None = Field(
-        default=None, ge=1, le=MAX_ROLE_REPLICAS,
+        default=None,
+        ge=1,
+        le=MAX_ROLE_REPLICAS,
         description="Lower bound the operator clamps the role's pod count to (either source).",
     )
     max_replicas: int | None = Field(
-        default=None, ge=1, le=MAX_ROLE_REPLICAS,
+        default=None,
+        ge=1,
+        le=MAX_ROLE_REPLICAS,
         description="Upper bound the operator clamps the role's pod count to (either source).",
     )
     parallelism: Parallelism = Field(

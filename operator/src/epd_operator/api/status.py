@@ -38,8 +38,10 @@ class RoleStatus(_Status):
         default=None, max_length=32, description="readyReplicas/desired, for display."
     )
     desired_replicas: int | None = Field(
-        default=None, ge=0, description="Pods the operator asks for: the owner's number after "
-        "minReplicas/maxReplicas and scaling.ratios."
+        default=None,
+        ge=0,
+        description="Pods the operator asks for: the owner's number after "
+        "minReplicas/maxReplicas and scaling.ratios.",
     )
     replicas_from: ReplicasFrom | None = Field(
         default=None, description="Owner of the number: Spec or Scaler (the EPDRoleScaler)."
@@ -48,15 +50,18 @@ class RoleStatus(_Status):
         default=None, ge=0, description="The owner's number before clamping."
     )
     clamped: str | None = Field(
-        default=None, max_length=1024, description="Why desiredReplicas differs from "
-        "requestedReplicas; absent when it does not."
+        default=None,
+        max_length=1024,
+        description="Why desiredReplicas differs from requestedReplicas; absent when it does not.",
     )
     current_revision: str | None = Field(
-        default=None, max_length=253,
+        default=None,
+        max_length=253,
         description="StatefulSet revision the role's not-yet-updated pods run.",
     )
     update_revision: str | None = Field(
-        default=None, max_length=253,
+        default=None,
+        max_length=253,
         description="StatefulSet revision the role is rolling to (equal when rolled out).",
     )
 

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 WATCH_RENEW_S = 1800
 
+
 def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     """kopf settings of this operator (also used by the tests that run it)."""
     prefix = c.KOPF_PREFIX

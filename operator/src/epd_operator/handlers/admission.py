@@ -19,12 +19,21 @@ from epd_operator.api.admission import WEBHOOK_ID, review
 def register_admission(registry: kopf.OperatorRegistry) -> None:
     def validate(*, body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
         old = kwargs.get("old")
-        verdict = review(str(kwargs.get("operation")), dict(body.items()),
-                         dict(old.items()) if old is not None else None)
+        verdict = review(
+            str(kwargs.get("operation")),
+            dict(body.items()),
+            dict(old.items()) if old is not None else None,
+        )
         warnings.extend(verdict.warnings)
         if verdict.error is not None:
             # 422 like a schema error; the message leads with the field path.
             raise kopf.AdmissionError(str(verdict.error), code=422)
 
-    kopf.on.validate(c.GROUP, c.VERSION, c.PLURAL, id=WEBHOOK_ID, registry=registry,
-                     operations=["CREATE", "UPDATE"])(validate)
+    kopf.on.validate(
+        c.GROUP,
+        c.VERSION,
+        c.PLURAL,
+        id=WEBHOOK_ID,
+        registry=registry,
+        operations=["CREATE", "UPDATE"],
+    )(validate)

@@ -73,8 +73,14 @@ class HealthError(RuntimeError):
 
 
 class Runtime:
-    def __init__(self, kube: Kube, cfg: OperatorConfig, options: Options,
-                 metrics: Metrics | None = None, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        cfg: OperatorConfig,
+        options: Options,
+        metrics: Metrics | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
         self.kube = kube
         self.cfg = cfg
         self.options = options
@@ -83,8 +89,9 @@ class Runtime:
         self.backoff = backoff or Backoff(options.retry)
         self.metrics.retries.source = self._retry_rows
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}
-        self.executor = ThreadPoolExecutor(max_workers=options.workers,
-                                           thread_name_prefix="reconcile")
+        self.executor = ThreadPoolExecutor(
+            max_workers=options.workers, thread_name_prefix="reconcile"
+        )
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiting: set[str] = set()
         # The newest body of every EPDCluster we serve, from the watch stream: what resync
@@ -117,7 +124,8 @@ class Runtime:
             self.caches.start()
         if self._resync_task is None:
             self._resync_task = asyncio.get_running_loop().create_task(
-                self._resync_forever(), name="epd-resync")
+                self._resync_forever(), name="epd-resync"
+            )
 
     async def _first_listings(self) -> None:
         """Once, after the caches started: wait for their first listings (bounded). Later a
@@ -128,8 +136,9 @@ class Runtime:
         while not self.caches.synced() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         if not self.caches.synced():
-            log.warning("caches not current after %.0fs; passes read the API meanwhile",
-                        CACHE_SYNC_WAIT_S)
+            log.warning(
+                "caches not current after %.0fs; passes read the API meanwhile", CACHE_SYNC_WAIT_S
+            )
         self._caches_waited = True
 
     def _child_changed(self, namespace: str, instance: str) -> None:
@@ -142,7 +151,8 @@ class Runtime:
         if uid is None:
             return
         task = asyncio.get_running_loop().create_task(
-            self.run("child", uid, functools.partial(self.newest, uid), coalesce=True))
+            self.run("child", uid, functools.partial(self.newest, uid), coalesce=True)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -160,8 +170,10 @@ class Runtime:
             await asyncio.sleep(self.options.resync_seconds)
             uids = list(self.bodies)
             results = await asyncio.gather(
-                *(self.run("resync", uid, functools.partial(self.newest, uid), coalesce=True)
-                  for uid in uids),
+                *(
+                    self.run("resync", uid, functools.partial(self.newest, uid), coalesce=True)
+                    for uid in uids
+                ),
                 return_exceptions=True,
             )
             failed = sum(1 for r in results if isinstance(r, BaseException))
@@ -195,9 +207,10 @@ class Runtime:
                 loop = asyncio.get_running_loop()
                 try:
                     outcome = await loop.run_in_executor(
-                        self.executor, functools.partial(
-                            reconcile, self.kube, obj, self.cfg, self.memory,
-                            cache=self.caches)
+                        self.executor,
+                        functools.partial(
+                            reconcile, self.kube, obj, self.cfg, self.memory, cache=self.caches
+                        ),
                     )
                 except Exception:
                     self.metrics.reconcile_errors.labels(reason="Exception").inc()
@@ -216,8 +229,13 @@ class Runtime:
     def _schedule_retry(self, uid: str, obj: Mapping[str, Any]) -> None:
         state = self.backoff.failed(uid)
         meta = obj.get("metadata") or {}
-        log.warning("%s/%s: retry #%d in %.1fs", meta.get("namespace"), meta.get("name"),
-                    state.attempts, state.delay_s)
+        log.warning(
+            "%s/%s: retry #%d in %.1fs",
+            meta.get("namespace"),
+            meta.get("name"),
+            state.attempts,
+            state.delay_s,
+        )
         self._cancel_retry(uid)
         loop = asyncio.get_running_loop()
         self._retry_timers[uid] = loop.call_later(state.delay_s, self._retry_now, uid)
@@ -225,7 +243,8 @@ class Runtime:
     def _retry_now(self, uid: str) -> None:
         self._retry_timers.pop(uid, None)
         task = asyncio.get_running_loop().create_task(
-            self.run("retry", uid, functools.partial(self.newest, uid), coalesce=True))
+            self.run("retry", uid, functools.partial(self.newest, uid), coalesce=True)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -240,8 +259,14 @@ class Runtime:
         rows = []
         for uid, state in self.backoff.snapshot().items():
             meta = (self.bodies.get(uid) or {}).get("metadata") or {}
-            rows.append((str(meta.get("namespace")), str(meta.get("name")), state.attempts,
-                         now_wall + (state.next_at - now_mono)))
+            rows.append(
+                (
+                    str(meta.get("namespace")),
+                    str(meta.get("name")),
+                    state.attempts,
+                    now_wall + (state.next_at - now_mono),
+                )
+            )
         return rows
 
     def _record(self, trigger: str, uid: str, obj: Mapping[str, Any], out: Outcome) -> None:
@@ -254,11 +279,18 @@ class Runtime:
         if out.writes or out.problems:
             log.info(
                 "%s/%s [%s] %.3fs applied=%d pruned=%d status=%s events=%d problems=%d%s",
-                meta.get("namespace"), meta.get("name"), trigger, out.duration_s,
-                len(out.applied), len(out.pruned), out.status_written, out.events,
+                meta.get("namespace"),
+                meta.get("name"),
+                trigger,
+                out.duration_s,
+                len(out.applied),
+                len(out.pruned),
+                out.status_written,
+                out.events,
                 len(out.problems),
                 f" first: {out.problems[0].reason}: {out.problems[0].message}"
-                if out.problems else "",
+                if out.problems
+                else "",
             )
 
     def check_health(self) -> dict[str, int]:

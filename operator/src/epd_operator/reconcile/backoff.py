@@ -28,8 +28,12 @@ class BackoffPolicy:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
-        if not (self.base_s > 0 and self.factor >= 1 and self.cap_s >= self.base_s
-                and 0 <= self.jitter < 1):
+        if not (
+            self.base_s > 0
+            and self.factor >= 1
+            and self.cap_s >= self.base_s
+            and 0 <= self.jitter < 1
+        ):
             raise ValueError(f"invalid backoff policy {self}")
 
     def delay(self, attempt: int, u: float) -> float:

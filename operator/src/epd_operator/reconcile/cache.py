@@ -104,8 +104,16 @@ def newer(incoming: Mapping[str, Any], held: Mapping[str, Any] | None) -> bool:
 class Reflector:
     """LIST + WATCH of one (kind, namespace) into a sink, in its own daemon thread."""
 
-    def __init__(self, kube: Kube, kind: Kind, namespace: str | None, selector: str,
-                 sink: _Sink, *, watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        kind: Kind,
+        namespace: str | None,
+        selector: str,
+        sink: _Sink,
+        *,
+        watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S,
+    ) -> None:
         self.kube = kube
         self.kind = kind
         self.namespace = namespace
@@ -130,7 +138,10 @@ class Reflector:
         return WatchState(
             name=f"{self.kind.plural} in {self.namespace or 'all namespaces'}",
             running=thread is not None and thread.is_alive() and not self._stop.is_set(),
-            alive_at=self.alive_at, deadline=self.deadline, error_status=self.error_status)
+            alive_at=self.alive_at,
+            deadline=self.deadline,
+            error_status=self.error_status,
+        )
 
     @property
     def scope(self) -> tuple[str, str | None]:
@@ -140,8 +151,10 @@ class Reflector:
         if self._thread is None:
             self.alive_at = time.monotonic()  # starting counts: the first listing follows
             self._thread = threading.Thread(
-                target=self._run, daemon=True,
-                name=f"watch-{self.kind.plural}-{self.namespace or 'all'}")
+                target=self._run,
+                daemon=True,
+                name=f"watch-{self.kind.plural}-{self.namespace or 'all'}",
+            )
             self._thread.start()
 
     def stop(self) -> None:
@@ -188,7 +201,8 @@ class Reflector:
             self.deadline = time.monotonic() + timeout_s + WATCH_OVERRUN_S
             try:
                 for event in self.kube.watch_kind(
-                        self.kind, self.namespace, self.selector, rv, timeout_s):
+                    self.kind, self.namespace, self.selector, rv, timeout_s
+                ):
                     self.alive_at = time.monotonic()
                     obj = event.get("object") or {}
                     rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
@@ -329,14 +343,19 @@ class _ByOwner(_Sink):
 class ChildCache(_ByOwner):
     """Our children, by owner. `namespaces`: the served ones (empty: all)."""
 
-    def __init__(self, kube: Kube, namespaces: list[str],
-                 on_change: Callable[[str, str], None] | None = None,
-                 watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        namespaces: list[str],
+        on_change: Callable[[str, str], None] | None = None,
+        watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S,
+    ) -> None:
         super().__init__(on_change)
         scopes: list[str | None] = list(namespaces) or [None]
         self.reflectors = [
             Reflector(kube, kind, ns, CHILD_SELECTOR, self, watch_timeout_s=watch_timeout_s)
-            for kind in CHILD_KINDS for ns in scopes
+            for kind in CHILD_KINDS
+            for ns in scopes
         ]
         self._all_namespaces = not namespaces
 
@@ -373,10 +392,13 @@ class ChildCache(_ByOwner):
         return {
             "kind": obj.get("kind"),
             "metadata": {
-                "name": meta.get("name"), "namespace": meta.get("namespace"),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
                 "resourceVersion": meta.get("resourceVersion"),
                 "labels": {c.LABEL_INSTANCE: labels[c.LABEL_INSTANCE]}
-                if c.LABEL_INSTANCE in labels else {}},
+                if c.LABEL_INSTANCE in labels
+                else {},
+            },
             PACKED: json.dumps(full, separators=(",", ":")).encode(),
         }
 
@@ -386,8 +408,7 @@ class NodeCache(_Sink):
 
     def __init__(self, kube: Kube, watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S) -> None:
         super().__init__()
-        self.reflector = Reflector(kube, NODE, None, "", self,
-                                   watch_timeout_s=watch_timeout_s)
+        self.reflector = Reflector(kube, NODE, None, "", self, watch_timeout_s=watch_timeout_s)
         self._capacity: Capacity | None = None
 
     def start(self) -> None:
@@ -409,8 +430,9 @@ class NodeCache(_Sink):
         with self._lock:
             held = self._objs.get(k)
             if etype != "DELETED" and held is not None and _same_node(held, self.keep(obj)):
-                held["metadata"]["resourceVersion"] = (
-                    (obj.get("metadata") or {}).get("resourceVersion"))
+                held["metadata"]["resourceVersion"] = (obj.get("metadata") or {}).get(
+                    "resourceVersion"
+                )
                 return
         super().event(etype, obj)
 
@@ -433,9 +455,13 @@ class PodCache(_ByOwner):
     on the first `pods()` call (`want`): until they have listed, `pods()` answers None and the
     caller lists from the API."""
 
-    def __init__(self, kube: Kube, namespaces: list[str],
-                 on_change: Callable[[str, str], None] | None = None,
-                 watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        namespaces: list[str],
+        on_change: Callable[[str, str], None] | None = None,
+        watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S,
+    ) -> None:
         super().__init__(on_change)
         scopes: list[str | None] = list(namespaces) or [None]
         self._all_namespaces = not namespaces
@@ -481,16 +507,25 @@ class PodCache(_ByOwner):
         kept_labels = {k: labels[k] for k in (c.LABEL_INSTANCE, c.LABEL_ROLE) if k in labels}
         # Of the preflight init container, only the termination messages (its report).
         statuses = [
-            {"name": st["name"], **{
-                key: {"terminated": {"message": msg}} for key in ("state", "lastState")
-                if (msg := ((st.get(key) or {}).get("terminated") or {}).get("message"))}}
+            {
+                "name": st["name"],
+                **{
+                    key: {"terminated": {"message": msg}}
+                    for key in ("state", "lastState")
+                    if (msg := ((st.get(key) or {}).get("terminated") or {}).get("message"))
+                },
+            }
             for st in (obj.get("status") or {}).get("initContainerStatuses") or []
-            if st.get("name") == INIT_CONTAINER]
+            if st.get("name") == INIT_CONTAINER
+        ]
         return {
             "kind": POD.kind,
-            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"),
-                         "resourceVersion": meta.get("resourceVersion"),
-                         "labels": kept_labels},
+            "metadata": {
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "resourceVersion": meta.get("resourceVersion"),
+                "labels": kept_labels,
+            },
             "status": {"initContainerStatuses": statuses},
         }
 
@@ -501,9 +536,14 @@ class PodCache(_ByOwner):
         with self._lock:
             held = self._objs.get(k)
             kept = self.keep(obj)
-            if etype != "DELETED" and held is not None and (
+            if (
+                etype != "DELETED"
+                and held is not None
+                and (
                     held["metadata"]["labels"] == kept["metadata"]["labels"]
-                    and held["status"] == kept["status"]):
+                    and held["status"] == kept["status"]
+                )
+            ):
                 if newer(obj, held):
                     held["metadata"]["resourceVersion"] = kept["metadata"]["resourceVersion"]
                 return
@@ -512,15 +552,20 @@ class PodCache(_ByOwner):
 
 def _same_node(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return all(a.get(f) == b.get(f) for f in ("spec", "status")) and (
-        (a.get("metadata") or {}).get("labels") == (b.get("metadata") or {}).get("labels"))
+        (a.get("metadata") or {}).get("labels") == (b.get("metadata") or {}).get("labels")
+    )
 
 
 class Caches:
     """The two caches of one operator process, started and stopped together."""
 
-    def __init__(self, kube: Kube, namespaces: list[str],
-                 on_change: Callable[[str, str], None] | None = None,
-                 watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        namespaces: list[str],
+        on_change: Callable[[str, str], None] | None = None,
+        watch_timeout_s: tuple[int, int] = WATCH_TIMEOUT_S,
+    ) -> None:
         self.children = ChildCache(kube, namespaces, on_change, watch_timeout_s)
         self.nodes = NodeCache(kube, watch_timeout_s)
         self.pods = PodCache(kube, namespaces, on_change, watch_timeout_s)
@@ -538,8 +583,9 @@ class Caches:
 
     def synced(self) -> bool:
         """Whether every cache holds a current listing."""
-        return (self.children.synced(r.scope for r in self.children.reflectors)
-                and self.nodes.synced([self.nodes.reflector.scope]))
+        return self.children.synced(
+            r.scope for r in self.children.reflectors
+        ) and self.nodes.synced([self.nodes.reflector.scope])
 
     def stop(self) -> None:
         self.children.stop()

@@ -81,8 +81,7 @@ class Capacity:
             if not schedulable(n):
                 continue
             alloc = (n.get("status") or {}).get("allocatable") or {}
-            parsed = {k: q for k, v in alloc.items() if "/" in k
-                      and (q := quantity(v)) is not None}
+            parsed = {k: q for k, v in alloc.items() if "/" in k and (q := quantity(v)) is not None}
             self._pool.append((n, parsed))
         self._memo: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
 

@@ -67,8 +67,13 @@ class Outcome:
 
     @property
     def writes(self) -> int:
-        return (len(self.applied) + len(self.pruned) + int(self.status_written) + self.events
-                + len(self.scaler_writes))
+        return (
+            len(self.applied)
+            + len(self.pruned)
+            + int(self.status_written)
+            + self.events
+            + len(self.scaler_writes)
+        )
 
 
 class StatusMemory:
@@ -136,15 +141,27 @@ def _rfc3339(t: datetime) -> str:
 
 
 def _transport(
-    kube: Kube, ns: str, name: str, *, rdma_enabled: bool | None,
-    previous: Mapping[str, Any] | None, generation: int, now: str,
+    kube: Kube,
+    ns: str,
+    name: str,
+    *,
+    rdma_enabled: bool | None,
+    previous: Mapping[str, Any] | None,
+    generation: int,
+    now: str,
     cache: Caches | None = None,
 ) -> dict[str, Any] | None:
     """TransportReady from the engine pods' preflight reports (from the pod cache when it is
     current, else listed); without a valid spec, or when the pods cannot be listed, the
     condition the object holds is kept as it is."""
-    kept = next((dict(x) for x in (previous or {}).get("conditions") or []
-                 if isinstance(x, Mapping) and x.get("type") == TRANSPORT_READY), None)
+    kept = next(
+        (
+            dict(x)
+            for x in (previous or {}).get("conditions") or []
+            if isinstance(x, Mapping) and x.get("type") == TRANSPORT_READY
+        ),
+        None,
+    )
     if rdma_enabled is None:
         return kept
     if not rdma_enabled:
@@ -174,8 +191,16 @@ def reconcile(
     if meta.get("deletionTimestamp"):
         # Children go with the owner through the garbage collector; nothing to do.
         return Outcome()
-    p = _Pass(kube, obj, cache, Outcome(), str(meta.get("namespace")), str(meta.get("name")),
-              str(meta.get("uid")), int(meta.get("generation") or 0))
+    p = _Pass(
+        kube,
+        obj,
+        cache,
+        Outcome(),
+        str(meta.get("namespace")),
+        str(meta.get("name")),
+        str(meta.get("uid")),
+        int(meta.get("generation") or 0),
+    )
     _parse_spec(p)
     _observe_children(p)
     if p.cluster is not None and p.observed is not None:
@@ -187,8 +212,9 @@ def reconcile(
         _check_capacity(p, p.desired)
     elif p.observed is not None:
         p.children = p.observed
-    report = _compute_status(p, memory.previous(p.uid, obj) if memory else obj.get("status")
-                             or None, _rfc3339(clock()))
+    report = _compute_status(
+        p, memory.previous(p.uid, obj) if memory else obj.get("status") or None, _rfc3339(clock())
+    )
     _publish(p, report, memory)
     p.out.duration_s = time.monotonic() - started
     return p.out
@@ -307,10 +333,12 @@ def _apply_and_prune(
         if p.cache is not None:
             p.cache.children.note(live)
         p.out.applied.append(f"{k[1]}/{k[2]}")
-        log.info("%s/%s: applied %s/%s (%s)", p.ns, p.name, k[1], k[2],
-                 plan.reasons.get(k) or "missing")
-    for gone in _launch_prunable(p.kube, p.ns, p.name, plan.prune,
-                                 desired=desired, observed=observed):
+        log.info(
+            "%s/%s: applied %s/%s (%s)", p.ns, p.name, k[1], k[2], plan.reasons.get(k) or "missing"
+        )
+    for gone in _launch_prunable(
+        p.kube, p.ns, p.name, plan.prune, desired=desired, observed=observed
+    ):
         k = key_of(gone)
         try:
             p.kube.delete(gone)
@@ -327,8 +355,9 @@ def _check_capacity(p: _Pass, desired: list[dict[str, Any]]) -> None:
     """capacity: a role no schedulable node can ever run is InsufficientResources."""
     try:
         nodes = p.cache.nodes.capacity() if p.cache is not None else None
-        p.out.problems.extend(capacity.check(
-            desired, nodes if nodes is not None else p.kube.list_nodes()))
+        p.out.problems.extend(
+            capacity.check(desired, nodes if nodes is not None else p.kube.list_nodes())
+        )
     except KubeError as exc:
         # Without node visibility we cannot judge; the scheduler still will.
         log.warning("%s/%s: resource check skipped: %s", p.ns, p.name, exc)
@@ -337,12 +366,24 @@ def _check_capacity(p: _Pass, desired: list[dict[str, Any]]) -> None:
 def _compute_status(p: _Pass, previous: Mapping[str, Any] | None, now: str) -> _Report:
     """status: conditions from children and problems, plus transport, scaling and rollout."""
     status = compute_status(
-        generation=p.generation, children=p.children, problems=p.out.problems,
-        previous=previous, now=now, notes=p.notes,
+        generation=p.generation,
+        children=p.children,
+        problems=p.out.problems,
+        previous=previous,
+        now=now,
+        notes=p.notes,
     )
     rdma_enabled = p.cluster.spec.rdma.enabled if p.cluster is not None else None
-    transport = _transport(p.kube, p.ns, p.name, rdma_enabled=rdma_enabled, previous=previous,
-                           generation=p.generation, now=now, cache=p.cache)
+    transport = _transport(
+        p.kube,
+        p.ns,
+        p.name,
+        rdma_enabled=rdma_enabled,
+        previous=previous,
+        generation=p.generation,
+        now=now,
+        cache=p.cache,
+    )
     if transport is not None:
         status["conditions"].append(transport)
     for role, d in p.decisions.items():
@@ -384,8 +425,11 @@ def _announce(p: _Pass, report: _Report) -> None:
         p.event("Warning", c.REASON_REPLICAS_CLAMPED, line)
     for cond in events_for(report.previous, report.status):
         degraded = cond["type"] == DEGRADED
-        p.event("Warning" if degraded else "Normal",
-                cond["reason"] if degraded else cond["type"], cond["message"])
+        p.event(
+            "Warning" if degraded else "Normal",
+            cond["reason"] if degraded else cond["type"],
+            cond["message"],
+        )
 
 
 def _observe(kube: Kube, cache: Caches | None, ns: str, name: str) -> list[dict[str, Any]]:
@@ -398,7 +442,10 @@ def _observe(kube: Kube, cache: Caches | None, ns: str, name: str) -> list[dict[
 
 
 def _rollout_pods(
-    kube: Kube, ns: str, name: str, desired: list[dict[str, Any]],
+    kube: Kube,
+    ns: str,
+    name: str,
+    desired: list[dict[str, Any]],
     observed: list[dict[str, Any]],
 ) -> list[dict[str, Any]] | None:
     """The pods' readiness for the rollout planner, listed only while a role rolls; None
@@ -423,16 +470,26 @@ def _launch_prunable(
 ) -> list[dict[str, Any]]:
     """`prune` without the old launch ConfigMaps that something may still mount
     (reconcile.revisions); pods are listed only when there is such a candidate."""
-    launch = [o for o in prune if o.get("kind") == "ConfigMap"
-              and ((o.get("metadata") or {}).get("labels") or {}).get(c.LABEL_COMPONENT)
-              == c.COMPONENT_CONFIG]
+    launch = [
+        o
+        for o in prune
+        if o.get("kind") == "ConfigMap"
+        and ((o.get("metadata") or {}).get("labels") or {}).get(c.LABEL_COMPONENT)
+        == c.COMPONENT_CONFIG
+    ]
     if not launch:
         return prune
     workloads = [o for o in observed if o.get("kind") in ("StatefulSet", "Deployment")]
     referenced = {
-        m for o in desired if o.get("kind") in ("StatefulSet", "Deployment")
-        and (m := revisions.mounted_launch_config(
-            ((o.get("spec") or {}).get("template") or {}).get("spec") or {})) is not None
+        m
+        for o in desired
+        if o.get("kind") in ("StatefulSet", "Deployment")
+        and (
+            m := revisions.mounted_launch_config(
+                ((o.get("spec") or {}).get("template") or {}).get("spec") or {}
+            )
+        )
+        is not None
     }
     try:
         pods = kube.list_pods(ns, name)
@@ -440,8 +497,9 @@ def _launch_prunable(
         log.warning("%s/%s: old launch ConfigMaps kept (pods not listed): %s", ns, name, exc)
         return [o for o in prune if o not in launch]
     keep = revisions.retained_launch_configs(launch, referenced, workloads, pods)
-    return [o for o in prune
-            if o not in launch or (o.get("metadata") or {}).get("name") not in keep]
+    return [
+        o for o in prune if o not in launch or (o.get("metadata") or {}).get("name") not in keep
+    ]
 
 
 def _by_role(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -480,8 +538,15 @@ def _sync_scalers(
                 out.retry = True
             else:
                 out.scaler_writes.append(f"{sname}/scale")
-                log.info("%s/%s: %s %s replicas -> %d (%s owns the number)", ns, name,
-                         c.SCALER_KIND, sname, d.scaler_write, d.source)
+                log.info(
+                    "%s/%s: %s %s replicas -> %d (%s owns the number)",
+                    ns,
+                    name,
+                    c.SCALER_KIND,
+                    sname,
+                    d.scaler_write,
+                    d.source,
+                )
         gen = int((live.get("metadata") or {}).get("generation") or 0)
         want = scaling.scaler_status(d, name, selector_labels(name, role), sets.get(role), gen)
         if scaling.scaler_status_differs(live.get("status"), want):

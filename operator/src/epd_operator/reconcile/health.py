@@ -41,8 +41,9 @@ class WatchState:
     error_status: int | None  # HTTP status of the last failure; None since a listing
 
 
-def watch_problems(states: Iterable[WatchState], now: float,
-                   grace_s: float = QUIET_GRACE_S) -> list[str]:
+def watch_problems(
+    states: Iterable[WatchState], now: float, grace_s: float = QUIET_GRACE_S
+) -> list[str]:
     """Why the watches cannot be trusted, one line per bad watch; empty when all are alive."""
     out: list[str] = []
     for s in states:
@@ -51,11 +52,14 @@ def watch_problems(states: Iterable[WatchState], now: float,
         elif s.error_status in (401, 403):
             out.append(f"{s.name}: the API refused our credentials (HTTP {s.error_status})")
         elif s.deadline is not None and now > s.deadline:
-            out.append(f"{s.name}: the watch outlived its timeout by "
-                       f"{now - s.deadline:.0f}s (stuck)")
+            out.append(
+                f"{s.name}: the watch outlived its timeout by {now - s.deadline:.0f}s (stuck)"
+            )
         elif s.alive_at is None or (s.deadline is None and now - s.alive_at > grace_s):
             # No watch open (re-listing after failures) for too long.
             quiet = "ever" if s.alive_at is None else f"{now - s.alive_at:.0f}s"
-            out.append(f"{s.name}: nothing from the API for {quiet}"
-                       + (f" (last error HTTP {s.error_status})" if s.error_status else ""))
+            out.append(
+                f"{s.name}: nothing from the API for {quiet}"
+                + (f" (last error HTTP {s.error_status})" if s.error_status else "")
+            )
     return out

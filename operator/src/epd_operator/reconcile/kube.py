@@ -32,6 +32,7 @@ from epd_operator.api import constants as c
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Kind:
     api_version: str
@@ -142,8 +143,9 @@ class Listing:
     resource_version: str
 
 
-def _no_streamer(path: str, headers: Mapping[str, str], timeout: float) -> tuple[
-        int, Iterator[str]]:
+def _no_streamer(
+    path: str, headers: Mapping[str, str], timeout: float
+) -> tuple[int, Iterator[str]]:
     raise KubeError("watch", path, 0, "this Kube has no streaming transport")
 
 
@@ -151,8 +153,12 @@ class Kube:
     """Synchronous API access for one operator process (thread-safe; reconcile runs in a
     thread pool)."""
 
-    def __init__(self, transport: Transport, field_manager: str = c.FIELD_MANAGER,
-                 streamer: Streamer = _no_streamer) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        field_manager: str = c.FIELD_MANAGER,
+        streamer: Streamer = _no_streamer,
+    ) -> None:
         self._transport = transport
         self._streamer = streamer
         self.field_manager = field_manager
@@ -189,8 +195,7 @@ class Kube:
             )
             _, url, hdrs, _, _ = req
             try:
-                resp = api.call_api(method, url, header_params=hdrs, body=body,
-                                    _request_timeout=30)
+                resp = api.call_api(method, url, header_params=hdrs, body=body, _request_timeout=30)
             except k8s_client.exceptions.ApiException as exc:
                 return int(exc.status or 0), (exc.body or "").encode()
             data: bytes = resp.read() or b""  # type: ignore[no-untyped-call]
@@ -202,8 +207,9 @@ class Kube:
             _, url, hdrs, _, _ = api.param_serialize(
                 "GET", path, header_params=dict(headers), auth_settings=["BearerToken"]
             )
-            resp = api.call_api("GET", url, header_params=hdrs,
-                                _request_timeout=(10, timeout)).response
+            resp = api.call_api(
+                "GET", url, header_params=hdrs, _request_timeout=(10, timeout)
+            ).response
             status = int(resp.status)
             if not 200 <= status < 300:
                 try:
@@ -254,15 +260,16 @@ class Kube:
 
     def list_children(self, namespace: str, instance: str) -> list[dict[str, Any]]:
         """Every object of CHILD_KINDS carrying our labels for `instance` in `namespace`."""
-        selector = (
-            f"{c.LABEL_INSTANCE}={instance},{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
-        )
+        selector = f"{c.LABEL_INSTANCE}={instance},{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
         out: list[dict[str, Any]] = []
         for kind in CHILD_KINDS:
             self.reads.add(kind.kind, "list")
             try:
                 body = self._call(
-                    "list", f"{kind.plural} in {namespace}", "GET", kind.base(namespace),
+                    "list",
+                    f"{kind.plural} in {namespace}",
+                    "GET",
+                    kind.base(namespace),
                     query={"labelSelector": selector},
                 )
             except KubeError as exc:
@@ -282,7 +289,10 @@ class Kube:
         selector = f"{c.LABEL_INSTANCE}={instance},{c.LABEL_NAME}={c.APP_NAME}"
         self.reads.add(POD.kind, "list")
         body = self._call(
-            "list", f"pods in {namespace}", "GET", POD.base(namespace),
+            "list",
+            f"pods in {namespace}",
+            "GET",
+            POD.base(namespace),
             query={"labelSelector": selector},
         )
         return list(body.get("items") or [])
@@ -297,8 +307,13 @@ class Kube:
         `selector`: the start (and re-list) of a watch-fed cache."""
         path = kind.collection(namespace)
         self.reads.add(kind.kind, "list")
-        body = self._call("list", f"{kind.plural} in {namespace or 'all namespaces'}", "GET",
-                          path, query={"labelSelector": selector} if selector else None)
+        body = self._call(
+            "list",
+            f"{kind.plural} in {namespace or 'all namespaces'}",
+            "GET",
+            path,
+            query={"labelSelector": selector} if selector else None,
+        )
         items = list(body.get("items") or [])
         for item in items:
             item.setdefault("apiVersion", kind.api_version)
@@ -306,22 +321,31 @@ class Kube:
         return Listing(items, str((body.get("metadata") or {}).get("resourceVersion") or ""))
 
     def watch_kind(
-        self, kind: Kind, namespace: str | None, selector: str, resource_version: str,
+        self,
+        kind: Kind,
+        namespace: str | None,
+        selector: str,
+        resource_version: str,
         timeout_s: int,
     ) -> Iterator[dict[str, Any]]:
         """Watch events ({"type", "object"}) of `kind` after `resource_version`, with bookmarks,
         for at most `timeout_s` (the apiserver ends the watch then). A watch that can no
         longer continue from `resource_version` raises KubeError with status 410: re-list."""
         path = kind.collection(namespace)
-        query = {"watch": "1", "allowWatchBookmarks": "true",
-                 "resourceVersion": resource_version, "timeoutSeconds": str(timeout_s)}
+        query = {
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_s),
+        }
         if selector:
             query["labelSelector"] = selector
         what = f"{kind.plural} in {namespace or 'all namespaces'}"
         self.reads.add(kind.kind, "watch")
         try:
-            status, lines = self._streamer(f"{path}?{urlencode(query)}",
-                                           {"Accept": "application/json"}, timeout_s + 30.0)
+            status, lines = self._streamer(
+                f"{path}?{urlencode(query)}", {"Accept": "application/json"}, timeout_s + 30.0
+            )
         except KubeError:
             raise
         except Exception as exc:
@@ -335,8 +359,9 @@ class Kube:
                 event = json.loads(line)
                 if event.get("type") == "ERROR":
                     err = event.get("object") or {}
-                    raise KubeError("watch", what, int(err.get("code") or 0),
-                                    str(err.get("message") or err))
+                    raise KubeError(
+                        "watch", what, int(err.get("code") or 0), str(err.get("message") or err)
+                    )
                 obj = event.get("object") or {}
                 obj.setdefault("apiVersion", kind.api_version)
                 obj.setdefault("kind", kind.kind)
@@ -361,8 +386,12 @@ class Kube:
         what = f"{kind.kind} {ns}/{name}"
         self.writes.add(kind.kind, "apply")
         return self._call(
-            "apply", what, "PATCH", f"{kind.base(ns)}/{quote(name)}",
-            query={"fieldManager": self.field_manager, "force": "true"}, body=obj,
+            "apply",
+            what,
+            "PATCH",
+            f"{kind.base(ns)}/{quote(name)}",
+            query={"fieldManager": self.field_manager, "force": "true"},
+            body=obj,
             content_type="application/apply-patch+yaml",  # JSON is YAML
         )
 
@@ -378,15 +407,18 @@ class Kube:
             # Only the object we planned to delete, never a same-named successor.
             body["preconditions"] = {"uid": uid}  # type: ignore[assignment]
         try:
-            self._call("delete", f"{kind.kind} {ns}/{name}", "DELETE",
-                       f"{kind.base(ns)}/{quote(name)}", body=body)
+            self._call(
+                "delete",
+                f"{kind.kind} {ns}/{name}",
+                "DELETE",
+                f"{kind.base(ns)}/{quote(name)}",
+                body=body,
+            )
         except KubeError as exc:
             if not exc.not_found:
                 raise
 
-    def apply_status(
-        self, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def apply_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply of the EPDCluster status subresource. Fields we set before and
         no longer set (e.g. a removed role) are dropped by the apiserver."""
         self.writes.add(c.KIND, "apply-status")
@@ -397,9 +429,12 @@ class Kube:
             "status": dict(status),
         }
         return self._call(
-            "apply status", f"{c.KIND} {namespace}/{name}", "PATCH",
+            "apply status",
+            f"{c.KIND} {namespace}/{name}",
+            "PATCH",
             f"{EPDCLUSTER.base(namespace)}/{quote(name)}/status",
-            query={"fieldManager": self.field_manager, "force": "true"}, body=body,
+            query={"fieldManager": self.field_manager, "force": "true"},
+            body=body,
             content_type="application/apply-patch+yaml",
         )
 
@@ -408,7 +443,9 @@ class Kube:
         (an update, not an apply: our field manager's apply never owns the number)."""
         self.writes.add(SCALER.kind, "scale")
         return self._call(
-            "scale", f"{SCALER.kind} {namespace}/{name}", "PATCH",
+            "scale",
+            f"{SCALER.kind} {namespace}/{name}",
+            "PATCH",
             f"{SCALER.base(namespace)}/{quote(name)}/scale",
             query={"fieldManager": self.field_manager},
             body={"spec": {"replicas": replicas}},
@@ -427,9 +464,12 @@ class Kube:
             "status": dict(status),
         }
         return self._call(
-            "apply status", f"{SCALER.kind} {namespace}/{name}", "PATCH",
+            "apply status",
+            f"{SCALER.kind} {namespace}/{name}",
+            "PATCH",
             f"{SCALER.base(namespace)}/{quote(name)}/status",
-            query={"fieldManager": self.field_manager, "force": "true"}, body=body,
+            query={"fieldManager": self.field_manager, "force": "true"},
+            body=body,
             content_type="application/apply-patch+yaml",
         )
 

@@ -50,26 +50,27 @@ def _rolling(want: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
     if live is None:
         return False
     st = live.get("status") or {}
-    mid = bool(st.get("updateRevision")) and st.get("currentRevision") != st.get(
-        "updateRevision")
+    mid = bool(st.get("updateRevision")) and st.get("currentRevision") != st.get("updateRevision")
     return mid or _revision(live) != _revision(want)
 
 
-def needs_pods(desired: Sequence[Mapping[str, Any]],
-               observed: Sequence[Mapping[str, Any]]) -> bool:
+def needs_pods(desired: Sequence[Mapping[str, Any]], observed: Sequence[Mapping[str, Any]]) -> bool:
     """Whether some role StatefulSet rolls, so the planner needs its pods' readiness."""
     live = {(o.get("kind"), (o.get("metadata") or {}).get("name")): o for o in observed}
     return any(
         _rolling(w, live.get(("StatefulSet", w["metadata"]["name"])))
-        for w in desired if w.get("kind") == "StatefulSet" and _labels(w).get(c.LABEL_ROLE)
+        for w in desired
+        if w.get("kind") == "StatefulSet" and _labels(w).get(c.LABEL_ROLE)
     )
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
         return False
-    return any(x.get("type") == "Ready" and x.get("status") == "True"
-               for x in (pod.get("status") or {}).get("conditions") or [])
+    return any(
+        x.get("type") == "Ready" and x.get("status") == "True"
+        for x in (pod.get("status") or {}).get("conditions") or []
+    )
 
 
 def _ordinals(name: str, pods: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
@@ -83,12 +84,15 @@ def _ordinals(name: str, pods: Sequence[Mapping[str, Any]]) -> dict[int, Mapping
     return out
 
 
-def _state(want: Mapping[str, Any], live: Mapping[str, Any] | None, max_unavailable: int,
-           pods: Sequence[Mapping[str, Any]] | None) -> RoleState:
+def _state(
+    want: Mapping[str, Any],
+    live: Mapping[str, Any] | None,
+    max_unavailable: int,
+    pods: Sequence[Mapping[str, Any]] | None,
+) -> RoleState:
     replicas = int(want["spec"]["replicas"])
     if live is None:
-        return RoleState(replicas, max_unavailable, updated=replicas, settled=True,
-                         rolling=False)
+        return RoleState(replicas, max_unavailable, updated=replicas, settled=True, rolling=False)
     st = live.get("status") or {}
     gen = int((live.get("metadata") or {}).get("generation") or 0)
     current = int(st.get("observedGeneration") or 0) >= gen
@@ -102,12 +106,22 @@ def _state(want: Mapping[str, Any], live: Mapping[str, Any] | None, max_unavaila
         by_ordinal = _ordinals(str(want["metadata"]["name"]), pods)
         ready = frozenset(o for o, p in by_ordinal.items() if _pod_ready(p))
         new_rev = None if changing else st.get("updateRevision")
-        fresh = [o for o, p in by_ordinal.items()
-                 if new_rev and ((p.get("metadata") or {}).get("labels") or {}).get(
-                     "controller-revision-hash") == new_rev]
+        fresh = [
+            o
+            for o, p in by_ordinal.items()
+            if new_rev
+            and ((p.get("metadata") or {}).get("labels") or {}).get("controller-revision-hash")
+            == new_rev
+        ]
         settled = current and all(o in ready for o in fresh)
-    return RoleState(replicas, max_unavailable, updated=updated, settled=settled,
-                     rolling=_rolling(want, live), ready=ready)
+    return RoleState(
+        replicas,
+        max_unavailable,
+        updated=updated,
+        settled=settled,
+        rolling=_rolling(want, live),
+        ready=ready,
+    )
 
 
 def drive(
@@ -129,7 +143,8 @@ def drive(
         have = live.get((kind, name))
         role = _labels(want).get(c.LABEL_ROLE)
         workload = (kind == "StatefulSet" and role) or (
-            kind == "Deployment" and _labels(want).get(c.LABEL_COMPONENT) == c.COMPONENT_ROUTER)
+            kind == "Deployment" and _labels(want).get(c.LABEL_COMPONENT) == c.COMPONENT_ROUTER
+        )
         if not workload:
             continue
         if paused and have is not None and _revision(have) != _revision(want):
@@ -144,12 +159,11 @@ def drive(
         replicas = int(want["spec"]["replicas"])
         partition = replicas - rollout.targets[role] if role in rollout.targets else 0
         want["spec"]["updateStrategy"] = {
-            "type": "RollingUpdate", "rollingUpdate": {"partition": partition},
+            "type": "RollingUpdate",
+            "rollingUpdate": {"partition": partition},
         }
         st = (live.get(("StatefulSet", want["metadata"]["name"])) or {}).get("status") or {}
-        roles[role] = {
-            k: st[k] for k in ("currentRevision", "updateRevision") if st.get(k)
-        }
+        roles[role] = {k: st[k] for k in ("currentRevision", "updateRevision") if st.get(k)}
     return Driven(desired=out, plan=rollout, held=held, roles=roles)
 
 
@@ -162,8 +176,11 @@ def annotate_status(status: dict[str, Any], driven: Driven, paused: bool) -> Non
             status["roles"][role].update(fields)
     p = driven.plan
     active = p.steps > 0 and not p.finished
-    status["rollout"] = {"step": p.done if active else 0, "steps": p.steps if active else 0,
-                         "paused": paused and (active or bool(driven.held))}
+    status["rollout"] = {
+        "step": p.done if active else 0,
+        "steps": p.steps if active else 0,
+        "paused": paused and (active or bool(driven.held)),
+    }
     if not active:
         return
     for cond in status.get("conditions") or []:

@@ -162,6 +162,8 @@ def scalars_equal(desired: Any, observed: Any) -> bool:
     if isinstance(desired, str) or isinstance(observed, str) or isinstance(desired, float):
         a, b = quantity(desired), quantity(observed)
         return a is not None and b is not None and a == b
-    return bool(desired == observed) and not isinstance(desired, bool) and not isinstance(
-        observed, bool
+    return (
+        bool(desired == observed)
+        and not isinstance(desired, bool)
+        and not isinstance(observed, bool)
     )

@@ -63,9 +63,7 @@ def _is_launch_configmap(obj: Mapping[str, Any]) -> bool:
 def launch_pins(config: LaunchConfig, observed: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """component -> the live ConfigMap it keeps mounting (components absent: the current one)."""
     objs = list(observed)
-    present = {
-        str((o.get("metadata") or {}).get("name")) for o in objs if _is_launch_configmap(o)
-    }
+    present = {str((o.get("metadata") or {}).get("name")) for o in objs if _is_launch_configmap(o)}
     wanted: dict[str, str] = {r: role_checksum(config, r) for r in config.present_roles()}
     wanted[c.COMPONENT_ROUTER] = router_checksum(config)
     pins: dict[str, str] = {}

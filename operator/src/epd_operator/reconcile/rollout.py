@@ -70,8 +70,10 @@ def may_step(role: RoleState, step: int, steps: int) -> bool:
     are all unready, or enough ready pods stay."""
     if not role.settled:
         return False
-    batch = range(role.replicas - target(role.replicas, step, steps),
-                  role.replicas - min(role.updated, role.replicas))
+    batch = range(
+        role.replicas - target(role.replicas, step, steps),
+        role.replicas - min(role.updated, role.replicas),
+    )
     taken = sum(1 for o in batch if o in role.ready)
     ready = sum(1 for o in role.ready if o < role.replicas)
     return taken == 0 or ready - taken >= role.replicas - role.max_unavailable
@@ -88,8 +90,7 @@ def plan(roles: Mapping[str, RoleState], paused: bool = False) -> RolloutPlan:
         max(k for k in range(steps + 1) if target(r.replicas, k, steps) <= r.updated)
         for r in rolling.values()
     )
-    go = not paused and done < steps and all(
-        may_step(r, done + 1, steps) for r in rolling.values())
+    go = not paused and done < steps and all(may_step(r, done + 1, steps) for r in rolling.values())
     step = done + 1 if go else done
     targets = {
         name: max(target(r.replicas, step, steps), min(r.updated, r.replicas))

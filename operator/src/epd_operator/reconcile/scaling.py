@@ -94,8 +94,10 @@ def clamp(
         n = out[ratio.role]
         lo = math.ceil(ratio.min * per) if ratio.min is not None else None
         hi = math.floor(ratio.max * per) if ratio.max is not None else None
-        span = f"{ratio.role}/{ratio.per} in [{_fmt(ratio.min) if ratio.min is not None else 0}, " \
-               f"{_fmt(ratio.max) if ratio.max is not None else 'inf'}] with {ratio.per}={per}"
+        span = (
+            f"{ratio.role}/{ratio.per} in [{_fmt(ratio.min) if ratio.min is not None else 0}, "
+            f"{_fmt(ratio.max) if ratio.max is not None else 'inf'}] with {ratio.per}={per}"
+        )
         if lo is not None and n < lo:
             why[ratio.role].append(f"raised from {n} to {lo} by ratio {span}")
             n = lo
@@ -219,7 +221,7 @@ def clamp_events(
 ) -> list[str]:
     """One message per role whose clamp explanation is new since the `previous` EPDCluster
     status (so a held clamp is announced once, not on every pass)."""
-    before = ((previous or {}).get("roles") or {})
+    before = (previous or {}).get("roles") or {}
     out = []
     for role, d in sorted(decisions.items()):
         old = (before.get(role) or {}) if isinstance(before, Mapping) else {}

@@ -107,9 +107,11 @@ def not_rolled_out(children: Iterable[Mapping[str, Any]]) -> list[str]:
             pending.append(f"{what}: {ready}/{want} ready, {updated}/{want} updated")
         elif total > want:
             pending.append(f"{what}: {total - want} old replica(s) terminating")
-        elif kind == "StatefulSet" and st.get("updateRevision") and st.get(
-            "currentRevision"
-        ) != st.get("updateRevision"):
+        elif (
+            kind == "StatefulSet"
+            and st.get("updateRevision")
+            and st.get("currentRevision") != st.get("updateRevision")
+        ):
             pending.append(f"{what}: revision {st.get('updateRevision')} not yet current")
         elif kind == "Deployment" and int(st.get("availableReplicas", 0) or 0) < want:
             pending.append(f"{what}: {st.get('availableReplicas', 0)}/{want} available")
@@ -189,27 +191,36 @@ def _states(
     if problems:
         reason = problems[0].reason
         message = "; ".join(p.message for p in problems)
-        phase, states = "Degraded", {
-            READY: ("False", reason, message),
-            PROGRESSING: ("False", reason, "blocked: " + message),
-            DEGRADED: ("True", reason, message),
-        }
+        phase, states = (
+            "Degraded",
+            {
+                READY: ("False", reason, message),
+                PROGRESSING: ("False", reason, "blocked: " + message),
+                DEGRADED: ("True", reason, message),
+            },
+        )
     elif pending:
         message = "; ".join(pending)
-        phase, states = "Progressing", {
-            READY: ("True", REASON_SERVING, f"serving while it rolls out: {message}")
-            if serving()
-            else ("False", REASON_ROLLOUT, message),
-            PROGRESSING: ("True", REASON_ROLLOUT, message),
-            DEGRADED: ("False", c.REASON_AS_EXPECTED, "no problems"),
-        }
+        phase, states = (
+            "Progressing",
+            {
+                READY: ("True", REASON_SERVING, f"serving while it rolls out: {message}")
+                if serving()
+                else ("False", REASON_ROLLOUT, message),
+                PROGRESSING: ("True", REASON_ROLLOUT, message),
+                DEGRADED: ("False", c.REASON_AS_EXPECTED, "no problems"),
+            },
+        )
     else:
         message = "all roles and the router run the current spec with every replica ready"
-        phase, states = "Ready", {
-            READY: ("True", REASON_RECONCILED, message),
-            PROGRESSING: ("False", REASON_RECONCILED, "rollout complete"),
-            DEGRADED: ("False", c.REASON_AS_EXPECTED, "no problems"),
-        }
+        phase, states = (
+            "Ready",
+            {
+                READY: ("True", REASON_RECONCILED, message),
+                PROGRESSING: ("False", REASON_RECONCILED, "rollout complete"),
+                DEGRADED: ("False", c.REASON_AS_EXPECTED, "no problems"),
+            },
+        )
     if notes:
         status_, reason_, message_ = states[READY]
         states[READY] = (status_, reason_, f"{message_}; {WARNINGS_PREFIX}{'; '.join(notes)}")
@@ -273,8 +284,11 @@ def _keys_outside(raw: Any, modelled: Any, path: str) -> list[str]:
                 out += _keys_outside(raw[k], modelled[k], f"{path}.{k}")
         return out
     if isinstance(raw, list) and isinstance(modelled, list):
-        return [u for i, (r, m) in enumerate(zip(raw, modelled, strict=False))
-                for u in _keys_outside(r, m, f"{path}[{i}]")]
+        return [
+            u
+            for i, (r, m) in enumerate(zip(raw, modelled, strict=False))
+            for u in _keys_outside(r, m, f"{path}[{i}]")
+        ]
     return []
 
 
@@ -298,9 +312,7 @@ def _conditions_key(conds: Any) -> list[tuple[Any, ...]]:
     )
 
 
-def events_for(
-    previous: Mapping[str, Any] | None, new: Mapping[str, Any]
-) -> list[dict[str, Any]]:
+def events_for(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The conditions of `new` worth one Event each: Ready/Progressing/Degraded that turned
     True (or changed reason while True), and a Degraded whose message changed (a second,
     different spec error must be announced too). Progress messages ("1/2 ready") never are."""

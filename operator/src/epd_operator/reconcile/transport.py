@@ -85,8 +85,11 @@ def transport_condition(
     """The condition, with lastTransitionTime moving only when the status flips."""
     status, reason, message = transport_state(rdma_enabled, pods)
     before = next(
-        (x for x in (previous or {}).get("conditions") or []
-         if isinstance(x, Mapping) and x.get("type") == TRANSPORT_READY),
+        (
+            x
+            for x in (previous or {}).get("conditions") or []
+            if isinstance(x, Mapping) and x.get("type") == TRANSPORT_READY
+        ),
         None,
     )
     flipped = before is None or before.get("status") != status
@@ -107,8 +110,11 @@ def transport_event(
     """(type, reason, message) of the Event for a TransportReady change, or None: a Warning
     when it turns False or the fallback reason changes, Normal when it recovers to True."""
     before = next(
-        (x for x in (previous or {}).get("conditions") or []
-         if isinstance(x, Mapping) and x.get("type") == TRANSPORT_READY),
+        (
+            x
+            for x in (previous or {}).get("conditions") or []
+            if isinstance(x, Mapping) and x.get("type") == TRANSPORT_READY
+        ),
         {},
     )
     was = (before.get("status"), before.get("reason"))

@@ -74,9 +74,7 @@ def render_cluster(
     for role in config.present_roles():
         manifests.append(engine.headless_service(cluster, role))
         manifests.extend(routing.revision_services(cluster, role, table))
-        manifests.append(
-            engine.statefulset(cluster, role, cfg, config, pinned.get(role, current))
-        )
+        manifests.append(engine.statefulset(cluster, role, cfg, config, pinned.get(role, current)))
         manifests.append(engine.disruption_budget(cluster, role))
         manifests.append(scaler.role_scaler(cluster, role))
     manifests.append(

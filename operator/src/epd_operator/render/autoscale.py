@@ -70,14 +70,20 @@ def _role(cluster: EPDCluster, role: str) -> RoleSpec:
 
 def scalable_roles(cluster: EPDCluster) -> list[str]:
     """Roles an autoscaler may drive: present and owned by their EPDRoleScaler."""
-    return [r for r in c.ROLE_NAMES
-            if (rs := getattr(cluster.spec.roles, r)) is not None
-            and rs.replicas_from == c.REPLICAS_FROM_SCALER]
+    return [
+        r
+        for r in c.ROLE_NAMES
+        if (rs := getattr(cluster.spec.roles, r)) is not None
+        and rs.replicas_from == c.REPLICAS_FROM_SCALER
+    ]
 
 
 def _target_ref(cluster: EPDCluster, role: str) -> dict[str, str]:
-    return {"apiVersion": c.API_VERSION, "kind": c.SCALER_KIND,
-            "name": role_name(cluster.metadata.name, role)}
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.SCALER_KIND,
+        "name": role_name(cluster.metadata.name, role),
+    }
 
 
 def _bounds(rs: RoleSpec, t: Targets) -> tuple[int, int]:
@@ -89,21 +95,41 @@ def _meta(cluster: EPDCluster, role: str) -> dict[str, Any]:
     # Not owned by the EPDCluster: the user applies (and GitOps keeps) these.
     labels = object_labels(cluster.metadata.name, role)
     del labels[c.LABEL_MANAGED_BY]
-    return {"name": role_name(cluster.metadata.name, role),
-            "namespace": cluster.metadata.namespace, "labels": labels}
+    return {
+        "name": role_name(cluster.metadata.name, role),
+        "namespace": cluster.metadata.namespace,
+        "labels": labels,
+    }
 
 
 def _pods_metric(name: str, average: str) -> dict[str, Any]:
-    return {"type": "Pods", "pods": {"metric": {"name": name},
-                                     "target": {"type": "AverageValue", "averageValue": average}}}
+    return {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": name},
+            "target": {"type": "AverageValue", "averageValue": average},
+        },
+    }
 
 
 def hpa_metrics(cluster: EPDCluster, role: str, t: Targets) -> list[dict[str, Any]]:
     if role == "encoder":
-        return [{"type": "External", "external": {
-            "metric": {"name": METRIC_ENCODE_P90, "selector": {"matchLabels": {
-                LABEL_ROUTER_SERVICE: router_name(cluster.metadata.name)}}},
-            "target": {"type": "Value", "value": t.encode_p90_seconds}}}]
+        return [
+            {
+                "type": "External",
+                "external": {
+                    "metric": {
+                        "name": METRIC_ENCODE_P90,
+                        "selector": {
+                            "matchLabels": {
+                                LABEL_ROUTER_SERVICE: router_name(cluster.metadata.name)
+                            }
+                        },
+                    },
+                    "target": {"type": "Value", "value": t.encode_p90_seconds},
+                },
+            }
+        ]
     metrics = [_pods_metric(METRIC_WAITING, t.waiting_per_pod)]
     if role == "decode":
         metrics.append(_pods_metric(METRIC_KV_CACHE, t.kv_cache_usage))
@@ -122,9 +148,12 @@ def hpa(cluster: EPDCluster, role: str, t: Targets = Targets()) -> dict[str, Any
             "minReplicas": lo,
             "maxReplicas": hi,
             "metrics": hpa_metrics(cluster, role, t),
-            "behavior": {"scaleDown": {
-                "stabilizationWindowSeconds": t.scale_down_window_seconds,
-                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}},
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": t.scale_down_window_seconds,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                }
+            },
         },
     }
 
@@ -134,8 +163,10 @@ def promql(cluster: EPDCluster, role: str) -> list[tuple[str, str, str]]:
     ns = cluster.metadata.namespace
     if role == "encoder":
         router = router_name(cluster.metadata.name)
-        q = (f'histogram_quantile(0.9, sum by (le) (rate({SERIES_STAGE}{{namespace="{ns}",'
-             f'{LABEL_ROUTER_SERVICE}="{router}",stage="encode"}}[2m])))')
+        q = (
+            f'histogram_quantile(0.9, sum by (le) (rate({SERIES_STAGE}{{namespace="{ns}",'
+            f'{LABEL_ROUTER_SERVICE}="{router}",stage="encode"}}[2m])))'
+        )
         return [("encode-p90-seconds", q, "Value")]
     pods = f'namespace="{ns}",pod=~"{role_name(cluster.metadata.name, role)}-[0-9]+"'
     out = [("requests-waiting", f"sum({SERIES_WAITING}{{{pods}}})", "AverageValue")]
@@ -147,11 +178,22 @@ def promql(cluster: EPDCluster, role: str) -> list[tuple[str, str, str]]:
 def scaled_object(cluster: EPDCluster, role: str, t: Targets = Targets()) -> dict[str, Any]:
     """A KEDA ScaledObject (keda.sh/v1alpha1) on the role's EPDRoleScaler."""
     lo, hi = _bounds(_role(cluster, role), t)
-    thresholds = {"requests-waiting": t.waiting_per_pod, "kv-cache-usage": t.kv_cache_usage,
-                  "encode-p90-seconds": t.encode_p90_seconds}
+    thresholds = {
+        "requests-waiting": t.waiting_per_pod,
+        "kv-cache-usage": t.kv_cache_usage,
+        "encode-p90-seconds": t.encode_p90_seconds,
+    }
     triggers = [
-        {"type": "prometheus", "name": name, "metricType": kind, "metadata": {
-            "serverAddress": t.prometheus_url, "query": query, "threshold": thresholds[name]}}
+        {
+            "type": "prometheus",
+            "name": name,
+            "metricType": kind,
+            "metadata": {
+                "serverAddress": t.prometheus_url,
+                "query": query,
+                "threshold": thresholds[name],
+            },
+        }
         for name, query, kind in promql(cluster, role)
     ]
     return {
@@ -163,21 +205,30 @@ def scaled_object(cluster: EPDCluster, role: str, t: Targets = Targets()) -> dic
             # A role cannot run with no pods (EPDRoleScaler spec.replicas >= 1).
             "minReplicaCount": lo,
             "maxReplicaCount": hi,
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {
-                "stabilizationWindowSeconds": t.scale_down_window_seconds,
-                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}}},
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {
+                        "scaleDown": {
+                            "stabilizationWindowSeconds": t.scale_down_window_seconds,
+                            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                        }
+                    }
+                }
+            },
             "triggers": triggers,
         },
     }
 
 
-def recipes(cluster: EPDCluster, roles: list[str] | None = None, keda: bool = False,
-            t: Targets = Targets()) -> list[dict[str, Any]]:
+def recipes(
+    cluster: EPDCluster, roles: list[str] | None = None, keda: bool = False, t: Targets = Targets()
+) -> list[dict[str, Any]]:
     """One autoscaler per role (default: every Scaler-owned role)."""
     chosen = roles if roles else scalable_roles(cluster)
     if not chosen:
         raise RecipeError(
             f"{cluster.metadata.name}: no role has replicasFrom: {c.REPLICAS_FROM_SCALER}; "
-            "autoscalers scale only roles whose EPDRoleScaler owns the number")
+            "autoscalers scale only roles whose EPDRoleScaler owns the number"
+        )
     make = scaled_object if keda else hpa
     return [make(cluster, r, t) for r in chosen]

@@ -154,8 +154,13 @@ def _env(
 
 
 def _volumes(
-    spec: EPDClusterSpec, rs: RoleSpec, role: str, cfg: OperatorConfig, config: LaunchConfig,
-    *, configmap: str,
+    spec: EPDClusterSpec,
+    rs: RoleSpec,
+    role: str,
+    cfg: OperatorConfig,
+    config: LaunchConfig,
+    *,
+    configmap: str,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, the engine container's mounts): launch config, shm, model, EC share, user's."""
     volumes: list[dict[str, Any]] = [
@@ -179,7 +184,12 @@ def _volumes(
 
 
 def _container(
-    obj: EPDCluster, rs: RoleSpec, role: str, cfg: OperatorConfig, *, env: list[dict[str, Any]],
+    obj: EPDCluster,
+    rs: RoleSpec,
+    role: str,
+    cfg: OperatorConfig,
+    *,
+    env: list[dict[str, Any]],
     mounts: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The `epd-engine` container: image, resources (+ GPUs, RDMA, Store memory), probes."""
@@ -218,7 +228,10 @@ def _container(
 
 
 def _pod_spec(
-    spec: EPDClusterSpec, rs: RoleSpec, cfg: OperatorConfig, container: dict[str, Any],
+    spec: EPDClusterSpec,
+    rs: RoleSpec,
+    cfg: OperatorConfig,
+    container: dict[str, Any],
     volumes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The pod spec around the container: preflight, pull secrets, placement."""

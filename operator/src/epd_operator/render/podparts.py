@@ -12,7 +12,11 @@ PORT_NAME: Final = "http"
 
 
 def health_probe(
-    period: int, failures: int, timeout: int = 5, *, port: str = PORT_NAME,
+    period: int,
+    failures: int,
+    timeout: int = 5,
+    *,
+    port: str = PORT_NAME,
     path: str = c.HEALTH_PATH,
 ) -> dict[str, Any]:
     """An HTTP GET of the container's health endpoint (/health on the `http` port unless told)."""

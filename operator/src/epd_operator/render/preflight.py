@@ -21,9 +21,7 @@ from ..api.models import EPDClusterSpec
 PREFLIGHT_RESOURCES: Final = {"cpu": "100m", "memory": "256Mi"}
 
 
-def preflight_container(
-    spec: EPDClusterSpec, engine: dict[str, Any]
-) -> dict[str, Any] | None:
+def preflight_container(spec: EPDClusterSpec, engine: dict[str, Any]) -> dict[str, Any] | None:
     """The init container for an engine container `engine`; None without rdma.enabled."""
     if not spec.rdma.enabled:
         return None

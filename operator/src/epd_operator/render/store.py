@@ -172,10 +172,18 @@ def service(obj: EPDCluster) -> dict[str, Any]:
             "type": "ClusterIP",
             "selector": selector_labels(cluster, c.COMPONENT_STORE),
             "ports": [
-                {"name": RPC_PORT_NAME, "port": m.port, "targetPort": RPC_PORT_NAME,
-                 "protocol": "TCP"},
-                {"name": METRICS_PORT_NAME, "port": m.metrics_port,
-                 "targetPort": METRICS_PORT_NAME, "protocol": "TCP"},
+                {
+                    "name": RPC_PORT_NAME,
+                    "port": m.port,
+                    "targetPort": RPC_PORT_NAME,
+                    "protocol": "TCP",
+                },
+                {
+                    "name": METRICS_PORT_NAME,
+                    "port": m.metrics_port,
+                    "targetPort": METRICS_PORT_NAME,
+                    "protocol": "TCP",
+                },
             ],
         },
     }
