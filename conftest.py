@@ -29,6 +29,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -119,8 +120,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     subprocess.Popen._execute_child = _execute_child  # type: ignore[attr-defined]
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+@contextmanager
+def _guarded(item: pytest.Item) -> Iterator[None]:
     unit = item.stash.get(_TIER, "unit") == "unit"
     if unit:
         _running.append(item.nodeid)
@@ -129,6 +130,20 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     finally:
         if unit:
             _running.clear()
+
+
+# Setup and call only: a unit test's teardown may finalize a session fixture that an earlier
+# test of another tier started (the last test of a run tears the cluster down).
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _guarded(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _guarded(item):
+        yield
 
 
 @pytest.hookimpl(hookwrapper=True)
