@@ -158,9 +158,8 @@ def test_encoder_that_never_pushes_is_bypassed_after_the_consumer_500(tmp_path: 
     """The consumer's push-wait 500 makes the router re-encode, with new ids, on another encoder."""
     cluster = LocalCluster(tmp_path, encoders=2, decodes=1, push_wait_timeout_s=0.3)
     with cluster:
-        host = cluster.procs["encoder-1"].host  # the router knows the pod by this address
-        cluster.stop_sim("encoder-1")
-        cluster.start_sim("encoder", "encoder-1", host, extra=["--drop-push-percent", "100"])
+        # Same address, so the router keeps the pod; then wait until it is back in rotation.
+        cluster.restart_sim("encoder-1", extra=["--drop-push-percent", "100"])
         cluster.wait_ready(20)
         results = [
             http_json("POST", cluster.url + "/v1/chat/completions", chat(image_url(f"drop-{i}")))

@@ -36,6 +36,7 @@ from .procs import (
     signals_raise,
     start_router,
     start_store_master,
+    wait_healthy,
     wait_router,
     watch,
 )
@@ -236,6 +237,16 @@ class LocalCluster:
     def stop_sim(self, name: str) -> None:
         """Stop one simulator and wait for it to exit (its address can then be reused)."""
         self.group.stop_one(self.procs[name])
+
+    def restart_sim(self, name: str, extra: list[str] | None = None) -> Proc:
+        """Replace one simulator with a new process on the same address (as a pod restarted
+        in place, e.g. with fault flags), and wait for it to answer /health itself: the router
+        may not have noticed the old one go, so its view alone says nothing about the new one."""
+        old = self.procs[name]
+        self.stop_sim(name)
+        proc = self.start_sim(old.role, name, old.host, extra=extra)
+        wait_healthy(self.group, proc, 30)
+        return proc
 
     def terminate(self, name: str) -> None:
         """SIGTERM, as the kubelet sends a terminating pod: the sim drains, then exits."""

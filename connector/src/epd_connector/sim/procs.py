@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -302,11 +302,22 @@ def start_store_master(
     the arguments the operator renders; returns once its /health answers ok."""
     cmd = [mooncake_master_path(), f"--rpc_port={rpc_port}", f"--metrics_port={metrics_port}"]
     proc = group.spawn(name, "store", "127.0.0.1", metrics_port, cmd=cmd, env={})
+    wait_healthy(group, proc, timeout_s, lambda body: bool(body.get("service_ready")))
+    return proc
+
+
+def wait_healthy(
+    group: ProcGroup,
+    proc: Proc,
+    timeout_s: float,
+    ready: Callable[[dict[str, Any]], bool] = lambda _: True,
+) -> None:
+    """Until `proc`'s own /health answers 200 (and `ready` holds for its JSON body)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         group.check_alive()
         status, body = http_json("GET", proc.url + "/health", timeout=2)
-        if status == 200 and isinstance(body, dict) and body.get("service_ready"):
-            return proc
+        if status == 200 and ready(body if isinstance(body, dict) else {}):
+            return
         time.sleep(0.1)
-    raise TimeoutError(f"mooncake_master not ready in {timeout_s}s; log {proc.log}")
+    raise TimeoutError(f"{proc.name} not healthy in {timeout_s}s; log {proc.log}")
