@@ -22,12 +22,21 @@ RUN apt-get update \
        libcurl4=7.88.1-10+deb12u15 \
     && rm -rf /var/lib/apt/lists/*
 
+# Two installs of the same targets, so a source change rebuilds only the second layer: the
+# first sees just the pyprojects and the version files (what pip needs to resolve and install
+# every dependency), the second the sources, without dependencies (they are all there).
 WORKDIR /src
+COPY connector/pyproject.toml connector/pyproject.toml
+COPY connector/src/epd_connector/__init__.py connector/src/epd_connector/__init__.py
+COPY operator/pyproject.toml operator/pyproject.toml
+COPY operator/src/epd_operator/__init__.py operator/src/epd_operator/__init__.py
+RUN pip install --no-cache-dir "./connector[transport]" ./operator \
+    && rm -rf /src
 COPY connector/pyproject.toml connector/pyproject.toml
 COPY connector/src connector/src
 COPY operator/pyproject.toml operator/pyproject.toml
 COPY operator/src operator/src
-RUN pip install --no-cache-dir "./connector[transport]" ./operator \
+RUN pip install --no-cache-dir --no-deps --force-reinstall "./connector[transport]" ./operator \
     && rm -rf /src
 
 RUN groupadd --gid 10001 epd \

@@ -54,7 +54,7 @@ TIMEOUT_S: Final = {
     "integration": 600,
     "e2e": 900,
     "engine": 1800,
-    "kind": 1800,  # hack/kind-tier.sh: a kind cluster of podman containers
+    "kind": 1800,  # a kind cluster of podman containers (hack/kind-tier.sh)
     "gpu": 900,
 }
 # Test files (relative to the repository root) that start processes but need no cluster. A
@@ -159,12 +159,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(note)
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    provider_name = os.environ.get("EPD_CLUSTER_PROVIDER", "kwok")
-    name = f"epd-test-{os.getpid()}"
-    # Short path: kwok puts unix sockets and pid files under its workdir.
-    workdir = Path(tmp_path_factory.mktemp("cluster", numbered=True))
+@contextmanager
+def _provisioned(provider_name: str, workdir: Path, prefix: str = "epd-test") -> Iterator[Cluster]:
+    """A cluster of `provider_name` for as long as the block runs; its control-plane logs are
+    exported when it fails to come up or when any test of the session has failed."""
+    name = f"{prefix}-{os.getpid()}"
     provider = make_provider(provider_name, name, workdir)
     started = time.monotonic()
     try:
@@ -183,3 +182,27 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             provider.export_logs(dest)
             _notes.append(f"cluster: tests failed; control-plane logs kept in {dest}")
         provider.down()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    provider_name = os.environ.get("EPD_CLUSTER_PROVIDER", "kwok")
+    # Short path: kwok puts unix sockets and pid files under its workdir.
+    workdir = Path(tmp_path_factory.mktemp("cluster", numbered=True))
+    with _provisioned(provider_name, workdir) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def kind_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """A kind cluster for one module of the `kind` tier, in the same run as the kwok tiers
+    (`make test`): the session's own cluster when that is kind, else one of its own, deleted
+    when the module ends (an idle kind cluster would slow every later test)."""
+    if os.environ.get("EPD_CLUSTER_PROVIDER", "kwok") == "kind":
+        yield request.getfixturevalue("cluster")
+        return
+    workdir = Path(tmp_path_factory.mktemp("kind", numbered=True))
+    with _provisioned("kind", workdir, prefix="epd-kind") as c:
+        yield c

@@ -1,4 +1,4 @@
-"""An EPDCluster served for real on kind (tier `kind`, EPD_CLUSTER_PROVIDER=kind).
+"""An EPDCluster served for real on kind (tier `kind`: a kind cluster of its own, in `make test`).
 
 What kwok cannot show: the chart's operator Deployment running in-cluster from our image under
 its ServiceAccount; the engine pods running that image's simulator on two different nodes;
@@ -32,10 +32,9 @@ ENGINE_PORT = 8000
 
 
 @pytest.fixture(scope="module")
-def kind(cluster: Cluster) -> Cluster:
-    if cluster.provider != "kind":
-        pytest.fail("this module needs a kind cluster: run it with EPD_CLUSTER_PROVIDER=kind")
-    return cluster
+def kind(kind_cluster: Cluster) -> Cluster:
+    assert kind_cluster.provider == "kind", kind_cluster.provider
+    return kind_cluster
 
 
 @pytest.fixture(scope="module")

