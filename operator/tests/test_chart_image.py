@@ -83,7 +83,8 @@ def test_pip_installs_what_the_tests_install() -> None:
     sources = [
         i for i, (op, rest) in enumerate(steps) if op == "COPY" and rest.split()[0].endswith("/src")
     ]
-    assert sources and min(sources) > first_pip, steps
+    assert sources, steps
+    assert min(sources) > first_pip, steps
 
 
 def test_apt_installs_what_bootstrap_installs() -> None:
