@@ -81,13 +81,20 @@ class Scripted(Kube):
         self.streams: dict[str, list[list[dict[str, Any] | KubeError]]] = {}
         self.calls: list[tuple[str, str, str]] = []
 
-    def list_kind(self, kind: Kind, namespace: str | None, selector: str = "") -> Listing:
+    def list_kind(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        selector: str = "",
+        keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Listing:
         self.calls.append(("list", kind.kind, selector))
         todo = self.listings.get(kind.kind) or [Listing([], "1")]
         got = todo.pop(0) if len(todo) > 1 else todo[0]
         if isinstance(got, KubeError):
             raise got
-        return Listing([dict(o) for o in got.items], got.resource_version)
+        items = [dict(o) for o in got.items]
+        return Listing([keep(o) for o in items] if keep else items, got.resource_version)
 
     def watch_kind(
         self,

@@ -204,10 +204,11 @@ class Reflector:
     def run_once(self) -> None:
         """One LIST, then WATCH until the stop flag or an error (raised: the caller re-lists).
         A 410 (too old to resume) returns normally: re-list at once."""
-        listing = self.kube.list_kind(self.kind, self.namespace, self.selector)
+        # Each item kept (slimmed) as its page arrives: a fleet's listing is never held whole.
+        listing = self.kube.list_kind(self.kind, self.namespace, self.selector, keep=self.sink.keep)
         self.lists += 1
         self.alive_at, self.error_status = time.monotonic(), None
-        self.sink.replace(self.scope, listing.items)
+        self.sink.replace(self.scope, listing.items, kept=True)
         self.sink.set_synced(self.scope, True)
         rv = listing.resource_version
         while True:  # at least one watch, so a stopped reflector still drains one stream
@@ -255,11 +256,13 @@ class _Sink:
     def _in_scope(self, key: Key, scope: tuple[str, str | None]) -> bool:
         return key[0] == scope[0] and (scope[1] is None or key[1] == scope[1])
 
-    def replace(self, scope: tuple[str, str | None], items: list[dict[str, Any]]) -> None:
-        """A (re-)listing: exactly `items` is what exists in `scope` now. Objects missing
-        from it were deleted while we were not watching: they go, as if their DELETED event
-        had come."""
-        fresh = {_key(o): self.keep(o) for o in items}
+    def replace(
+        self, scope: tuple[str, str | None], items: list[dict[str, Any]], kept: bool = False
+    ) -> None:
+        """A (re-)listing: exactly `items` is what exists in `scope` now (`kept`: already
+        passed through `keep`). Objects missing from it were deleted while we were not
+        watching: they go, as if their DELETED event had come."""
+        fresh = {_key(o): o if kept else self.keep(o) for o in items}
         with self._lock:
             gone = [k for k in self._objs if self._in_scope(k, scope) and k not in fresh]
             changed = []
