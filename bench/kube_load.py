@@ -133,9 +133,12 @@ class StreamWatch:
                     time.sleep(0.5)
 
     def stop(self) -> None:
+        """Stop reading; never raises (it runs in the bench's teardown, before the cluster's)."""
         self._stop = True
-        if self._resp is not None:
-            self._resp.close()
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            with contextlib.suppress(Exception):  # closing under a reading thread may fail
+                resp.close()
 
 
 def pin(pid: int, cpus: set[int]) -> None:

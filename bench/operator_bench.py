@@ -400,11 +400,14 @@ def main() -> int:
         print(f"  operator RSS: {rss / 2**20:.1f} MiB now, {rss_peak / 2**20:.1f} MiB peak")
         return 0 if idle_writes == 0 else 1
     finally:
+        # Each step on its own: a failed one must not leave the operator or the cluster up.
         for w in watches:
             w.stop()
-        if op is not None:
-            op.stop()
-        provider.down()
+        try:
+            if op is not None:
+                op.stop()
+        finally:
+            provider.down()
 
 
 if __name__ == "__main__":
