@@ -1,13 +1,14 @@
 """Operator benchmark on the local control plane (kwok): N EPDClusters at once.
 
     .venv/bin/python bench/operator_bench.py [--clusters 100] [--nodes 200] [--resync 60]
-                                             [--idle 120] [--workers 8] [--appliers 8]
+                                             [--idle 120] [--workers 8] [--load-threads 8]
+                                             [--no-pin]
 
 Brings up its own kwok cluster (same provider as the tests) with an apiserver audit log limited
 to the operator's ServiceAccount, at least `--nodes` fake 8-GPU nodes, installs the chart
 (CRDs, RBAC, ServiceAccount; `replicas=0`) and runs the operator as a local process with that
-ServiceAccount's token, creates N copies of the minimal sample at once (`--appliers` kubectl
-processes) and prints:
+ServiceAccount's token, creates N copies of the minimal sample at once (direct API requests,
+`--load-threads` in flight over one keep-alive pool: bench/kube_load.py) and prints:
 
 - create wave: p50 / p99 / total from each EPDCluster's creation (its ADDED watch event) to all
   its children applied (the router Service, the last object render emits, appears) and to
@@ -17,6 +18,10 @@ processes) and prints:
   to do (resync passes included), and writes during one full no-op resync pass (must be 0);
 - update wave: every spec changed at once; CPU seconds and requests per object;
 - operator RSS (now and peak).
+
+On a machine with two or more CPUs the operator is pinned to the last CPU and the bench's own
+threads (load generator, watches) to the first, so the load generator does not take the
+operator's CPU (`--no-pin` leaves both to the scheduler); the control plane is not pinned.
 
 A benchmark, not a test: it prints figures and asserts nothing but the run's sanity.
 """
@@ -30,22 +35,20 @@ import os
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.kube_load import StreamWatch, api_client, create_all, patch_all, pin  # noqa: E402
 from e2e.operator_proc import OperatorProcess, serviceaccount_kubeconfig  # noqa: E402
-from e2e.providers import Cluster, KwokProvider, fake_gpu_node, json_objects  # noqa: E402
+from e2e.providers import KwokProvider, fake_gpu_node  # noqa: E402
 
 NS = "bench"
 OP_NS = "bench-system"
@@ -59,36 +62,6 @@ AUDIT_POLICY = {
     "omitStages": ["RequestReceived"],
     "rules": [{"level": "Metadata", "users": [OP_USER]}, {"level": "None"}],
 }
-
-
-class Watch:
-    """`kubectl get -w --output-watch-events -o json`, timestamping each event on arrival."""
-
-    def __init__(self, cluster: Cluster, *args: str) -> None:
-        cmd = [
-            str(cluster.bin_dir / "kubectl"),
-            "-n",
-            NS,
-            "get",
-            *args,
-            "-w",
-            "--output-watch-events",
-            "-o",
-            "json",
-        ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=cluster.env)
-        self.events: list[tuple[float, dict[str, Any]]] = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for ev in json_objects(self.proc.stdout):
-            self.events.append((time.monotonic(), ev))
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -158,34 +131,45 @@ def fmt(counts: collections.Counter[str]) -> str:
     return ", ".join(f"{k}: {n}" for k, n in counts.most_common()) or "none"
 
 
-def apply_all(cluster: Cluster, items: list[dict[str, Any]], appliers: int, timeout: float) -> None:
-    """`kubectl apply` of `items` by `appliers` kubectl processes at once, each a share: one
-    kubectl makes its requests one after another (1,000 objects took it over 5 min on a
-    loaded machine), so the burst would measure kubectl rather than the operator."""
-    shares = [items[i::appliers] for i in range(appliers) if items[i::appliers]]
-    errors: list[BaseException] = []
+class Seen:
+    """What the bench's watches have shown so far, read incrementally (a 1,000-object run has
+    tens of thousands of events): each EPDCluster's creation (its ADDED event), Ready=True and
+    all children applied (its router Service, the last object render emits, appears), each its
+    first arrival time; and each EPDCluster's latest generation / observedGeneration."""
 
-    def one(share: list[dict[str, Any]]) -> None:
-        try:
-            cluster.kubectl(
-                "-n",
-                NS,
-                "apply",
-                "-f",
-                "-",
-                timeout=timeout,
-                input=json.dumps({"apiVersion": "v1", "kind": "List", "items": share}),
-            )
-        except BaseException as exc:  # re-raised below, in the caller's thread
-            errors.append(exc)
+    def __init__(self, clusters: StreamWatch, routers: StreamWatch) -> None:
+        self.clusters, self.routers = clusters, routers
+        self.created: dict[str, float] = {}
+        self.ready: dict[str, float] = {}
+        self.applied: dict[str, float] = {}
+        self.latest: dict[str, tuple[int, int]] = {}
+        self._at = [0, 0]
 
-    threads = [threading.Thread(target=one, args=(share,)) for share in shares]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    def catch_up(self) -> None:
+        new_c = self.clusters.events[self._at[0] :]
+        new_r = self.routers.events[self._at[1] :]
+        self._at = [self._at[0] + len(new_c), self._at[1] + len(new_r)]
+        for t, ev in new_c:
+            obj, name = ev["object"], ev["object"]["metadata"]["name"]
+            if ev["type"] == "ADDED":
+                self.created.setdefault(name, t)
+            status = obj.get("status") or {}
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in status.get("conditions") or []
+            ):
+                self.ready.setdefault(name, t)
+            gen = (obj["metadata"].get("generation", 0), status.get("observedGeneration", 0))
+            self.latest[name] = gen
+        for t, ev in new_r:
+            inst = ev["object"]["metadata"]["labels"].get("app.kubernetes.io/instance")
+            self.applied.setdefault(inst, t)
+
+    def observed_since(self, first_event: int) -> int:
+        """EPDClusters whose latest state (changed after event `first_event`) has its current
+        generation observed."""
+        changed = {ev["object"]["metadata"]["name"] for _, ev in self.clusters.events[first_event:]}
+        return sum(1 for n in changed if self.latest[n][0] == self.latest[n][1])
 
 
 def main() -> int:
@@ -203,7 +187,10 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=120.0, help="seconds of idle measured")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument(
-        "--appliers", type=int, default=8, help="kubectl processes applying the EPDClusters at once"
+        "--load-threads", type=int, default=8, help="create / patch requests in flight at once"
+    )
+    ap.add_argument(
+        "--no-pin", action="store_true", help="pin neither the operator nor the load generator"
     )
     ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args()
@@ -221,7 +208,7 @@ def main() -> int:
     )
     cluster = provider.up()
     op: OperatorProcess | None = None
-    watches: list[Watch] = []
+    watches: list[StreamWatch] = []
     try:
         log_path = provider.audit_log()
         if log_path is None:
@@ -289,10 +276,18 @@ def main() -> int:
                     last, t_last = now, time.time()
             return t_last
 
-        clusters_w = Watch(cluster, "epdc")
-        routers_w = Watch(cluster, "services", "-l", "app.kubernetes.io/component=router")
+        api = api_client(cluster.kubeconfig, args.load_threads + 4)
+        if not args.no_pin and (os.cpu_count() or 1) >= 2:
+            last = (os.cpu_count() or 2) - 1
+            pin(pid, {last})
+            pin(os.getpid(), {0})
+            print(f"pinned: operator to CPU {last}, bench (load + watches) to CPU 0", flush=True)
+        clusters_w = StreamWatch(api, NS, "epdc")
+        routers_w = StreamWatch(api, NS, "services", "app.kubernetes.io/component=router")
         watches += [clusters_w, routers_w]
-        time.sleep(1.0)  # both watches established
+        for w in watches:
+            w.established.wait(30)
+        time.sleep(0.5)
         items = []
         for i in range(args.clusters):
             obj = json.loads(json.dumps(sample))
@@ -300,35 +295,21 @@ def main() -> int:
             items.append(obj)
         cpu0, wall0, writes0 = cpu_seconds(pid), time.time(), op.writes()
         t_apply = time.monotonic()
-        apply_all(cluster, items, args.appliers, args.timeout)
+        create_all(api, NS, items, args.load_threads)
         apply_s = time.monotonic() - t_apply
 
-        created: dict[str, float] = {}
-        ready: dict[str, float] = {}
-        applied: dict[str, float] = {}
+        seen = Seen(clusters_w, routers_w)
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
-            for t, ev in list(clusters_w.events):
-                obj = ev["object"]
-                name = obj["metadata"]["name"]
-                created.setdefault(name, t) if ev["type"] == "ADDED" else None
-                conds = {
-                    c["type"]: c["status"]
-                    for c in (obj.get("status") or {}).get("conditions") or []
-                }
-                if conds.get("Ready") == "True":
-                    ready.setdefault(name, t)
-            for t, ev in list(routers_w.events):
-                inst = ev["object"]["metadata"]["labels"].get("app.kubernetes.io/instance")
-                applied.setdefault(inst, t)
-            if len(ready) >= args.clusters:
+            seen.catch_up()
+            if len(seen.ready) >= args.clusters:
                 break
             time.sleep(0.5)
-        clusters_w.stop()
-        routers_w.stop()
+        created, ready, applied = seen.created, seen.ready, seen.applied
         if len(ready) < args.clusters:
             print(
-                f"only {len(ready)}/{args.clusters} Ready after {args.timeout}s; see {op.log_path}",
+                f"only {len(ready)}/{args.clusters} Ready after {args.timeout}s "
+                f"({len(applied)} with all children); see {op.log_path}",
                 file=sys.stderr,
             )
             return 1
@@ -349,7 +330,7 @@ def main() -> int:
             f"workers={args.workers}, resync={args.resync:g}s"
         )
         print(
-            f"  kubectl apply of all {n}: {apply_s:.2f}s; first create -> last Ready: "
+            f"  create requests for all {n}: {apply_s:.2f}s; first create -> last Ready: "
             f"{total_s:.2f}s; first create -> last children applied: {applied_total:.2f}s"
         )
         print(
@@ -389,23 +370,20 @@ def main() -> int:
             print(f"      {line}")
         sys.stdout.flush()
 
-        # Update wave: every spec changes (the model name), in one apply.
-        for obj in items:
-            obj["spec"]["model"]["name"] = obj["spec"]["model"]["name"] + "-FP8"
+        # Update wave: every spec changes (the model name), one merge patch each.
+        model = sample["spec"]["model"]["name"] + "-FP8"
+        patches = {o["metadata"]["name"]: {"spec": {"model": {"name": model}}} for o in items}
         cpu0, wall0, writes0 = cpu_seconds(pid), time.time(), op.writes()
-        apply_all(cluster, items, args.appliers, args.timeout)
+        create_wave_events = len(clusters_w.events)
+        patch_all(api, NS, patches, args.load_threads)
 
-        def observed_all() -> bool:
-            listed = json.loads(cluster.kubectl("-n", NS, "get", "epdc", "-o", "json").stdout)
-            return all(
-                (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
-                for o in listed["items"]
-            )
-
-        # Every new spec reconciled (kubectl's reads are not the operator's), then quiet.
+        # Every new spec reconciled (seen on the bench's own watch), then quiet.
         deadline = time.monotonic() + args.timeout
-        while not observed_all() and time.monotonic() < deadline:
-            time.sleep(2.0)
+        while time.monotonic() < deadline:
+            seen.catch_up()
+            if seen.observed_since(create_wave_events) >= n:
+                break
+            time.sleep(1.0)
         wall1 = settle(5.0)
         cpu_update = cpu_seconds(pid) - cpu0
         writes_update = op.writes() - writes0
@@ -422,11 +400,14 @@ def main() -> int:
         print(f"  operator RSS: {rss / 2**20:.1f} MiB now, {rss_peak / 2**20:.1f} MiB peak")
         return 0 if idle_writes == 0 else 1
     finally:
+        # Each step on its own: a failed one must not leave the operator or the cluster up.
         for w in watches:
             w.stop()
-        if op is not None:
-            op.stop()
-        provider.down()
+        try:
+            if op is not None:
+                op.stop()
+        finally:
+            provider.down()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 reads nothing, a child deleted by hand is seen only through the watch and restored, a
 watch that breaks (its events lost) re-lists and still sees what happened meanwhile, an idle
 watch shows signs of life (bookmarks) and one whose credentials are gone fails the liveness
-judge, and the engine pods' preflight reports come from the pod cache.
+judge, the engine pods' preflight reports come from the pod cache, and so do the pods a
+rollout steps on and the launch ConfigMap prune reads.
 
 The only thing injected is the broken connection (`Flaky` drops the Service watch at the
 test's word, swallowing the event in flight, as a reset connection would); the listing, the
@@ -377,3 +378,54 @@ def test_the_engine_pods_come_from_the_pod_cache(env: Env) -> None:
     status = json.loads(env.kubectl("get", "epdc", name, "-o", "json").stdout)["status"]
     cond = next(x for x in status["conditions"] if x["type"] == "TransportReady")
     assert (cond["reason"], pod in cond["message"]) == ("NoRDMADevice", True)
+
+
+def test_a_rollout_steps_and_prunes_on_the_pod_cache(env: Env) -> None:
+    """2 pods per role, a model change (new pod templates and launch ConfigMaps): every pass
+    of the rollout reads its pods (readiness for the planner, mounted ConfigMaps for the
+    prune) from the pod cache, none from the API, and the rollout still completes with the
+    real StatefulSet controller replacing the pods."""
+    name = "cached-roll"
+    obj = sample("minimal-epd")
+    obj["metadata"] = {"name": name, "namespace": NS}
+    obj["spec"]["roles"] = {role: {"replicas": 2} for role in obj["spec"]["roles"]}
+    env.cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    env.caches.pods.want()
+    wait_for("the pod cache's listing", lambda: env.caches.pods.pods(NS, name) is not None)
+
+    def passes_until(what: str, done: Callable[[dict[str, Any]], bool]) -> list[int]:
+        """Reconcile until `done(status)`; the API reads of each pass."""
+        reads: list[int] = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            live = json.loads(env.kubectl("get", "epdc", name, "-o", "json").stdout)
+            before = env.kube.reads.total()
+            out = reconcile(env.kube, live, CFG, env.memory, cache=env.caches)
+            assert not out.problems, out.problems
+            reads.append(env.kube.reads.total() - before)
+            status = json.loads(env.kubectl("get", "epdc", name, "-o", "json").stdout)["status"]
+            if done(status):
+                return reads
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def ready(status: dict[str, Any]) -> bool:
+        return bool(status.get("phase") == "Ready")
+
+    passes_until("the first rollout", ready)
+    env.kubectl(
+        "patch", "epdc", name, "--type=merge", "-p", json.dumps({"spec": {"model": {"name": "m2"}}})
+    )
+    rolled: list[dict[str, Any]] = []
+
+    def rolled_out(status: dict[str, Any]) -> bool:
+        rolled.append(status.get("rollout") or {})
+        return ready(status) and rolled[-1] == {"step": 0, "steps": 0, "paused": False}
+
+    reads = passes_until("the model rollout", rolled_out)
+    assert any(r.get("steps") == 2 for r in rolled), rolled  # it did roll, in two steps
+    assert reads == [0] * len(reads)  # pods, children and nodes from the caches
+    sets = json.loads(
+        env.kubectl("get", "statefulsets", "-l", f"{c.LABEL_INSTANCE}={name}", "-o", "json").stdout
+    )["items"]
+    assert {s["status"].get("updatedReplicas") for s in sets} == {2}

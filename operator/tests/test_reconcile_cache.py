@@ -22,7 +22,8 @@ from epd_connector.launch.preflight import (
     report_text,
 )
 from epd_operator.api import constants as c
-from epd_operator.reconcile import capacity
+from epd_operator.api.layout import VOLUME_LAUNCH_CONFIG
+from epd_operator.reconcile import capacity, partitions, revisions
 from epd_operator.reconcile.cache import (
     CHILD_SELECTOR,
     POD_SELECTOR,
@@ -80,13 +81,20 @@ class Scripted(Kube):
         self.streams: dict[str, list[list[dict[str, Any] | KubeError]]] = {}
         self.calls: list[tuple[str, str, str]] = []
 
-    def list_kind(self, kind: Kind, namespace: str | None, selector: str = "") -> Listing:
+    def list_kind(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        selector: str = "",
+        keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Listing:
         self.calls.append(("list", kind.kind, selector))
         todo = self.listings.get(kind.kind) or [Listing([], "1")]
         got = todo.pop(0) if len(todo) > 1 else todo[0]
         if isinstance(got, KubeError):
             raise got
-        return Listing([dict(o) for o in got.items], got.resource_version)
+        items = [dict(o) for o in got.items]
+        return Listing([keep(o) for o in items] if keep else items, got.resource_version)
 
     def watch_kind(
         self,
@@ -371,7 +379,12 @@ def pod(
     report: str | None = None,
     phase: str = "Pending",
     role: str = "decode",
+    ready: bool | None = None,
+    revision: str = "c",
+    mounts: str | None = None,
+    deleting: bool = False,
 ) -> dict[str, Any]:
+    """A full pod as the apiserver returns it (the fields a pass reads and many it does not)."""
     init: dict[str, Any] = {
         "name": INIT_CONTAINER,
         "image": "img",
@@ -392,13 +405,33 @@ def pod(
                 c.LABEL_ROLE: role,
                 c.LABEL_NAME: c.APP_NAME,
                 "pod-template-hash": "x",
+                "controller-revision-hash": revision,
             },
             "managedFields": [{"manager": "kubelet"}],
+            **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {}),
         },
-        "spec": {"containers": [{"name": "engine", "image": "img"}]},
+        "spec": {
+            "containers": [{"name": "engine", "image": "img"}],
+            "volumes": [
+                {"name": "cache", "emptyDir": {}},
+                *(
+                    [{"name": VOLUME_LAUNCH_CONFIG, "configMap": {"name": mounts}}]
+                    if mounts
+                    else []
+                ),
+            ],
+        },
         "status": {
             "phase": phase,
             "podIP": "10.0.0.1",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": "t"},
+                *(
+                    [{"type": "Ready", "status": str(ready), "lastTransitionTime": "t"}]
+                    if ready is not None
+                    else []
+                ),
+            ],
             "initContainerStatuses": [
                 init,
                 {"name": "other-init", "state": {"terminated": {"message": "x"}}},
@@ -427,19 +460,26 @@ def test_the_pod_cache_keeps_the_reports_and_tells_the_owner_only_when_one_chang
     r.stop()
     r.run_once()
     got = cache._objs[("Pod", "ns", "a-decode-0")]
-    # Slim: name, owner and role labels, the preflight container's termination message.
+    # Slim: name, owner / role / revision labels, readiness, the launch ConfigMap mounted
+    # (none here), the preflight container's termination message.
     assert got == {
         "kind": "Pod",
         "metadata": {
             "name": "a-decode-0",
             "namespace": "ns",
             "resourceVersion": "8",
-            "labels": {c.LABEL_INSTANCE: "a", c.LABEL_ROLE: "decode"},
+            "labels": {
+                c.LABEL_INSTANCE: "a",
+                c.LABEL_ROLE: "decode",
+                "controller-revision-hash": "c",
+            },
         },
+        "spec": {"volumes": []},
         "status": {
+            "conditions": [],
             "initContainerStatuses": [
                 {"name": INIT_CONTAINER, "state": {"terminated": {"message": report}}}
-            ]
+            ],
         },
     }
     assert pod_report(got) == parse_report(report)
@@ -486,3 +526,97 @@ def test_a_reflector_reports_bookmarks_deadlines_and_refusals() -> None:
     assert refused.state().running
     assert refused.state().deadline is None
     refused.stop()
+
+
+# (ready, controller-revision-hash, deleting, mounted ConfigMap) of the new-revision pod.
+SLIM_CASES = [
+    (True, "u", False, "launch-b"),
+    (False, "u", False, "launch-b"),
+    (None, "u", False, None),
+    (True, "u", True, "launch-b"),
+    (True, "c", False, "launch-a"),
+]
+
+
+@pytest.mark.parametrize(("ready", "revision", "deleting", "mounts"), SLIM_CASES)
+def test_slim_pods_answer_the_planner_the_prune_and_the_transport_check_as_full_pods(
+    ready: bool | None, revision: str, deleting: bool, mounts: str | None
+) -> None:
+    """What the pod cache keeps is enough: the rollout planner, the launch ConfigMap prune and
+    TransportReady decide the same on the cached pods as on the listed ones."""
+    report = report_text({"v": REPORT_VERSION, "transport": "tcp", "reason": "NoDevice"})
+    full = [
+        pod("demo-decode-0", "demo", 1, ready=True, revision="c", mounts="launch-a"),
+        pod(
+            "demo-decode-1",
+            "demo",
+            2,
+            ready=ready,
+            revision=revision,
+            deleting=deleting,
+            mounts=mounts,
+            report=report,
+        ),
+    ]
+    cache = PodCache(Scripted(), ["ns"])
+    slim = [cache.keep(p) for p in full]
+    mid = {"updatedReplicas": 1, "currentRevision": "c", "updateRevision": "u", "readyReplicas": 1}
+    live = [rollout_sts("b", **mid)]
+    want = [rollout_sts("b")]
+
+    def partition(pods: list[dict[str, Any]]) -> int:
+        (d,) = partitions.drive(want, live, {}, paused=False, pods=pods).desired
+        return int(d["spec"]["updateStrategy"]["rollingUpdate"]["partition"])
+
+    assert partition(slim) == partition(full)
+    candidates = [launch_cm(n) for n in ("launch-a", "launch-b", "launch-z")]
+    assert revisions.retained_launch_configs(
+        candidates, [], [], slim, history=0
+    ) == revisions.retained_launch_configs(candidates, [], [], full, history=0)
+    assert [pod_report(p) for p in slim] == [pod_report(p) for p in full]
+
+
+def rollout_sts(revision: str, **status: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "demo-decode", "labels": {c.LABEL_ROLE: "decode"}, "generation": 1},
+        "spec": {"replicas": 2, "template": {"metadata": {"labels": {c.LABEL_REVISION: revision}}}},
+        "status": {
+            "observedGeneration": 1,
+            "replicas": 2,
+            "readyReplicas": 2,
+            "updatedReplicas": 2,
+            "updateRevision": "c",
+            **status,
+        },
+    }
+
+
+def launch_cm(name: str) -> dict[str, Any]:
+    labels = {c.LABEL_COMPONENT: c.COMPONENT_CONFIG, c.LABEL_LAUNCH_REVISION: name}
+    return {"kind": "ConfigMap", "metadata": {"name": name, "labels": labels}}
+
+
+def test_what_the_planner_reads_of_a_pod_is_news_and_the_rest_is_not() -> None:
+    """Readiness, deletion and revision changes wake the owner's pass (a rollout steps on
+    them); a phase or IP change does not."""
+    kube = Scripted()
+    kube.listings["Pod"] = [Listing([pod("a-decode-1", "a", 5, ready=False)], "5")]
+    changes = [
+        pod("a-decode-1", "a", 6, ready=False, phase="Running"),  # not news
+        pod("a-decode-1", "a", 7, ready=True, phase="Running"),
+        pod("a-decode-1", "a", 8, ready=True, phase="Running", revision="u"),
+        pod("a-decode-1", "a", 9, ready=True, revision="u", mounts="launch-b"),
+        pod("a-decode-1", "a", 10, ready=True, revision="u", mounts="launch-b", deleting=True),
+    ]
+    kube.streams["Pod"] = [[{"type": "MODIFIED", "object": o} for o in changes]]
+    told = Told()
+    cache = PodCache(kube, ["ns"], told)
+    (r,) = cache.reflectors
+    r.stop()
+    r.run_once()
+    assert told.owners == [("ns", "a")] * 5  # the listing, then four of the five changes
+    (got,) = cache._owned("ns", "a")
+    assert got == cache.keep(changes[-1])
+    assert got["metadata"]["deletionTimestamp"]

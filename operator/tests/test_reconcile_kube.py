@@ -16,7 +16,7 @@ from api_samples import load, valid_samples
 
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
-from epd_operator.reconcile.kube import CHILD_KINDS, Kube, KubeError, kind_of
+from epd_operator.reconcile.kube import CHILD_KINDS, LIST_PAGE, Kube, KubeError, kind_of
 from epd_operator.render import render_cluster
 
 
@@ -234,7 +234,7 @@ def test_list_kind_and_watch_kind_ask_for_a_resumable_watch_with_bookmarks() -> 
     assert listing.items == [{"metadata": {"name": "x"}, "apiVersion": "v1", "kind": "Service"}]
     ((_, path, query, _, _),) = rec.calls
     assert path == "/api/v1/services"  # all namespaces
-    assert query == {"labelSelector": ["a=b"]}
+    assert query == {"labelSelector": ["a=b"], "limit": [str(LIST_PAGE)]}
     got: list[Any] = []
     with pytest.raises(KubeError) as err:
         got.extend(kube.watch_kind(svc, "ns", "a=b", "41", 600))
@@ -267,3 +267,44 @@ def test_watch_kind_yields_events_with_their_kind_and_refuses_a_failed_request()
     )
     with pytest.raises(KubeError, match="HTTP 403: services is forbidden"):
         list(denied.watch_kind(svc, "ns", "", "1", 60))
+
+
+class Pages:
+    """A transport answering a LIST in pages: each call the next page, by continue token."""
+
+    def __init__(self, pages: list[list[str]]) -> None:
+        self.pages = pages
+        self.queries: list[dict[str, list[str]]] = []
+
+    def __call__(self, method: str, path: str, headers: Any, body: Any) -> tuple[int, bytes]:
+        query = parse_qs(urlsplit(path).query)
+        self.queries.append(query)
+        i = int(query.get("continue", ["0"])[0])
+        meta = {"resourceVersion": "77"}
+        if i + 1 < len(self.pages):
+            meta["continue"] = str(i + 1)
+        items = [{"metadata": {"name": n}, "spec": {"big": "x" * 100}} for n in self.pages[i]]
+        return 200, json.dumps({"metadata": meta, "items": items}).encode()
+
+
+def test_a_listing_is_read_in_pages_each_item_kept_as_its_page_arrives() -> None:
+    pages = Pages([["a", "b"], ["c"], ["d"]])
+    kept_at: list[tuple[str, int]] = []
+
+    def keep(obj: dict[str, Any]) -> dict[str, Any]:
+        kept_at.append((obj["metadata"]["name"], len(pages.queries)))
+        return {"kind": obj["kind"], "metadata": {"name": obj["metadata"]["name"]}}
+
+    kube = Kube(pages)
+    svc = next(k for k in CHILD_KINDS if k.kind == "Service")
+    listing = kube.list_kind(svc, "ns", "a=b", keep=keep)
+    assert listing.resource_version == "77"
+    assert [o["metadata"]["name"] for o in listing.items] == ["a", "b", "c", "d"]
+    assert all("spec" not in o for o in listing.items)  # only what `keep` returned is held
+    # Each item is kept before the next page is asked for.
+    assert kept_at == [("a", 1), ("b", 1), ("c", 2), ("d", 3)]
+    assert [q.get("continue") for q in pages.queries] == [None, ["1"], ["2"]]
+    assert all(
+        q["limit"] == [str(LIST_PAGE)] and q["labelSelector"] == ["a=b"] for q in pages.queries
+    )
+    assert kube.reads.snapshot() == {("Service", "list"): 3}  # every page is a request

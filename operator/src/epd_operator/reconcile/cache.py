@@ -5,9 +5,11 @@
   cluster-wide when all namespaces are served).
 - `NodeCache`: every node, reduced to what the capacity check reads (`capacity.slim`), with a
   `capacity.Capacity` index rebuilt only when a node changed in a way the check can see.
-- `PodCache`: our engine pods, reduced to what TransportReady reads (name, labels, the
-  preflight init container's status), by owner. Started by the first pass that needs it (a
-  cluster with rdma.enabled), so a fleet without RDMA watches no pods at all.
+- `PodCache`: our engine pods, reduced to what a pass reads of them (`PodCache.keep`: name,
+  owner / role / revision labels, deletion, readiness, the launch ConfigMap mounted, the
+  preflight init container's report), by owner. Started by the first pass that needs pods
+  (a cluster with rdma.enabled, a rollout, an old launch ConfigMap to prune), so a fleet
+  that never rolls and has no RDMA watches no pods at all.
 
 Each (kind, namespace) has a `Reflector` thread: LIST, then WATCH from the list's
 resourceVersion with bookmarks (the apiserver's own resumable stream; the lines are read by
@@ -45,17 +47,29 @@ from typing import Any
 
 from epd_connector.launch.preflight import INIT_CONTAINER
 from epd_operator.api import constants as c
+from epd_operator.api.layout import VOLUME_LAUNCH_CONFIG
 
 from .capacity import Capacity
 from .capacity import slim as slim_node
 from .health import WatchState
 from .kube import CHILD_KINDS, NODE, OPTIONAL_KINDS, POD, Kind, Kube, KubeError
+from .revisions import mounted_launch_config
 
 log = logging.getLogger(__name__)
 
 CHILD_SELECTOR = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
 # Pods carry no managed-by label (their StatefulSet's controller makes them): our app's name.
 POD_SELECTOR = f"{c.LABEL_NAME}={c.APP_NAME}"
+# The pod labels a pass reads: owner, role, and the revisions (the StatefulSet controller's,
+# which the rollout planner compares with updateRevision, and ours).
+POD_LABELS = (
+    c.LABEL_INSTANCE,
+    c.LABEL_ROLE,
+    "controller-revision-hash",
+    c.LABEL_REVISION,
+    c.LABEL_LAUNCH_REVISION,
+    c.LABEL_WIRING_REVISION,
+)
 # A watch is renewed after a random time in this range (seconds), so the kinds' renewals
 # spread out; nothing is re-listed then. The range is the apiserver's own default for a watch
 # that names no timeout (--min-request-timeout 1800 s, times 1 to 2): a renewal is a request
@@ -190,10 +204,11 @@ class Reflector:
     def run_once(self) -> None:
         """One LIST, then WATCH until the stop flag or an error (raised: the caller re-lists).
         A 410 (too old to resume) returns normally: re-list at once."""
-        listing = self.kube.list_kind(self.kind, self.namespace, self.selector)
+        # Each item kept (slimmed) as its page arrives: a fleet's listing is never held whole.
+        listing = self.kube.list_kind(self.kind, self.namespace, self.selector, keep=self.sink.keep)
         self.lists += 1
         self.alive_at, self.error_status = time.monotonic(), None
-        self.sink.replace(self.scope, listing.items)
+        self.sink.replace(self.scope, listing.items, kept=True)
         self.sink.set_synced(self.scope, True)
         rv = listing.resource_version
         while True:  # at least one watch, so a stopped reflector still drains one stream
@@ -241,11 +256,13 @@ class _Sink:
     def _in_scope(self, key: Key, scope: tuple[str, str | None]) -> bool:
         return key[0] == scope[0] and (scope[1] is None or key[1] == scope[1])
 
-    def replace(self, scope: tuple[str, str | None], items: list[dict[str, Any]]) -> None:
-        """A (re-)listing: exactly `items` is what exists in `scope` now. Objects missing
-        from it were deleted while we were not watching: they go, as if their DELETED event
-        had come."""
-        fresh = {_key(o): self.keep(o) for o in items}
+    def replace(
+        self, scope: tuple[str, str | None], items: list[dict[str, Any]], kept: bool = False
+    ) -> None:
+        """A (re-)listing: exactly `items` is what exists in `scope` now (`kept`: already
+        passed through `keep`). Objects missing from it were deleted while we were not
+        watching: they go, as if their DELETED event had come."""
+        fresh = {_key(o): o if kept else self.keep(o) for o in items}
         with self._lock:
             gone = [k for k in self._objs if self._in_scope(k, scope) and k not in fresh]
             changed = []
@@ -451,7 +468,7 @@ class NodeCache(_Sink):
 
 
 class PodCache(_ByOwner):
-    """Our engine pods, slimmed to what TransportReady reads, by owner. Its reflectors start
+    """Our engine pods, slimmed to what a pass reads (`keep`), by owner. Its reflectors start
     on the first `pods()` call (`want`): until they have listed, `pods()` answers None and the
     caller lists from the API."""
 
@@ -502,52 +519,75 @@ class PodCache(_ByOwner):
             return self._owned(namespace, instance)  # read only by the caller
 
     def keep(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """What TransportReady (the preflight init container's termination messages), the
+        rollout planner (revision labels, deletion, the Ready condition) and the launch
+        ConfigMap prune (the ConfigMap mounted) read of a pod; the rest is dropped."""
         meta = obj.get("metadata") or {}
         labels = meta.get("labels") or {}
-        kept_labels = {k: labels[k] for k in (c.LABEL_INSTANCE, c.LABEL_ROLE) if k in labels}
-        # Of the preflight init container, only the termination messages (its report).
-        statuses = [
-            {
-                "name": st["name"],
-                **{
-                    key: {"terminated": {"message": msg}}
-                    for key in ("state", "lastState")
-                    if (msg := ((st.get(key) or {}).get("terminated") or {}).get("message"))
-                },
-            }
-            for st in (obj.get("status") or {}).get("initContainerStatuses") or []
-            if st.get("name") == INIT_CONTAINER
-        ]
+        status = obj.get("status") or {}
+        kept_meta: dict[str, Any] = {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "labels": {k: labels[k] for k in POD_LABELS if k in labels},
+        }
+        if meta.get("deletionTimestamp"):
+            kept_meta["deletionTimestamp"] = meta["deletionTimestamp"]
+        mounted = mounted_launch_config(obj.get("spec") or {})
         return {
             "kind": POD.kind,
-            "metadata": {
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "resourceVersion": meta.get("resourceVersion"),
-                "labels": kept_labels,
+            "metadata": kept_meta,
+            "spec": {"volumes": [_launch_volume(mounted)] if mounted else []},
+            "status": {
+                "conditions": [
+                    {"type": x.get("type"), "status": x.get("status")}
+                    for x in status.get("conditions") or []
+                    if x.get("type") == "Ready"
+                ],
+                "initContainerStatuses": _preflight_reports(status),
             },
-            "status": {"initContainerStatuses": statuses},
         }
 
     def event(self, etype: str, obj: Mapping[str, Any]) -> None:
-        # Most pod updates (scheduling, readiness, IPs) change nothing kept: no news, only the
-        # resourceVersion moves on.
+        # Most pod updates (scheduling, IPs, container states) change nothing kept: no news,
+        # only the resourceVersion moves on.
         k = _key(obj)
         with self._lock:
             held = self._objs.get(k)
             kept = self.keep(obj)
-            if (
-                etype != "DELETED"
-                and held is not None
-                and (
-                    held["metadata"]["labels"] == kept["metadata"]["labels"]
-                    and held["status"] == kept["status"]
-                )
-            ):
+            if etype != "DELETED" and held is not None and _same_but_version(held, kept):
                 if newer(obj, held):
                     held["metadata"]["resourceVersion"] = kept["metadata"]["resourceVersion"]
                 return
         super().event(etype, obj)
+
+
+def _launch_volume(configmap: str) -> dict[str, Any]:
+    """The launch ConfigMap volume of a slim pod (what `mounted_launch_config` reads)."""
+    return {"name": VOLUME_LAUNCH_CONFIG, "configMap": {"name": configmap}}
+
+
+def _preflight_reports(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Of the preflight init container's status, only the termination messages (its report)."""
+    return [
+        {
+            "name": st["name"],
+            **{
+                key: {"terminated": {"message": msg}}
+                for key in ("state", "lastState")
+                if (msg := ((st.get(key) or {}).get("terminated") or {}).get("message"))
+            },
+        }
+        for st in status.get("initContainerStatuses") or []
+        if st.get("name") == INIT_CONTAINER
+    ]
+
+
+def _same_but_version(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two slim pods equal but for their resourceVersion."""
+    meta_a = {k: v for k, v in (a.get("metadata") or {}).items() if k != "resourceVersion"}
+    meta_b = {k: v for k, v in (b.get("metadata") or {}).items() if k != "resourceVersion"}
+    return meta_a == meta_b and all(a.get(f) == b.get(f) for f in ("spec", "status"))
 
 
 def _same_node(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

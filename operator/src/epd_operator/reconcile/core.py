@@ -39,7 +39,15 @@ from . import capacity, partitions, revisions, scaling
 from .cache import Caches
 from .kube import Kube, KubeError
 from .plan import key_of, make_plan
-from .status import DEGRADED, Problem, checked, compute_status, events_for, status_changed
+from .status import (
+    DEGRADED,
+    Problem,
+    checked,
+    compute_status,
+    events_for,
+    not_rolled_out,
+    status_changed,
+)
 from .transport import TRANSPORT_READY, transport_condition, transport_event
 
 log = logging.getLogger(__name__)
@@ -168,8 +176,7 @@ def _transport(
         # TCP is what the spec asks for: no report to read (and no API call to make).
         return transport_condition(False, [], previous, generation, now)
     try:
-        cached = cache.pods.pods(ns, name) if cache is not None else None
-        pods = cached if cached is not None else kube.list_pods(ns, name)
+        pods = _pods(kube, cache, ns, name)
     except KubeError as exc:
         log.warning("%s/%s: transport reports not read: %s", ns, name, exc)
         return kept
@@ -310,7 +317,7 @@ def _render_desired(
         for r in c.ROLE_NAMES
         if getattr(cluster.spec.roles, r) is not None
     }
-    pods = _rollout_pods(p.kube, p.ns, p.name, desired, observed)
+    pods = _rollout_pods(p, desired, observed)
     p.driven = partitions.drive(desired, observed, max_unavailable, cluster.spec.paused, pods)
     p.desired = p.driven.desired
 
@@ -336,9 +343,7 @@ def _apply_and_prune(
         log.info(
             "%s/%s: applied %s/%s (%s)", p.ns, p.name, k[1], k[2], plan.reasons.get(k) or "missing"
         )
-    for gone in _launch_prunable(
-        p.kube, p.ns, p.name, plan.prune, desired=desired, observed=observed
-    ):
+    for gone in _launch_prunable(p, plan.prune, desired=desired, observed=observed):
         k = key_of(gone)
         try:
             p.kube.delete(gone)
@@ -441,35 +446,38 @@ def _observe(kube: Kube, cache: Caches | None, ns: str, name: str) -> list[dict[
     return kube.list_children(ns, name)
 
 
+def _pods(kube: Kube, cache: Caches | None, ns: str, name: str) -> list[dict[str, Any]]:
+    """The engine pods of `name`: from the pod cache when it is current (it starts watching
+    on its first use), else listed (the cached ones are slim: `PodCache.keep` says what they
+    hold; read only)."""
+    cached = cache.pods.pods(ns, name) if cache is not None else None
+    return cached if cached is not None else kube.list_pods(ns, name)
+
+
 def _rollout_pods(
-    kube: Kube,
-    ns: str,
-    name: str,
-    desired: list[dict[str, Any]],
-    observed: list[dict[str, Any]],
+    p: _Pass, desired: list[dict[str, Any]], observed: list[dict[str, Any]]
 ) -> list[dict[str, Any]] | None:
-    """The pods' readiness for the rollout planner, listed only while a role rolls; None
+    """The pods' readiness for the rollout planner, read only while a role rolls; None
     (the planner then waits for every pod to be ready) when not needed or not readable."""
     if not partitions.needs_pods(desired, observed):
         return None
     try:
-        return kube.list_pods(ns, name)
+        return _pods(p.kube, p.cache, p.ns, p.name)
     except KubeError as exc:
-        log.warning("%s/%s: pods not listed for the rollout: %s", ns, name, exc)
+        log.warning("%s/%s: pods not listed for the rollout: %s", p.ns, p.name, exc)
         return None
 
 
 def _launch_prunable(
-    kube: Kube,
-    ns: str,
-    name: str,
+    p: _Pass,
     prune: list[dict[str, Any]],
     *,
     desired: list[dict[str, Any]],
     observed: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """`prune` without the old launch ConfigMaps that something may still mount
-    (reconcile.revisions); pods are listed only when there is such a candidate."""
+    (reconcile.revisions); pods are read only when there is such a candidate and every
+    workload has rolled out (before that every candidate stays, whatever the pods mount)."""
     launch = [
         o
         for o in prune
@@ -492,9 +500,9 @@ def _launch_prunable(
         is not None
     }
     try:
-        pods = kube.list_pods(ns, name)
+        pods = [] if not_rolled_out(workloads) else _pods(p.kube, p.cache, p.ns, p.name)
     except KubeError as exc:
-        log.warning("%s/%s: old launch ConfigMaps kept (pods not listed): %s", ns, name, exc)
+        log.warning("%s/%s: old launch ConfigMaps kept (pods not listed): %s", p.ns, p.name, exc)
         return [o for o in prune if o not in launch]
     keep = revisions.retained_launch_configs(launch, referenced, workloads, pods)
     return [

@@ -74,6 +74,9 @@ OPTIONAL_KINDS = frozenset({SCALER.kind})
 EPDCLUSTER = Kind(f"{c.GROUP}/{c.VERSION}", c.KIND, c.PLURAL)
 NODE = Kind("v1", "Node", "nodes", namespaced=False)
 EVENT = Kind("v1", "Event", "events")
+# Objects per page of a cache's LIST (kube-apiserver's own page size for its clients' lists
+# is 500; smaller pages bound what one page holds while parsed).
+LIST_PAGE = 250
 POD = Kind("v1", "Pod", "pods")  # read only (list_pods, and the pod cache's list + watch)
 _BY_KIND = {(k.api_version, k.kind): k for k in (*CHILD_KINDS, EPDCLUSTER, NODE, EVENT)}
 
@@ -302,23 +305,39 @@ class Kube:
         body = self._call("list", "nodes", "GET", NODE.base(None))
         return list(body.get("items") or [])
 
-    def list_kind(self, kind: Kind, namespace: str | None, selector: str = "") -> Listing:
+    def list_kind(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        selector: str = "",
+        keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Listing:
         """Every object of `kind` in `namespace` (all namespaces: None) matching the label
-        `selector`: the start (and re-list) of a watch-fed cache."""
+        `selector`: the start (and re-list) of a watch-fed cache. Read in pages of
+        LIST_PAGE objects (`limit` / `continue`, one consistent snapshot), each item passed
+        through `keep` as its page arrives: only one page of whole objects is held at a time,
+        never a fleet's listing (the engine pods of 1,000 clusters) as parsed JSON."""
         path = kind.collection(namespace)
-        self.reads.add(kind.kind, "list")
-        body = self._call(
-            "list",
-            f"{kind.plural} in {namespace or 'all namespaces'}",
-            "GET",
-            path,
-            query={"labelSelector": selector} if selector else None,
-        )
-        items = list(body.get("items") or [])
-        for item in items:
-            item.setdefault("apiVersion", kind.api_version)
-            item.setdefault("kind", kind.kind)
-        return Listing(items, str((body.get("metadata") or {}).get("resourceVersion") or ""))
+        what = f"{kind.plural} in {namespace or 'all namespaces'}"
+        items: list[dict[str, Any]] = []
+        rv, token = "", ""
+        while True:
+            query = {"limit": str(LIST_PAGE)}
+            if selector:
+                query["labelSelector"] = selector
+            if token:
+                query["continue"] = token
+            self.reads.add(kind.kind, "list")
+            body = self._call("list", what, "GET", path, query=query)
+            meta = body.get("metadata") or {}
+            rv = str(meta.get("resourceVersion") or rv)
+            for item in body.get("items") or []:
+                item.setdefault("apiVersion", kind.api_version)
+                item.setdefault("kind", kind.kind)
+                items.append(keep(item) if keep is not None else item)
+            token = str(meta.get("continue") or "")
+            if not token:
+                return Listing(items, rv)
 
     def watch_kind(
         self,
