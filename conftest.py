@@ -184,9 +184,14 @@ def _provisioned(provider_name: str, workdir: Path, prefix: str = "epd-test") ->
         provider.down()
 
 
+def _session_provider() -> str:
+    """The provider of the session's `cluster` (EPD_CLUSTER_PROVIDER, kwok by default)."""
+    return os.environ.get("EPD_CLUSTER_PROVIDER", "kwok")
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    provider_name = os.environ.get("EPD_CLUSTER_PROVIDER", "kwok")
+    provider_name = _session_provider()
     # Short path: kwok puts unix sockets and pid files under its workdir.
     workdir = Path(tmp_path_factory.mktemp("cluster", numbered=True))
     with _provisioned(provider_name, workdir) as c:
@@ -200,7 +205,7 @@ def kind_cluster(
     """A kind cluster for one module of the `kind` tier, in the same run as the kwok tiers
     (`make test`): the session's own cluster when that is kind, else one of its own, deleted
     when the module ends (an idle kind cluster would slow every later test)."""
-    if os.environ.get("EPD_CLUSTER_PROVIDER", "kwok") == "kind":
+    if _session_provider() == "kind":
         yield request.getfixturevalue("cluster")
         return
     workdir = Path(tmp_path_factory.mktemp("kind", numbered=True))
