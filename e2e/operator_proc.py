@@ -299,3 +299,19 @@ def build_and_load_images(cluster: Cluster) -> str:
     archive, image = build_images()["epd"]
     cluster.run("kind", "load", "image-archive", str(archive), "--name", cluster.name, timeout=600)
     return image
+
+
+def in_cluster_values(image: str) -> list[str]:
+    """helm `--set` arguments that run the operator in-cluster (1 replica) from our loaded
+    `image`, and engine pods as simulators from the same image; never pulled (kind)."""
+    repository, _, tag = image.rpartition(":")
+    values = {
+        "replicas": "1",
+        "image.repository": repository,
+        "image.tag": tag,
+        "image.pullPolicy": "Never",
+        "engine.image": image,
+        "engine.mode": "sim",
+        "engine.pullPolicy": "Never",
+    }
+    return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]

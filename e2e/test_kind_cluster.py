@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from e2e.engines import image_part, png, text_part
-from e2e.operator_proc import build_and_load_images, parse_metrics
+from e2e.operator_proc import build_and_load_images, in_cluster_values, parse_metrics
 from e2e.paths import REPO
 from e2e.providers import Cluster
 from epd_operator.api import constants as c
@@ -49,7 +49,6 @@ def node_names(cluster: Cluster) -> list[str]:
 
 @pytest.fixture(scope="module")
 def operator(kind: Cluster, image: str) -> Iterator[str]:
-    repository, _, tag = image.rpartition(":")
     # The chart makes a Role in each watched namespace: they exist first.
     kind.kubectl("create", "namespace", NS)
     kind.run(
@@ -60,20 +59,7 @@ def operator(kind: Cluster, image: str) -> Iterator[str]:
         "--namespace",
         OP_NS,
         "--create-namespace",
-        "--set",
-        "replicas=1",
-        "--set",
-        f"image.repository={repository}",
-        "--set",
-        f"image.tag={tag}",
-        "--set",
-        "image.pullPolicy=Never",
-        "--set",
-        f"engine.image={image}",
-        "--set",
-        "engine.mode=sim",
-        "--set",
-        "engine.pullPolicy=Never",
+        *in_cluster_values(image),
         "--set-json",
         f'watchNamespaces=["{NS}"]',
         "--wait",

@@ -36,6 +36,7 @@ from e2e.operator_proc import (
     InClusterOperator,
     OperatorProcess,
     build_and_load_images,
+    in_cluster_values,
     serviceaccount_kubeconfig,
 )
 from e2e.paths import REPO
@@ -224,23 +225,8 @@ def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     in_cluster = cluster.provider == "kind"
     placement = ["--set", "replicas=0"]
     if in_cluster:
-        image = build_and_load_images(cluster)
-        repository, _, tag = image.rpartition(":")
         placement = [
-            "--set",
-            "replicas=1",
-            "--set",
-            f"image.repository={repository}",
-            "--set",
-            f"image.tag={tag}",
-            "--set",
-            "image.pullPolicy=Never",
-            "--set",
-            f"engine.image={image}",
-            "--set",
-            "engine.mode=sim",
-            "--set",
-            "engine.pullPolicy=Never",
+            *in_cluster_values(build_and_load_images(cluster)),
             # Tests 6 and 8 drive the second line (SpecInvalid for an object the
             # webhook did not see); operator/tests/test_webhook_integration.py tests
             # the webhook with the chart's own configuration.
