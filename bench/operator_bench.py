@@ -143,6 +143,8 @@ class Seen:
         self.ready: dict[str, float] = {}
         self.applied: dict[str, float] = {}
         self.latest: dict[str, tuple[int, int]] = {}
+        # Latest state: Ready=True and Progressing=False (nothing rolling), by name.
+        self.settled: dict[str, bool] = {}
         self._at = [0, 0]
 
     def catch_up(self) -> None:
@@ -154,11 +156,12 @@ class Seen:
             if ev["type"] == "ADDED":
                 self.created.setdefault(name, t)
             status = obj.get("status") or {}
-            if any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in status.get("conditions") or []
-            ):
+            conds = {c["type"]: c["status"] for c in status.get("conditions") or []}
+            if conds.get("Ready") == "True":
                 self.ready.setdefault(name, t)
+            self.settled[name] = (
+                conds.get("Ready") == "True" and conds.get("Progressing") == "False"
+            )
             gen = (obj["metadata"].get("generation", 0), status.get("observedGeneration", 0))
             self.latest[name] = gen
         for t, ev in new_r:
@@ -170,6 +173,12 @@ class Seen:
         generation observed."""
         changed = {ev["object"]["metadata"]["name"] for _, ev in self.clusters.events[first_event:]}
         return sum(1 for n in changed if self.latest[n][0] == self.latest[n][1])
+
+    def rolled_since(self, first_event: int) -> int:
+        """EPDClusters changed after event `first_event` whose latest state has that change
+        observed and rolled out (Ready, not Progressing)."""
+        changed = {ev["object"]["metadata"]["name"] for _, ev in self.clusters.events[first_event:]}
+        return sum(1 for n in changed if self.latest[n][0] == self.latest[n][1] and self.settled[n])
 
 
 def main() -> int:
@@ -193,6 +202,12 @@ def main() -> int:
         "--no-pin", action="store_true", help="pin neither the operator nor the load generator"
     )
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument(
+        "--update-timeout",
+        type=float,
+        default=1800.0,
+        help="cut the update wave off after this many seconds and report what rolled out",
+    )
     args = ap.parse_args()
     # Tear the cluster down on SIGTERM too (the finally below), not only on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -266,10 +281,11 @@ def main() -> int:
         assert op.proc is not None
         pid = op.proc.pid
 
-        def settle(quiet_s: float = 3.0) -> float:
-            """Wait until the operator's write counter stops moving; its last-move time."""
+        def settle(quiet_s: float = 3.0, until: float = float("inf")) -> float:
+            """Wait until the operator's write counter stops moving (or the monotonic time
+            `until`); its last-move time."""
             last, t_last = op.writes() if op else 0, time.time()
-            while time.time() - t_last < quiet_s:
+            while time.time() - t_last < quiet_s and time.monotonic() < until:
                 time.sleep(0.5)
                 now = op.writes() if op else 0
                 if now != last:
@@ -377,20 +393,32 @@ def main() -> int:
         create_wave_events = len(clusters_w.events)
         patch_all(api, NS, patches, args.load_threads)
 
-        # Every new spec reconciled (seen on the bench's own watch), then quiet.
-        deadline = time.monotonic() + args.timeout
+        # Every new spec reconciled and rolled out (seen on the bench's own watch), then
+        # quiet; or cut off at --update-timeout, counting what rolled out by then.
+        deadline = time.monotonic() + args.update_timeout
+        rolled = 0
         while time.monotonic() < deadline:
             seen.catch_up()
-            if seen.observed_since(create_wave_events) >= n:
+            rolled = seen.rolled_since(create_wave_events)
+            if rolled >= n:
                 break
             time.sleep(1.0)
-        wall1 = settle(5.0)
+        wall1 = settle(5.0, until=deadline)
+        seen.catch_up()
+        rolled = seen.rolled_since(create_wave_events)
         cpu_update = cpu_seconds(pid) - cpu0
         writes_update = op.writes() - writes0
         time.sleep(1.0)
         update_req = audit.requests(wall0, wall1 + 0.5)
         rss, rss_peak = op.rss_bytes(), peak_rss(pid)
         ur, uw = split(update_req)
+        if rolled < n:
+            print(
+                f"  update wave CUT OFF after {args.update_timeout:g}s: {rolled} of {n} rolled "
+                f"out; the figures below are for that part (per object: per EPDCluster patched)"
+            )
+        else:
+            print(f"  update wave: all {n} rolled out in {wall1 - wall0:.1f}s")
         print(
             f"  update wave: operator CPU {cpu_update:.1f}s ({cpu_update / n:.3f}s/object); "
             f"API requests {ur + uw} ({(ur + uw) / n:.1f}/object: {ur / n:.1f} reads, "

@@ -8,6 +8,8 @@ operator/tests/test_cache_integration.py runs the same caches against a real api
 
 from __future__ import annotations
 
+import copy
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +28,7 @@ from epd_operator.api.layout import VOLUME_LAUNCH_CONFIG
 from epd_operator.reconcile import capacity, partitions, revisions
 from epd_operator.reconcile.cache import (
     CHILD_SELECTOR,
+    PACKED,
     POD_SELECTOR,
     WATCH_TIMEOUT_S,
     Caches,
@@ -155,6 +158,22 @@ def test_children_come_from_the_listing_by_owner_without_managed_fields() -> Non
         ("list", "ConfigMap", CHILD_SELECTOR),
         ("watch", "ConfigMap", "6"),
     ]
+
+
+def test_children_are_kept_compressed_and_come_back_whole() -> None:
+    # Each kind's first object is its dictionary: the others of the kind (same shape, other
+    # names) shrink to a fraction of their JSON, and every one decodes to what was listed.
+    data = {"launch.json": json.dumps({"model": "m", "args": ["--x"] * 50})}
+    listed = [child(CM, f"c{i}-launch", f"c{i}", 10 + i, data=data) for i in range(20)]
+    kube = Scripted()
+    kube.listings["ConfigMap"] = [Listing(copy.deepcopy(listed), "40")]
+    cache = synced_children(kube, Told())
+    for i, want in enumerate(listed):
+        want["metadata"].pop("managedFields")
+        assert cache.children("ns", f"c{i}") == [want]
+        size = len(json.dumps(want, separators=(",", ":")))
+        kept = cache._objs[("ConfigMap", "ns", f"c{i}-launch")][PACKED]
+        assert len(kept) < (size if i == 0 else size / 4), (i, len(kept), size)
 
 
 def test_children_is_none_until_every_kind_has_listed() -> None:

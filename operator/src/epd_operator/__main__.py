@@ -23,7 +23,7 @@ from pathlib import Path
 
 import kopf
 
-from epd_operator import __version__
+from epd_operator import __version__, memory
 from epd_operator.api.operator_config import OperatorConfig, OperatorConfigError
 from epd_operator.handlers import Options, Runtime, configure, register
 from epd_operator.handlers.admission import register_admission
@@ -112,6 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    memory.limit_arenas()  # before any thread (metrics server, reconcile pool, watches) starts
     args = parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level),

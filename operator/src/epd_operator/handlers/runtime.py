@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from epd_operator import memory
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.metrics import Metrics
 from epd_operator.reconcile.backoff import Backoff, BackoffPolicy
@@ -99,6 +100,7 @@ class Runtime:
         self.bodies: dict[str, Mapping[str, Any]] = {}
         self.uid_by_name: dict[tuple[str, str], str] = {}
         self._resync_task: asyncio.Task[None] | None = None
+        self._trim_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Outcome | None]] = set()
         kube.writes.listeners.append(self.metrics.count_write)
         kube.reads.listeners.append(self.metrics.count_read)
@@ -125,6 +127,10 @@ class Runtime:
         if self._resync_task is None:
             self._resync_task = asyncio.get_running_loop().create_task(
                 self._resync_forever(), name="epd-resync"
+            )
+        if self._trim_task is None:
+            self._trim_task = asyncio.get_running_loop().create_task(
+                self._trim_forever(), name="epd-malloc-trim"
             )
 
     async def _first_listings(self) -> None:
@@ -157,11 +163,19 @@ class Runtime:
         task.add_done_callback(self._tasks.discard)
 
     async def stop_resync(self) -> None:
-        if self._resync_task is not None:
-            self._resync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resync_task
-            self._resync_task = None
+        for task in (self._resync_task, self._trim_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._resync_task = self._trim_task = None
+
+    async def _trim_forever(self) -> None:
+        # The heap pages freed after a wave of passes or a re-list go back to the kernel
+        # (epd_operator.memory says why glibc keeps them otherwise).
+        while True:
+            await asyncio.sleep(memory.TRIM_INTERVAL_S)
+            memory.trim()
 
     async def _resync_forever(self) -> None:
         # One loop for all objects (rather than a kopf timer per object): no kopf finalizer
