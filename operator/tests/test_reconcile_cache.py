@@ -28,7 +28,6 @@ from epd_operator.api.layout import VOLUME_LAUNCH_CONFIG
 from epd_operator.reconcile import capacity, partitions, revisions
 from epd_operator.reconcile.cache import (
     CHILD_SELECTOR,
-    PACKED,
     POD_SELECTOR,
     WATCH_TIMEOUT_S,
     Caches,
@@ -172,7 +171,7 @@ def test_children_are_kept_compressed_and_come_back_whole() -> None:
         want["metadata"].pop("managedFields")
         assert cache.children("ns", f"c{i}") == [want]
         size = len(json.dumps(want, separators=(",", ":")))
-        kept = cache._objs[("ConfigMap", "ns", f"c{i}-launch")][PACKED]
+        kept = cache._objs[("ConfigMap", "ns", f"c{i}-launch")].packed
         assert len(kept) < (size if i == 0 else size / 4), (i, len(kept), size)
 
 
