@@ -13,9 +13,11 @@ runs a pass of its owner, like the kopf child watches did before.
 Serialisation: kopf runs change handlers of one object one after another, but our resync loop
 and child-object watchers run beside them. Every trigger therefore goes through `run()`, which
 holds one asyncio lock per EPDCluster uid around the (blocking, thread-pooled) `reconcile()`.
-Triggers that only say "look again" (the resync timer, a child changed) coalesce: while one
-such pass is already waiting for the lock, another adds nothing, since the waiting pass will
-read the newest body anyway. A child-triggered pass also waits `child_debounce_s` before it
+Triggers coalesce: while one pass of an object is already waiting for the lock, another adds
+nothing, since the waiting pass will read the newest body anyway. kopf's change handlers
+(create / update / resume) only queue a pass (`trigger`) and return, so what kopf holds for
+a handler call is not kept while the pass waits for a worker: in a wave of 1,000 changed
+EPDClusters that was 60 MiB. A child-triggered pass also waits `child_debounce_s` before it
 queues for the lock, so a burst of child events makes one pass.
 
 Retries: a pass that hit an API error (or crashed) is retried by this runtime, not by kopf
@@ -154,10 +156,16 @@ class Runtime:
 
     def poke_owner(self, namespace: str, instance: str) -> None:
         uid = self.uid_by_name.get((namespace, instance))
-        if uid is None:
-            return
+        if uid is not None:
+            self.trigger("child", uid)
+
+    def trigger(self, trigger: str, uid: str) -> None:
+        """Queue a coalesced pass of `uid` on its newest body, without waiting for it: a
+        waiting pass reads the newest body anyway. What the caller held (a kopf change
+        handler's cause: the body, old, new and diff) is not kept alive while the pass waits
+        for its turn, which at fleet size is most of the operator's memory in a wave."""
         task = asyncio.get_running_loop().create_task(
-            self.run("child", uid, functools.partial(self.newest, uid), coalesce=True)
+            self.run(trigger, uid, functools.partial(self.newest, uid), coalesce=True)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -256,11 +264,7 @@ class Runtime:
 
     def _retry_now(self, uid: str) -> None:
         self._retry_timers.pop(uid, None)
-        task = asyncio.get_running_loop().create_task(
-            self.run("retry", uid, functools.partial(self.newest, uid), coalesce=True)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.trigger("retry", uid)
 
     def _cancel_retry(self, uid: str) -> None:
         timer = self._retry_timers.pop(uid, None)
