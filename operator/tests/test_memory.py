@@ -3,7 +3,9 @@ what the operator relies on them for, and step aside where they must."""
 
 from __future__ import annotations
 
+import gc
 import platform
+import weakref
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,21 @@ def test_trim_gives_freed_heap_pages_back() -> None:
     released = held - _anon_kib()
     assert released > 64 * 1024, f"trim released {released} KiB of 128 MiB freed"
     assert pin  # alive until here
+
+
+class _Node:
+    peer: _Node | None = None
+
+
+def test_trim_frees_cyclic_garbage_first() -> None:
+    gc.disable()  # no automatic collection between here and the trim
+    try:
+        a, b = _Node(), _Node()
+        a.peer, b.peer = b, a
+        gone = weakref.ref(a)
+        del a, b
+        assert gone() is not None
+        memory.trim()
+        assert gone() is None
+    finally:
+        gc.enable()

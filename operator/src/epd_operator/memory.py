@@ -11,15 +11,23 @@ is memory glibc's allocator has taken back from us but not given back to the ker
   trims on its own only at the top of the main heap). Right after the operator's imports,
   `malloc_trim(0)` alone gives back about 10 MB.
 
+- objects in reference cycles (asyncio tasks and futures, exceptions, closures: kopf and the
+  HTTP clients make many) are freed only by a full garbage collection, and CPython runs one
+  only when the objects that reached the oldest generation since the last one are a quarter
+  of all long-lived objects: with a fleet's caches alive, that is rare, so cyclic garbage of a
+  whole wave stays.
+
 So the entry point limits the arenas (`limit_arenas`, before any thread starts) and the
-runtime calls `trim` every `TRIM_INTERVAL_S` seconds. Both are no-ops where the C library has
-no such call (musl, macOS), and `MALLOC_ARENA_MAX` in the environment (glibc's own knob) wins.
+runtime calls `trim` every `TRIM_INTERVAL_S` seconds: a full collection, then malloc_trim.
+The glibc calls are no-ops where the C library has no such call (musl, macOS), and
+`MALLOC_ARENA_MAX` in the environment (glibc's own knob) wins.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import gc
 import os
 
 # glibc's <malloc.h>: mallopt(M_ARENA_MAX, n).
@@ -27,8 +35,8 @@ M_ARENA_MAX = -8
 # Two arenas: CPython's allocations run under the GIL, so more arenas buy almost no
 # parallelism here; what they buy is one copy of every transient peak per thread.
 ARENAS = 2
-# How often the runtime hands freed heap pages back; malloc_trim walks the free lists under
-# the arena locks, which takes a few milliseconds at fleet size.
+# How often the runtime collects and hands freed heap pages back: a full collection of a
+# fleet's objects and malloc_trim's walk of the free lists take a fraction of a second.
 TRIM_INTERVAL_S = 30.0
 ARENA_ENV = "MALLOC_ARENA_MAX"
 
@@ -56,6 +64,8 @@ def limit_arenas(arenas: int = ARENAS, environ: dict[str, str] | None = None) ->
 
 
 def trim() -> bool:
-    """Give freed heap pages back to the kernel. True when glibc released some."""
+    """Free cyclic garbage, then give freed heap pages back to the kernel. True when glibc
+    released some."""
+    gc.collect()
     libc = _libc()
     return libc is not None and bool(libc.malloc_trim(0))
