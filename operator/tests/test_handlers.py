@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -231,13 +232,15 @@ def test_a_change_handler_queues_the_pass_and_returns_at_once(
     registry = kopf.OperatorRegistry()
     register(registry, runtime)
     (handler,) = [h for h in registry._changing.get_all_handlers() if str(h.reason) == "create"]
+    # Called with the arguments it reads, not kopf's whole set.
+    changed = cast("Callable[..., Awaitable[None]]", handler.fn)
     meta = {"uid": "u", "name": "a", "namespace": "ns"}
 
     async def scenario() -> None:
         for v in ("1", "2"):
             body = {"metadata": meta, "spec": {"v": v}}
             runtime.remember("u", body)  # what the on.event handler does first
-            await asyncio.wait_for(handler.fn(reason="create", body=body, uid="u"), timeout=1)
+            await asyncio.wait_for(changed(reason="create", body=body, uid="u"), timeout=1)
             await asyncio.sleep(0.05)
         assert seen == []  # both handlers returned while the first pass is still blocked
         release.set()
