@@ -211,4 +211,3 @@ def test_child_events_in_quick_succession_make_one_pass(
     asyncio.run(scenario())
     assert len(ran) == passes
     rt.close()
-

@@ -13,9 +13,10 @@ runs a pass of its owner, like the kopf child watches did before.
 Serialisation: kopf runs change handlers of one object one after another, but our resync loop
 and child-object watchers run beside them. Every trigger therefore goes through `run()`, which
 holds one asyncio lock per EPDCluster uid around the (blocking, thread-pooled) `reconcile()`.
-Triggers coalesce: while one pass of an object is already waiting for the lock, another adds
-nothing, since the waiting pass will read the newest body anyway. A child-triggered pass also
-waits `child_debounce_s` before it queues for the lock, so a burst of child events makes one pass.
+Triggers that only say "look again" (the resync timer, a child changed) coalesce: while one
+such pass is already waiting for the lock, another adds nothing, since the waiting pass will
+read the newest body anyway. A child-triggered pass also waits `child_debounce_s` before it
+queues for the lock, so a burst of child events makes one pass.
 
 Retries: a pass that hit an API error (or crashed) is retried by this runtime, not by kopf
 (kopf's TemporaryError would retry at a fixed delay and write its progress annotations onto
