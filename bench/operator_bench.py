@@ -168,12 +168,6 @@ class Seen:
             inst = ev["object"]["metadata"]["labels"].get("app.kubernetes.io/instance")
             self.applied.setdefault(inst, t)
 
-    def observed_since(self, first_event: int) -> int:
-        """EPDClusters whose latest state (changed after event `first_event`) has its current
-        generation observed."""
-        changed = {ev["object"]["metadata"]["name"] for _, ev in self.clusters.events[first_event:]}
-        return sum(1 for n in changed if self.latest[n][0] == self.latest[n][1])
-
     def rolled_since(self, first_event: int) -> int:
         """EPDClusters changed after event `first_event` whose latest state has that change
         observed and rolled out (Ready, not Progressing)."""

@@ -9,8 +9,7 @@ is memory glibc's allocator has taken back from us but not given back to the ker
   transient peak is kept once per arena;
 - freed chunks inside a heap stay resident until `malloc_trim` releases their pages (glibc
   trims on its own only at the top of the main heap). Right after the operator's imports,
-  `malloc_trim(0)` alone gives back about 10 MB.
-
+  `malloc_trim(0)` alone gives back about 10 MB;
 - objects in reference cycles (asyncio tasks and futures, exceptions, closures: kopf and the
   HTTP clients make many) are freed only by a full garbage collection, and CPython runs one
   only when the objects that reached the oldest generation since the last one are a quarter

@@ -287,7 +287,7 @@ class _Sink:
         k = self._entry_key(kept)
         with self._lock:
             held = self._objs.get(k)
-            fresher = _not_older(_rv(obj), None if held is None else self._entry_rv(held))
+            fresher = self._fresher(obj, held)
             if etype == "DELETED":
                 if held is None or not fresher:
                     return
@@ -308,7 +308,7 @@ class _Sink:
         k = self._entry_key(kept)
         with self._lock:
             held = self._objs.get(k)
-            if _not_older(_rv(obj), None if held is None else self._entry_rv(held)):
+            if self._fresher(obj, held):
                 self._objs[k] = kept
                 self._after([kept])
 
@@ -331,6 +331,10 @@ class _Sink:
 
     def _entry_owner(self, entry: Any) -> Owner | None:
         return _owner(entry)
+
+    def _fresher(self, obj: Mapping[str, Any], held: Any) -> bool:
+        """`newer` for an incoming object against a held entry (None: nothing held)."""
+        return _not_older(_rv(obj), None if held is None else self._entry_rv(held))
 
     def _after(self, changed: list[Any]) -> None:
         """Under the lock: keep indexes in step with `changed` entries."""
