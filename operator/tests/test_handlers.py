@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -211,3 +212,41 @@ def test_child_events_in_quick_succession_make_one_pass(
     asyncio.run(scenario())
     assert len(ran) == passes
     rt.close()
+
+
+def test_a_change_handler_queues_the_pass_and_returns_at_once(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kopf's create/update handler must not hold its cause while the pass waits for a worker:
+    # it returns while the pass is still running, and a change that comes meanwhile queues
+    # one more pass, which reads the newest body.
+    release = threading.Event()
+    seen: list[str] = []
+
+    def blocked(kube: Any, obj: Any, cfg: Any, memory: Any, cache: Any = None) -> core.Outcome:
+        release.wait(10)
+        seen.append(obj["spec"]["v"])
+        return core.Outcome()
+
+    monkeypatch.setattr("epd_operator.handlers.runtime.reconcile", blocked)
+    registry = kopf.OperatorRegistry()
+    register(registry, runtime)
+    (handler,) = [h for h in registry._changing.get_all_handlers() if str(h.reason) == "create"]
+    # Called with the arguments it reads, not kopf's whole set.
+    changed = cast("Callable[..., Awaitable[None]]", handler.fn)
+    meta = {"uid": "u", "name": "a", "namespace": "ns"}
+
+    async def scenario() -> None:
+        for v in ("1", "2"):
+            body = {"metadata": meta, "spec": {"v": v}}
+            runtime.remember("u", body)  # what the on.event handler does first
+            await asyncio.wait_for(changed(reason="create", body=body, uid="u"), timeout=1)
+            await asyncio.sleep(0.05)
+        assert seen == []  # both handlers returned while the first pass is still blocked
+        release.set()
+        while len(seen) < 2:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert seen == ["1", "2"]
+    runtime.close()

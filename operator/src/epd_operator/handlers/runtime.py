@@ -13,9 +13,11 @@ runs a pass of its owner, like the kopf child watches did before.
 Serialisation: kopf runs change handlers of one object one after another, but our resync loop
 and child-object watchers run beside them. Every trigger therefore goes through `run()`, which
 holds one asyncio lock per EPDCluster uid around the (blocking, thread-pooled) `reconcile()`.
-Triggers that only say "look again" (the resync timer, a child changed) coalesce: while one
-such pass is already waiting for the lock, another adds nothing, since the waiting pass will
-read the newest body anyway. A child-triggered pass also waits `child_debounce_s` before it
+Triggers coalesce: while one pass of an object is already waiting for the lock, another adds
+nothing, since the waiting pass will read the newest body anyway. kopf's change handlers
+(create / update / resume) only queue a pass (`trigger`) and return, so what kopf holds for
+a handler call is not kept while the pass waits for a worker: in a wave of 1,000 changed
+EPDClusters that was 60 MiB. A child-triggered pass also waits `child_debounce_s` before it
 queues for the lock, so a burst of child events makes one pass.
 
 Retries: a pass that hit an API error (or crashed) is retried by this runtime, not by kopf
@@ -159,7 +161,9 @@ class Runtime:
 
     def trigger(self, trigger: str, uid: str) -> None:
         """Queue a coalesced pass of `uid` on its newest body, without waiting for it: a
-        waiting pass reads the newest body anyway."""
+        waiting pass reads the newest body anyway. What the caller held (a kopf change
+        handler's cause: the body, old, new and diff) is not kept alive while the pass waits
+        for its turn, which at fleet size is most of the operator's memory in a wave."""
         task = asyncio.get_running_loop().create_task(
             self.run(trigger, uid, functools.partial(self.newest, uid), coalesce=True)
         )
