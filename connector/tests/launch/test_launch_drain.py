@@ -113,7 +113,7 @@ def _hook(c: LocalCluster, budget_s: int) -> subprocess.Popen[str]:
 
 @pytest.mark.process  # a simulator pod and `epd-engine --drain`
 @pytest.mark.parametrize(
-    ("tokens", "budget_s", "waits_for_request"), [(80, 60, True), (250, 7, False)]
+    ("tokens", "budget_s", "waits_for_request"), [(80, 60, True), (80, 2, False)]
 )
 def test_the_hook_returns_when_the_engine_holds_nothing_or_the_budget_is_spent(
     slow: LocalCluster, tokens: int, budget_s: int, waits_for_request: bool
@@ -141,7 +141,7 @@ def test_the_hook_returns_when_the_engine_holds_nothing_or_the_budget_is_spent(
         assert "drain: done" in err
         assert "requests left: 0" in err
     else:
-        # 250 tokens outlive the 7 s budget: the hook gave up with the request still running.
+        # 80 tokens x 0.1 s outlive the 2 s budget: the hook gave up with the request running.
         assert not hook_done, err
         assert "drain: budget spent" in err
         assert "requests left: 1" in err
