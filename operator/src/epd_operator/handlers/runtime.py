@@ -16,9 +16,9 @@ holds one asyncio lock per EPDCluster uid around the (blocking, thread-pooled) `
 Triggers coalesce: while one pass of an object is already waiting for the lock, another adds
 nothing, since the waiting pass will read the newest body anyway. kopf's change handlers
 (create / update / resume) only queue a pass (`trigger`) and return, so what kopf holds for
-a handler call is not kept while the pass waits for a worker: in a wave of 1,000 changed
-EPDClusters that was 60 MiB. A child-triggered pass also waits `child_debounce_s` before it
-queues for the lock, so a burst of child events makes one pass.
+a handler call is not kept while the pass waits for a worker (at N=1000, a wave of changed
+EPDClusters peaked 9-11 MiB lower so). A child-triggered pass also waits `child_debounce_s`
+before it queues for the lock, so a burst of child events makes one pass.
 
 Retries: a pass that hit an API error (or crashed) is retried by this runtime, not by kopf
 (kopf's TemporaryError would retry at a fixed delay and write its progress annotations onto
@@ -163,7 +163,7 @@ class Runtime:
         """Queue a coalesced pass of `uid` on its newest body, without waiting for it: a
         waiting pass reads the newest body anyway. What the caller held (a kopf change
         handler's cause: the body, old, new and diff) is not kept alive while the pass waits
-        for its turn, which at fleet size is most of the operator's memory in a wave."""
+        for its turn."""
         task = asyncio.get_running_loop().create_task(
             self.run(trigger, uid, functools.partial(self.newest, uid), coalesce=True)
         )
