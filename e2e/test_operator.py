@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from e2e.operator_proc import (
 )
 from e2e.paths import REPO
 from e2e.paths import SAMPLES as SAMPLE_DIR
-from e2e.providers import Cluster, fake_gpu_node, json_objects
+from e2e.providers import GPU_RESOURCE, Cluster, fake_gpu_node, json_objects
 from epd_operator.api import constants as c
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.api.parse import parse
@@ -327,7 +328,7 @@ def test_1_every_valid_sample_becomes_ready(env: Env) -> None:
         assert len(pods) == want
         for pod in pods:
             assert pod["status"]["phase"] == "Running", pod["metadata"]["name"]
-            assert pod["spec"]["nodeName"].startswith("gpu-node-")
+            assert pod["spec"]["nodeName"] in gpu_nodes(env), pod["metadata"]["name"]
         cols = printer_columns(env.kubectl("get", "epdc", name))
         assert cols["READY"] == "True"
         assert cols["PHASE"] == "Ready"
@@ -397,20 +398,31 @@ def watch(env: Env, name: str) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env.cluster.env)
 
 
+def gpu_nodes(env: Env) -> set[str]:
+    """The nodes that offer GPUs: kwok's fake GPU nodes, kind's nodes with fake capacity."""
+    nodes = json.loads(env.kubectl("get", "nodes", "-o", "json"))["items"]
+    return {
+        n["metadata"]["name"]
+        for n in nodes
+        if int((n["status"].get("allocatable") or {}).get(GPU_RESOURCE, 0)) > 0
+    }
+
+
 def collect(
     proc: subprocess.Popen[str], until: Callable[[dict[str, Any]], bool], timeout: float = 90
 ) -> list[dict[str, Any]]:
     """Objects from a `kubectl get -w -o json` stream until `until(obj)` (then stop it)."""
     assert proc.stdout is not None
     seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
+    # readline() blocks while the watch is silent (a rollout that never progresses, as on kind
+    # with an image tag that does not exist), so the deadline kills the stream rather than
+    # being checked between lines: a hang becomes this function's AssertionError.
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
 
     def lines() -> Iterator[str]:
         assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                return
+        while line := proc.stdout.readline():
             yield line
 
     try:
@@ -419,9 +431,22 @@ def collect(
             if until(obj):
                 return seen
     finally:
+        killer.cancel()
         proc.kill()
         proc.wait()
-    raise AssertionError(f"watch ended without the awaited state; saw {len(seen)} versions")
+    raise AssertionError(
+        f"watch ended (or {timeout:.0f}s passed) without the awaited state; "
+        f"saw {len(seen)} versions"
+    )
+
+
+def test_collect_ends_a_silent_watch_at_its_deadline() -> None:
+    # A stream that never prints (a rollout that never progresses): an error, not a hang
+    # (pytest's timeout would be the only bound otherwise).
+    proc = subprocess.Popen(["sleep", "600"], stdout=subprocess.PIPE, text=True)
+    with pytest.raises(AssertionError, match="without the awaited state; saw 0 versions"):
+        collect(proc, lambda _: True, timeout=1)
+    assert proc.returncode is not None
 
 
 def ready_at(gen: int) -> Callable[[dict[str, Any]], bool]:
