@@ -312,6 +312,7 @@ def test_1_every_valid_sample_becomes_ready(env: Env) -> None:
     objs = [load(p) for p in SAMPLES]
     assert len(objs) >= 4
     env.apply(*objs)
+    gpus = gpu_nodes(env)
     for obj in objs:
         name = obj["metadata"]["name"]
         live = wait_condition(env, name, "Ready")
@@ -328,7 +329,7 @@ def test_1_every_valid_sample_becomes_ready(env: Env) -> None:
         assert len(pods) == want
         for pod in pods:
             assert pod["status"]["phase"] == "Running", pod["metadata"]["name"]
-            assert pod["spec"]["nodeName"] in gpu_nodes(env), pod["metadata"]["name"]
+            assert pod["spec"]["nodeName"] in gpus, pod["metadata"]["name"]
         cols = printer_columns(env.kubectl("get", "epdc", name))
         assert cols["READY"] == "True"
         assert cols["PHASE"] == "Ready"
