@@ -333,7 +333,7 @@ class _Sink:
         return _owner(entry)
 
     def _fresher(self, obj: Mapping[str, Any], held: Any) -> bool:
-        """`newer` for an incoming object against a held entry (None: nothing held)."""
+        """Whether `obj` is not older than the `held` entry (None: nothing held)."""
         return _not_older(_rv(obj), None if held is None else self._entry_rv(held))
 
     def _after(self, changed: list[Any]) -> None:
