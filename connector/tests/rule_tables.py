@@ -90,6 +90,9 @@ IMAGE_REF_BAD: list[tuple[str, str]] = [
     ("short-digest", "epd-engine@sha256:abc"),
     ("empty-tag", "epd-engine:"),
     ("tab", "epd-engine:1\t"),
+    # RE2 (the CRD schema) reads \w as ASCII: a tag pydantic took with a Unicode \w the
+    # apiserver refused.
+    ("non-ascii-tag", "epd-engine:t\u00e1g"),
 ]
 IMAGE_REF_GOOD: list[str] = [
     "nginx",

@@ -27,7 +27,10 @@ _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 # The first component is a domain only when it looks like one (has '.', ':' or is localhost),
 # as the reference parser decides; the regex accepts both readings, which is what matters here.
 NAME_PATTERN_BODY: Final = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_TAG = r"[\w][\w.-]{0,127}"
+# ASCII classes, not \w: RE2 (the CRD schema) reads \w as ASCII, Python's re and Rust's regex
+# (pydantic) as Unicode, so `\w` let "tág" past pydantic that the apiserver refuses; and
+# Rust's Unicode \w repeated 128 times compiles to megabytes per model that embeds the field.
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
 REPOSITORY_PATTERN: Final = rf"^{NAME_PATTERN_BODY}$"
