@@ -301,6 +301,32 @@ def build_and_load_images(cluster: Cluster) -> str:
     return image
 
 
+def tag_in_nodes(cluster: Cluster, image: str, tag: str) -> str:
+    """kind only: `image` (loaded by `build_and_load_images`) under a second tag in every
+    node's containerd, returned as a reference. An image change then rolls out to pods that
+    really start (a reference no node holds would stay in ErrImageNeverPull), without
+    building or loading a second archive."""
+    repository = image.rpartition(":")[0]
+    ref = f"{repository}:{tag}"
+    engine = "podman" if cluster.env.get("KIND_EXPERIMENTAL_PROVIDER") == "podman" else "docker"
+    nodes = cluster.run("kind", "get", "nodes", "--name", cluster.name).stdout.split()
+    if not nodes:
+        raise RuntimeError(f"kind cluster {cluster.name} has no nodes")
+    for node in nodes:
+        # ctr names images as the CRI does: an image loaded as localhost/x:y is that name.
+        proc = subprocess.run(
+            [engine, "exec", node, "ctr", "-n", "k8s.io", "images", "tag", "--force", image, ref],
+            capture_output=True,
+            text=True,
+            env=cluster.env,
+            timeout=60,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"tagging {image} as {ref} in {node}: {proc.stderr.strip()}")
+    return ref
+
+
 def in_cluster_values(image: str) -> list[str]:
     """helm `--set` arguments that run the operator in-cluster (1 replica) from our loaded
     `image`, and engine pods as simulators from the same image; never pulled (kind)."""

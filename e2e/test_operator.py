@@ -39,6 +39,7 @@ from e2e.operator_proc import (
     build_and_load_images,
     in_cluster_values,
     serviceaccount_kubeconfig,
+    tag_in_nodes,
 )
 from e2e.paths import REPO
 from e2e.paths import SAMPLES as SAMPLE_DIR
@@ -65,6 +66,9 @@ class Env:
     cluster: Cluster
     op: OperatorProcess | InClusterOperator
     notes: str
+    # The image test 2 rolls out: on kwok any reference (pods are simulated), on kind a second
+    # tag of the loaded image (`tag_in_nodes`), so the rolled pods really start.
+    canary_image: str = "registry.example/epd-engine:canary"
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         return self.cluster.kubectl("-n", NS, *args, input=input, check=check).stdout
@@ -225,9 +229,12 @@ def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     # pods run the simulator from the same image.
     in_cluster = cluster.provider == "kind"
     placement = ["--set", "replicas=0"]
+    canary: dict[str, str] = {}
     if in_cluster:
+        image = build_and_load_images(cluster)
+        canary["canary_image"] = tag_in_nodes(cluster, image, "canary")
         placement = [
-            *in_cluster_values(build_and_load_images(cluster)),
+            *in_cluster_values(image),
             # Tests 6 and 8 drive the second line (SpecInvalid for an object the
             # webhook did not see); operator/tests/test_webhook_integration.py tests
             # the webhook with the chart's own configuration.
@@ -259,7 +266,7 @@ def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     op.start()
     try:
         op.wait_healthy()
-        yield Env(cluster, op, install.stdout)
+        yield Env(cluster, op, install.stdout, **canary)
     finally:
         op.stop()
         cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
@@ -479,7 +486,7 @@ def test_2_scale_and_image_change_roll_out(env: Env) -> None:
     patch = {
         "spec": {
             "roles": {"decode": {"replicas": 2}},
-            "image": {"ref": "registry.example/epd-engine:canary"},
+            "image": {"ref": env.canary_image},
         }
     }
     env.kubectl("patch", "epdc", name, "--type=merge", "-p", json.dumps(patch))
@@ -503,7 +510,7 @@ def test_2_scale_and_image_change_roll_out(env: Env) -> None:
     decode = json.loads(env.kubectl("get", "sts", f"{name}-decode", "-o", "json"))
     assert decode["spec"]["replicas"] == 2
     images = {ctr["image"] for ctr in decode["spec"]["template"]["spec"]["containers"]}
-    assert "registry.example/epd-engine:canary" in images
+    assert env.canary_image in images
     assert seen[-1]["status"]["roles"]["decode"]["readyReplicas"] == 2
 
 
