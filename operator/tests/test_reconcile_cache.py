@@ -305,6 +305,30 @@ def test_our_own_write_is_held_at_once_and_its_echo_is_no_news() -> None:
     assert cache.children("ns", "a") == []
 
 
+def test_an_event_at_the_held_version_or_older_is_not_even_packed() -> None:
+    kube = Scripted()
+    cache = synced_children(kube)
+    cache.note(child(SVC, "a-router", "a", 20, spec={"port": 1}))
+    packed: list[str] = []
+    keep = cache.keep
+
+    def counting(obj: Any) -> Any:
+        packed.append(obj["metadata"]["resourceVersion"])
+        return keep(obj)
+
+    cache.keep = counting  # type: ignore[method-assign]
+    cache.event("MODIFIED", child(SVC, "a-router", "a", 20, spec={"port": 1}))  # the echo
+    cache.event("MODIFIED", child(SVC, "a-router", "a", 19, spec={"port": 0}))  # older
+    cache.event("DELETED", child(SVC, "a-router", "a", 18))  # older still: stays
+    assert packed == []
+    cache.event("MODIFIED", child(SVC, "a-router", "a", 21, spec={"port": 2}))
+    assert packed == ["21"]
+    assert (cache.children("ns", "a") or [])[0]["spec"] == {"port": 2}
+    cache.event("DELETED", child(SVC, "a-router", "a", 22))
+    assert packed == ["21"]
+    assert cache.children("ns", "a") == []
+
+
 def test_a_child_relabelled_to_another_owner_moves() -> None:
     kube = Scripted()
     cache = synced_children(kube)

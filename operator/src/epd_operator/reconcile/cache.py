@@ -283,19 +283,28 @@ class _Sink:
         self._announce(changed)
 
     def event(self, etype: str, obj: Mapping[str, Any]) -> None:
-        kept = self.keep(obj)
-        k = self._entry_key(kept)
-        with self._lock:
-            held = self._objs.get(k)
-            fresher = self._fresher(obj, held)
-            if etype == "DELETED":
-                if held is None or not fresher:
+        k = _key(obj)
+        if etype == "DELETED":
+            with self._lock:
+                held = self._objs.get(k)
+                if held is None or not self._fresher(obj, held):
                     return
                 del self._objs[k]
-            else:
-                if not fresher or held == kept:
-                    return  # older than, or the same as, what we hold: no news
-                self._objs[k] = kept
+                self._after([held])
+            self._announce([held])
+            return
+        # Judged by resourceVersion before `keep` (which compresses a child): most events of a
+        # busy fleet are the echo of our own write, already held at that version.
+        with self._lock:
+            held = self._objs.get(k)
+            if held is not None and not self._fresher_version(obj, held):
+                return
+        kept = self.keep(obj)
+        with self._lock:
+            held = self._objs.get(k)
+            if not self._fresher(obj, held) or held == kept:
+                return  # older than, or the same as, what we hold: no news
+            self._objs[k] = kept
             self._after([kept])
         self._announce([kept])
 
@@ -335,6 +344,12 @@ class _Sink:
     def _fresher(self, obj: Mapping[str, Any], held: Any) -> bool:
         """Whether `obj` is not older than the `held` entry (None: nothing held)."""
         return _not_older(_rv(obj), None if held is None else self._entry_rv(held))
+
+    def _fresher_version(self, obj: Mapping[str, Any], held: Any) -> bool:
+        """Whether `obj` has a newer resourceVersion than the `held` entry, or either is not
+        a number (then only the content can tell). The same version is the same object."""
+        incoming, mine = _rv(obj), self._entry_rv(held)
+        return incoming is None or mine is None or incoming > mine
 
     def _after(self, changed: list[Any]) -> None:
         """Under the lock: keep indexes in step with `changed` entries."""
