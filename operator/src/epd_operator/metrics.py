@@ -1,6 +1,8 @@
 """Prometheus metrics of the operator process, on their own registry and HTTP port.
 
-- `epd_operator_reconcile_duration_seconds{trigger}`  histogram of reconcile passes;
+- `epd_operator_reconcile_duration_seconds{trigger}`  histogram of reconcile passes (trigger:
+  create, update, resume, child, resync, retry; a pass that a kopf cause joined while it
+  waited is counted under that cause);
 - `epd_operator_reconcile_errors_total{reason}`       passes that ended with a problem or a
   crash (reason: SpecInvalid, InsufficientResources, ReconcileError, Exception);
 - `epd_operator_api_writes_total{kind,verb}`         every API write the operator made;

@@ -52,6 +52,10 @@ from epd_operator.reconcile.kube import Kube
 
 # Triggers that only say "look again": skipped while the object waits for a backoff retry.
 LOOK_AGAIN = frozenset({"resync", "child"})
+# kopf's causes (handlers.register). One that coalesces into a waiting pass of another trigger
+# names that pass (its metrics label): after a restart a child event's pass may already wait
+# when kopf resumes the object, and the pass then is that object's resume.
+KOPF_CAUSES = frozenset({"create", "update", "resume"})
 CACHE_SYNC_WAIT_S = 30.0
 
 log = logging.getLogger(__name__)
@@ -97,6 +101,7 @@ class Runtime:
         )
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiting: set[str] = set()
+        self._renamed: dict[str, str] = {}  # uid -> the kopf cause that joined its waiting pass
         # The newest body of every EPDCluster we serve, from the watch stream: what resync
         # passes and child events reconcile.
         self.bodies: dict[str, Mapping[str, Any]] = {}
@@ -212,16 +217,21 @@ class Runtime:
         """One serialised reconcile of the EPDCluster `uid`. `body` is read after the lock is
         taken, so a pass that waited sees the newest object. None: coalesced or gone."""
         if coalesce and uid in self._waiting:
+            if trigger in KOPF_CAUSES:
+                self._renamed[uid] = trigger
             return None
         if trigger in LOOK_AGAIN and not self.backoff.due(uid):
             return None
         lock = self._locks.setdefault(uid, asyncio.Lock())
         self._waiting.add(uid)
+        waiting = True
         try:
             if trigger == "child" and self.options.child_debounce_s > 0:
                 await asyncio.sleep(self.options.child_debounce_s)  # still "waiting"
             async with lock:
+                waiting = False
                 self._waiting.discard(uid)
+                trigger = self._renamed.pop(uid, trigger)
                 await self._first_listings()
                 obj = body()
                 if obj is None:
@@ -240,7 +250,10 @@ class Runtime:
                     self._schedule_retry(uid, obj)
                     return None
         finally:
-            self._waiting.discard(uid)
+            # Cancelled while waiting. (Once running, `_waiting` may hold the next pass.)
+            if waiting:
+                self._waiting.discard(uid)
+                self._renamed.pop(uid, None)
         self._record(trigger, uid, obj, outcome)
         if outcome.retry:
             self._schedule_retry(uid, obj)
