@@ -726,17 +726,9 @@ def test_7_absent_rdma_resource_is_insufficient_resources(env: Env) -> None:
     env.kubectl("delete", "epdc", "no-rdma-here", "--wait=false")
 
 
-def test_7b_a_pod_that_can_only_do_tcp_shows_transport_not_ready(env: Env, tmp_path: Path) -> None:
-    """rdma.enabled, but the pod sees no RDMA device (this machine has none): the real
-    preflight says so, and the operator turns it into TransportReady=False + an Event. kwok
-    runs no containers, so the test does the kubelet's one part: it puts the init container's
-    termination message (the preflight's real output here) into the pod status."""
-    obj = copy.deepcopy(load(SAMPLE_DIR / "full-epd-rdma.yaml"))
-    name = "rdma-fallback"
-    obj["metadata"] = {"name": name}
-    env.apply(obj)
-    live = wait_condition(env, name, "Ready")
-    assert condition(live, "TransportReady")["status"] == "Unknown"  # nothing reported yet
+def report_preflight_as_the_kubelet(env: Env, name: str, pod: str, tmp_path: Path) -> None:
+    """kwok: run the real preflight here on the launch config `pod` mounts, and put its report
+    into the pod status as the init container's termination message (the kubelet's part)."""
     # The immutable launch ConfigMap of the revision the prefill pods mount.
     sts = json.loads(env.kubectl("get", "statefulset", f"{name}-prefill", "-o", "json"))
     (mounted,) = [
@@ -747,7 +739,6 @@ def test_7b_a_pod_that_can_only_do_tcp_shows_transport_not_ready(env: Env, tmp_p
     cm = json.loads(env.kubectl("get", "configmap", mounted, "-o", "json"))
     launch = tmp_path / f"{name}-launch.json"
     launch.write_text(cm["data"]["launch.json"], encoding="utf-8")
-    pod = f"{name}-prefill-0"
     done = subprocess.run(
         [str(Path(sys.executable).parent / "epd-engine"), "--preflight"],
         env={
@@ -795,11 +786,30 @@ def test_7b_a_pod_that_can_only_do_tcp_shows_transport_not_ready(env: Env, tmp_p
         "-p",
         json.dumps({"status": status}),
     )
-    live = wait_condition(env, name, "TransportReady", status="False")
+
+
+def test_7b_a_pod_that_can_only_do_tcp_shows_transport_not_ready(env: Env, tmp_path: Path) -> None:
+    """rdma.enabled, but the pod sees no RDMA device (this machine has none): the real
+    preflight says so, and the operator turns it into TransportReady=False + an Event. On kind
+    the preflight init container runs in the pod and the kubelet reports its termination
+    message. kwok runs no containers, so there the test does the kubelet's one part: it puts
+    the init container's termination message (the preflight's real output here) into the pod
+    status."""
+    obj = copy.deepcopy(load(SAMPLE_DIR / "full-epd-rdma.yaml"))
+    name = "rdma-fallback"
+    obj["metadata"] = {"name": name}
+    env.apply(obj)
+    pod = f"{name}-prefill-0"
+    if env.cluster.provider == "kwok":
+        live = wait_condition(env, name, "Ready")
+        assert condition(live, "TransportReady")["status"] == "Unknown"  # nothing reported yet
+        report_preflight_as_the_kubelet(env, name, pod, tmp_path)
+    wait_condition(env, name, "TransportReady", status="False")
+    live = wait_condition(env, name, "Ready")  # slower, still serving
     cond = condition(live, "TransportReady")
+    assert cond["status"] == "False"
     assert cond["reason"] == "NoRDMADevice"
     assert pod in cond["message"]
-    assert condition(live, "Ready")["status"] == "True"  # slower, still serving
     events = wait_for(
         "NoRDMADevice Event",
         lambda: json.loads(
