@@ -66,9 +66,30 @@ class Env:
     cluster: Cluster
     op: OperatorProcess | InClusterOperator
     notes: str
-    # The image test 2 rolls out: on kwok any reference (pods are simulated), on kind a second
-    # tag of the loaded image (`tag_in_nodes`), so the rolled pods really start.
-    canary_image: str = "registry.example/epd-engine:canary"
+    # kind: our image, loaded into every node (engine pods run it as the simulator).
+    loaded_image: str | None = None
+
+    def image_with_tag(self, tag: str) -> str:
+        """The engine image under `tag`, as a reference pods can start from: on kind a second
+        tag of the loaded image in every node (`tag_in_nodes`), so rolled pods really start;
+        on kwok, where pods are simulated, any reference."""
+        if self.loaded_image is None:
+            return f"registry.example/epd-engine:{tag}"
+        return tag_in_nodes(self.cluster, self.loaded_image, tag)
+
+    def fitted(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """`obj` as this cluster can run it. kind's two nodes are this machine (a few CPUs, no
+        GPU product labels) and pull nothing: the roles' resource requests and node selectors
+        go, and so does the sample's image (the operator's default, the loaded image, runs).
+        kwok's fake GPU servers take the samples as they are."""
+        if self.loaded_image is None:
+            return obj
+        out = copy.deepcopy(obj)
+        out["spec"].pop("image", None)
+        for role in (out["spec"].get("roles") or {}).values():
+            for key in ("resources", "nodeSelector"):
+                role.pop(key, None)
+        return out
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         return self.cluster.kubectl("-n", NS, *args, input=input, check=check).stdout
@@ -229,12 +250,11 @@ def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     # pods run the simulator from the same image.
     in_cluster = cluster.provider == "kind"
     placement = ["--set", "replicas=0"]
-    canary: dict[str, str] = {}
+    loaded: dict[str, str] = {}
     if in_cluster:
-        image = build_and_load_images(cluster)
-        canary["canary_image"] = tag_in_nodes(cluster, image, "canary")
+        loaded["loaded_image"] = build_and_load_images(cluster)
         placement = [
-            *in_cluster_values(image),
+            *in_cluster_values(loaded["loaded_image"]),
             # Tests 6 and 8 drive the second line (SpecInvalid for an object the
             # webhook did not see); operator/tests/test_webhook_integration.py tests
             # the webhook with the chart's own configuration.
@@ -266,7 +286,7 @@ def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     op.start()
     try:
         op.wait_healthy()
-        yield Env(cluster, op, install.stdout, **canary)
+        yield Env(cluster, op, install.stdout, **loaded)
     finally:
         op.stop()
         cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
@@ -316,7 +336,7 @@ def test_rbac_is_least_privilege(env: Env) -> None:
 
 
 def test_1_every_valid_sample_becomes_ready(env: Env) -> None:
-    objs = [load(p) for p in SAMPLES]
+    objs = [env.fitted(load(p)) for p in SAMPLES]
     assert len(objs) >= 4
     env.apply(*objs)
     gpus = gpu_nodes(env)
@@ -482,11 +502,12 @@ def test_2_scale_and_image_change_roll_out(env: Env) -> None:
     name = "qwen-vl"  # minimal-epd.yaml, Ready after test 1
     before = env.get(name)
     gen = before["metadata"]["generation"]
+    canary = env.image_with_tag("canary")
     stream = watch(env, name)
     patch = {
         "spec": {
             "roles": {"decode": {"replicas": 2}},
-            "image": {"ref": env.canary_image},
+            "image": {"ref": canary},
         }
     }
     env.kubectl("patch", "epdc", name, "--type=merge", "-p", json.dumps(patch))
@@ -510,7 +531,7 @@ def test_2_scale_and_image_change_roll_out(env: Env) -> None:
     decode = json.loads(env.kubectl("get", "sts", f"{name}-decode", "-o", "json"))
     assert decode["spec"]["replicas"] == 2
     images = {ctr["image"] for ctr in decode["spec"]["template"]["spec"]["containers"]}
-    assert env.canary_image in images
+    assert canary in images
     assert seen[-1]["status"]["roles"]["decode"]["readyReplicas"] == 2
 
 
@@ -795,7 +816,7 @@ def test_7b_a_pod_that_can_only_do_tcp_shows_transport_not_ready(env: Env, tmp_p
     message. kwok runs no containers, so there the test does the kubelet's one part: it puts
     the init container's termination message (the preflight's real output here) into the pod
     status."""
-    obj = copy.deepcopy(load(SAMPLE_DIR / "full-epd-rdma.yaml"))
+    obj = env.fitted(copy.deepcopy(load(SAMPLE_DIR / "full-epd-rdma.yaml")))
     name = "rdma-fallback"
     obj["metadata"] = {"name": name}
     env.apply(obj)
@@ -1045,6 +1066,7 @@ def test_8c_a_coordinated_rollout_survives_an_operator_kill(env: Env) -> None:
     env.apply(obj)
     wait_condition(env, name, "Ready", timeout=120)
     assert set(partitions_of(env, name).values()) == {0}
+    env.image_with_tag("rolled")  # on kind: a tag the nodes hold
     env.kubectl(
         "patch",
         "epdc",
