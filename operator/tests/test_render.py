@@ -577,6 +577,9 @@ def test_router() -> None:
     assert args.routing_file == "/etc/epd/routing/routing.json"
     assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
     assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    # Ready when it can serve; restarted only when its process stops answering.
+    assert ctr["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert ctr["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert svc["spec"]["type"] == "NodePort"
     assert svc["spec"]["ports"] == [
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}

@@ -11,6 +11,7 @@ from typing import Any
 from dataplane_support import chat, image_url, total
 
 from epd_connector.sim.localcluster import LocalCluster, http_json
+from epd_connector.launch.router_options import LIVENESS_PATH
 
 
 def test_killing_an_encoder_and_a_pd_mid_run_is_retried_elsewhere(tmp_path: Path) -> None:
@@ -77,6 +78,9 @@ def test_every_pd_down_gives_openai_style_503(tmp_path: Path) -> None:
         assert body["error"]["type"] == "ServiceUnavailable"
         status, _ = http_json("GET", cluster.url + "/health")
         assert status == 503
+        # Unready, not dead: the liveness probe's endpoint does not restart it for that.
+        status, body = http_json("GET", cluster.url + LIVENESS_PATH)
+        assert (status, body) == (200, {"status": "alive"})
 
 
 def test_pd_whose_push_never_arrives_answers_500_and_router_reencodes(tmp_path: Path) -> None:

@@ -14,6 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The router's liveness endpoint: 200 while its process serves HTTP. /health says whether it
+# can serve requests (a prefill and a decode pod in rotation), which is readiness: as liveness
+# it restarted every router while its engines loaded (minutes with real weights), and the
+# CrashLoopBackOff then held the router down after they were up.
+LIVENESS_PATH = "/livez"
+
 CONSUMER_MEDIA_MODES = ("reference", "raw")
 ENCODER_ROUTING = ("affinity", "round-robin")
 

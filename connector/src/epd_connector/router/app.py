@@ -34,7 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from epd_connector.launch import wiring
 from epd_connector.launch.config import LaunchConfig, LaunchConfigError, RoleName
-from epd_connector.launch.router_options import RouterOptions
+from epd_connector.launch.router_options import LIVENESS_PATH, RouterOptions
 from epd_connector.launch.routing import RoutingTable, load_table, revision_service
 from epd_connector.launch.rules import DEFAULT_KV_BOOTSTRAP_PORT
 
@@ -122,6 +122,7 @@ class Router:
                 web.post("/v1/completions", self.completions),
                 web.get("/v1/models", self.models),
                 web.get("/health", self.health),
+                web.get(LIVENESS_PATH, self.live),
                 web.get("/metrics", self.metrics_view),
             ]
         )
@@ -255,6 +256,10 @@ class Router:
                 ],
             }
         )
+
+    async def live(self, _: web.Request) -> web.Response:
+        """Liveness: the process answers, whatever its pools hold (router_options says why)."""
+        return web.json_response({"status": "alive"})
 
     async def health(self, _: web.Request) -> web.Response:
         now = time.monotonic()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from epd_connector.launch.config import LaunchConfig
-from epd_connector.launch.router_options import RouterOptions
+from epd_connector.launch.router_options import LIVENESS_PATH, RouterOptions
 
 from ..api import constants as c
 from ..api.layout import VOLUME_LAUNCH_CONFIG, VOLUME_ROUTING
@@ -101,7 +101,7 @@ def _container(obj: EPDCluster, cfg: OperatorConfig) -> dict[str, Any]:
         "ports": [{"name": PORT_NAME, "containerPort": cfg.router_port, "protocol": "TCP"}],
         "resources": container_resources(obj.spec.router.resources, DEFAULT_ROUTER_RESOURCES),
         "readinessProbe": health_probe(5, 3),
-        "livenessProbe": health_probe(10, 3),
+        "livenessProbe": health_probe(10, 3, path=LIVENESS_PATH),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
