@@ -301,21 +301,16 @@ def build_and_load_images(cluster: Cluster) -> str:
     return image
 
 
-def tag_in_nodes(cluster: Cluster, image: str, tag: str) -> str:
-    """kind only: `image` (loaded by `build_and_load_images`) under a second tag in every
-    node's containerd, returned as a reference. An image change then rolls out to pods that
-    really start (a reference no node holds would stay in ErrImageNeverPull), without
-    building or loading a second archive."""
-    repository = image.rpartition(":")[0]
-    ref = f"{repository}:{tag}"
+def in_every_node(cluster: Cluster, *argv: str) -> None:
+    """kind only: run `argv` in every node container of `cluster` (the host's part of a
+    test's set-up: what an admin would have put on each GPU server)."""
     engine = "podman" if cluster.env.get("KIND_EXPERIMENTAL_PROVIDER") == "podman" else "docker"
     nodes = cluster.run("kind", "get", "nodes", "--name", cluster.name).stdout.split()
     if not nodes:
         raise RuntimeError(f"kind cluster {cluster.name} has no nodes")
     for node in nodes:
-        # ctr names images as the CRI does: an image loaded as localhost/x:y is that name.
         proc = subprocess.run(
-            [engine, "exec", node, "ctr", "-n", "k8s.io", "images", "tag", "--force", image, ref],
+            [engine, "exec", node, *argv],
             capture_output=True,
             text=True,
             env=cluster.env,
@@ -323,7 +318,17 @@ def tag_in_nodes(cluster: Cluster, image: str, tag: str) -> str:
             check=False,
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"tagging {image} as {ref} in {node}: {proc.stderr.strip()}")
+            raise RuntimeError(f"{' '.join(argv)} in {node}: {proc.stderr.strip()}")
+
+
+def tag_in_nodes(cluster: Cluster, image: str, tag: str) -> str:
+    """kind only: `image` (loaded by `build_and_load_images`) under a second tag in every
+    node's containerd, returned as a reference. An image change then rolls out to pods that
+    really start (a reference no node holds would stay in ErrImageNeverPull), without
+    building or loading a second archive."""
+    ref = f"{image.rpartition(':')[0]}:{tag}"
+    # ctr names images as the CRI does: an image loaded as localhost/x:y is that name.
+    in_every_node(cluster, "ctr", "-n", "k8s.io", "images", "tag", "--force", image, ref)
     return ref
 
 

@@ -38,6 +38,7 @@ from e2e.operator_proc import (
     OperatorProcess,
     build_and_load_images,
     in_cluster_values,
+    in_every_node,
     serviceaccount_kubeconfig,
     tag_in_nodes,
 )
@@ -89,6 +90,9 @@ class Env:
         for role in (out["spec"].get("roles") or {}).values():
             for key in ("resources", "nodeSelector"):
                 role.pop(key, None)
+        host_path = ((out["spec"]["model"].get("source") or {}).get("hostPath") or {}).get("path")
+        if host_path:  # weights the admin put on every server: a directory there, at least
+            in_every_node(self.cluster, "mkdir", "-p", host_path)
         return out
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
@@ -141,7 +145,8 @@ def volume_for(claim: str) -> list[dict[str, Any]]:
                 "accessModes": ["ReadWriteMany"],
                 "storageClassName": "",
                 "persistentVolumeReclaimPolicy": "Delete",
-                "hostPath": {"path": f"/tmp/{pv}"},
+                # Made on first use: a kind node holds no such directory (kwok mounts nothing).
+                "hostPath": {"path": f"/tmp/{pv}", "type": "DirectoryOrCreate"},
                 "claimRef": {"namespace": NS, "name": claim},
             },
         },
