@@ -10,8 +10,8 @@ from typing import Any
 
 from dataplane_support import chat, image_url, total
 
-from epd_connector.sim.localcluster import LocalCluster, http_json
 from epd_connector.launch.router_options import LIVENESS_PATH
+from epd_connector.sim.localcluster import LocalCluster, http_json
 
 
 def test_killing_an_encoder_and_a_pd_mid_run_is_retried_elsewhere(tmp_path: Path) -> None:
