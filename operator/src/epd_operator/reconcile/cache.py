@@ -297,7 +297,7 @@ class _Sink:
         # busy fleet are the echo of our own write, already held at that version.
         with self._lock:
             held = self._objs.get(k)
-            if held is not None and not self._fresher_version(obj, held):
+            if held is not None and not self._newer_version(obj, held):
                 return
         kept = self.keep(obj)
         with self._lock:
@@ -345,7 +345,7 @@ class _Sink:
         """Whether `obj` is not older than the `held` entry (None: nothing held)."""
         return _not_older(_rv(obj), None if held is None else self._entry_rv(held))
 
-    def _fresher_version(self, obj: Mapping[str, Any], held: Any) -> bool:
+    def _newer_version(self, obj: Mapping[str, Any], held: Any) -> bool:
         """Whether `obj` has a newer resourceVersion than the `held` entry, or either is not
         a number (then only the content can tell). The same version is the same object."""
         incoming, mine = _rv(obj), self._entry_rv(held)
