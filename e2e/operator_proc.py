@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from e2e.providers import Cluster, build_images
+from e2e.providers import Cluster, build_images, kind_engine_cli
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
@@ -304,7 +304,7 @@ def build_and_load_images(cluster: Cluster) -> str:
 def in_every_node(cluster: Cluster, *argv: str) -> None:
     """kind only: run `argv` in every node container of `cluster` (the host's part of a
     test's set-up: what an admin would have put on each GPU server)."""
-    engine = "podman" if cluster.env.get("KIND_EXPERIMENTAL_PROVIDER") == "podman" else "docker"
+    engine = kind_engine_cli(cluster.env)
     nodes = cluster.run("kind", "get", "nodes", "--name", cluster.name).stdout.split()
     if not nodes:
         raise RuntimeError(f"kind cluster {cluster.name} has no nodes")

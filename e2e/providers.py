@@ -22,7 +22,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -455,6 +455,15 @@ class KindEngine:
     offline_node_image: bool
 
 
+# kind's own switch: its podman provider when this is set, else Docker.
+KIND_PROVIDER_ENV = "KIND_EXPERIMENTAL_PROVIDER"
+
+
+def kind_engine_cli(env: Mapping[str, str]) -> str:
+    """The container CLI that holds the node containers of a kind cluster run with `env`."""
+    return "podman" if env.get(KIND_PROVIDER_ENV) == "podman" else "docker"
+
+
 def kind_engine() -> KindEngine | None:
     """Docker when its engine answers, else podman when installed, else None."""
     docker = shutil.which("docker")
@@ -469,9 +478,7 @@ def kind_engine() -> KindEngine | None:
     if proc.returncode != 0:
         raise ProviderError(f"hack/build-images.sh --env failed:\n{proc.stderr.strip()}")
     env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-    return KindEngine(
-        "podman", {"KIND_EXPERIMENTAL_PROVIDER": "podman", **env}, offline_node_image=True
-    )
+    return KindEngine("podman", {KIND_PROVIDER_ENV: "podman", **env}, offline_node_image=True)
 
 
 # The image repository of our offline node image's kubeadm images (hack/build-node-image.sh).
