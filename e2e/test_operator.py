@@ -29,8 +29,6 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 
 from e2e.argocd_health import health
 from e2e.operator_proc import (
@@ -869,13 +867,20 @@ def test_8_argocd_health_follows_a_real_lifecycle(env: Env) -> None:
     env.kubectl("delete", "epdc", name, "--wait=false")
 
 
-def scale_api(env: Env) -> Any:
-    """The custom-objects client HPA's scale client amounts to, with admin credentials."""
-    # The kubernetes package has no type hints.
-    api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(env.cluster.kubeconfig)
-    )
-    return k8s_client.CustomObjectsApi(api)
+class ScaleClient:
+    """The /scale subresource of one EPDRoleScaler as HPA's scale client uses it: GET the
+    autoscaling/v1 Scale, PUT it back with spec.replicas changed (admin credentials)."""
+
+    def __init__(self, env: Env, name: str) -> None:
+        self.env = env
+        self.path = f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{NS}/{c.SCALER_PLURAL}/{name}/scale"
+
+    def get(self) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(self.env.kubectl("get", "--raw", self.path))
+        return out
+
+    def put(self, scale: dict[str, Any]) -> None:
+        self.env.kubectl("replace", "--raw", self.path, "-f", "-", input=json.dumps(scale))
 
 
 def sts_of(env: Env, name: str) -> dict[str, Any]:
@@ -910,8 +915,8 @@ def test_8b_per_role_scaling_through_the_role_scalers(env: Env) -> None:
     # One scaler per role, seeded from the spec, with the /scale subresource HPA reads.
     assert scaler_of(env, enc)["spec"]["replicas"] == 1
     assert scaler_of(env, dec)["spec"]["replicas"] == 1
-    api = scale_api(env)
-    scale = api.get_namespaced_custom_object_scale(c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec)
+    api = ScaleClient(env, dec)
+    scale = api.get()
     assert (scale["apiVersion"], scale["kind"]) == ("autoscaling/v1", "Scale")
     assert scale["spec"]["replicas"] == 1
     assert scale["status"]["replicas"] == 1
@@ -961,9 +966,9 @@ def test_8b_per_role_scaling_through_the_role_scalers(env: Env) -> None:
     # Scale-down exactly as HPA writes: read the Scale, PUT it back with a new spec.replicas.
     t0 = time.monotonic()
     timeline.append("scale-down: PUT /scale (autoscaling/v1 Scale) spec.replicas=1, as HPA")
-    scale = api.get_namespaced_custom_object_scale(c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec)
+    scale = api.get()
     scale["spec"]["replicas"] = 1
-    api.replace_namespaced_custom_object_scale(c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec, scale)
+    api.put(scale)
     step(
         "decode StatefulSet spec.replicas = 1",
         t0,
@@ -973,12 +978,7 @@ def test_8b_per_role_scaling_through_the_role_scalers(env: Env) -> None:
     step(
         "/scale status.replicas = 1",
         t0,
-        lambda: (
-            api.get_namespaced_custom_object_scale(c.GROUP, c.VERSION, NS, c.SCALER_PLURAL, dec)[
-                "status"
-            ]["replicas"]
-            == 1
-        ),
+        lambda: api.get()["status"]["replicas"] == 1,
     )
     SCALING_TIMELINE.parent.mkdir(exist_ok=True)
     SCALING_TIMELINE.write_text("\n".join(timeline) + "\n")

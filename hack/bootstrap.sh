@@ -32,12 +32,14 @@ if [[ ${#need[@]} -gt 0 ]]; then
   fi
 fi
 
-# The project virtualenv; reinstalled when the requirements or a pyproject change.
+# The project virtualenv; made anew when the requirements or a pyproject change, so that a
+# dependency dropped there is gone here too (kopf imports some client libraries when present).
 py=${PYTHON:-python3}
 stamp=$(cat requirements/dev.txt operator/pyproject.toml connector/pyproject.toml | sha256sum | cut -c1-16)
 if [[ ! -f .venv/.stamp || "$(cat .venv/.stamp)" != "$stamp" ]]; then
   log "creating .venv"
-  [[ -x .venv/bin/python ]] || "$py" -m venv .venv
+  rm -rf .venv
+  "$py" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip==26.3
   .venv/bin/python -m pip install -q -r requirements/dev.txt
   echo "$stamp" > .venv/.stamp

@@ -8,18 +8,21 @@ bookkeeping uses our prefix, and `Runtime.run` serialises and coalesces per obje
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, cast
 
 import kopf
 import pytest
+import yaml
 
 from epd_operator.api import constants as c
 from epd_operator.api.admission import WEBHOOK_ID
 from epd_operator.api.operator_config import OperatorConfig
-from epd_operator.handlers import Options, Runtime, configure, register
+from epd_operator.handlers import Options, Runtime, configure, connection_info, register
 from epd_operator.handlers.admission import register_admission
 from epd_operator.reconcile import core
 from epd_operator.reconcile.kube import Kube
@@ -287,3 +290,40 @@ def test_a_change_handler_queues_the_pass_and_returns_at_once(
     asyncio.run(scenario())
     assert seen == ["1", "2"]
     runtime.close()
+
+
+def test_kopf_logs_in_with_what_reconcile_login_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One source of credentials for both clients: kopf's watches get login.login()'s answer,
+    and a kubeconfig it refuses is kopf's LoginError, with the same message."""
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    cfg = {
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {
+                    "server": "https://10.0.0.1:6443",
+                    "certificate-authority-data": base64.b64encode(pem.encode()).decode(),
+                },
+            }
+        ],
+        "users": [{"name": "u", "user": {"token": "t0"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "n"}}],
+        "current-context": "x",
+    }
+    (tmp_path / "kc").write_text(yaml.safe_dump(cfg))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kc"))
+    info = connection_info()
+    assert (info.server, info.token, info.ca_data, info.default_namespace) == (
+        "https://10.0.0.1:6443",
+        "t0",
+        pem,
+        "n",
+    )
+    assert info.as_http_headers() == {"Authorization": "Bearer t0"}
+    cfg["users"] = [{"name": "u", "user": {"exec": {"command": "x"}}}]
+    (tmp_path / "kc").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(kopf.LoginError, match="user 'u' authenticates with 'exec'"):
+        connection_info()

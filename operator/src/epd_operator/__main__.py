@@ -29,6 +29,7 @@ from epd_operator.handlers import Options, Runtime, configure, register
 from epd_operator.handlers.admission import register_admission
 from epd_operator.metrics import Metrics
 from epd_operator.reconcile.kube import Kube
+from epd_operator.reconcile.login import LoginError
 
 log = logging.getLogger("epd_operator")
 
@@ -126,11 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = OperatorConfig.from_env()
-    except OperatorConfigError as exc:
+        kube = Kube.from_environment()
+    except (OperatorConfigError, LoginError) as exc:
         print(f"epd-operator: {exc}", file=sys.stderr)
         return 2
     metrics = Metrics()
-    runtime = Runtime(Kube.from_environment(), cfg, options, metrics)
+    runtime = Runtime(kube, cfg, options, metrics)
     registry = kopf.OperatorRegistry()
     register(registry, runtime)
     settings = kopf.OperatorSettings()

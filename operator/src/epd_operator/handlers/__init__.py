@@ -28,6 +28,7 @@ from typing import Any
 import kopf
 
 from epd_operator.api import constants as c
+from epd_operator.reconcile import login
 
 from .runtime import Options, Runtime
 
@@ -64,12 +65,35 @@ def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     settings.watching.inactivity_timeout = WATCH_RENEW_S + 60
 
 
+def connection_info(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's login handler: what `login.login()` finds, as kopf's ConnectionInfo."""
+    try:
+        creds = login.login()
+    except login.LoginError as exc:
+        raise kopf.LoginError(str(exc)) from exc
+    return kopf.ConnectionInfo(
+        server=creds.server,
+        ca_path=creds.ca_file,
+        ca_data=creds.ca_pem,
+        insecure=creds.insecure,
+        username=creds.username,
+        password=creds.password,
+        token=creds.token,
+        certificate_path=creds.cert_file,
+        certificate_data=creds.cert_pem,
+        private_key_path=creds.key_file,
+        private_key_data=creds.key_pem,
+        default_namespace=creds.namespace,
+        proxy_url=creds.proxy_url,
+    )
+
+
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     """Register every handler of the operator on `registry`, bound to `runtime`."""
     res = (c.GROUP, c.VERSION, c.PLURAL)
 
-    # The same credentials reconcile.kube uses: in-cluster ServiceAccount, else KUBECONFIG.
-    kopf.on.login(registry=registry, id="login")(kopf.login_via_client)
+    # The same credentials reconcile.kube uses (kopf calls this again after a 401).
+    kopf.on.login(registry=registry, id="login")(connection_info)
 
     async def changed(*, reason: kopf.Reason | str, body: kopf.Body, uid: str, **_: Any) -> None:
         # Queue the pass and return: kopf's handling of this object's next events need not

@@ -12,8 +12,8 @@
   that never rolls and has no RDMA watches no pods at all.
 
 Each (kind, namespace) has a `Reflector` thread: LIST, then WATCH from the list's
-resourceVersion with bookmarks (the apiserver's own resumable stream; the lines are read by
-the kubernetes client's watch reader, in `kube.py`, the only module that talks to the API).
+resourceVersion with bookmarks (the apiserver's own resumable stream, one event per line,
+read in `kube.py`, the only module that talks to the API).
 A watch that ends on its timeout resumes from the last resourceVersion (no LIST); a watch that
 cannot resume (410 Gone) or breaks re-lists, and a re-list *replaces* what the cache held, so
 an event missed in the gap (a child deleted meanwhile) is still seen: the object is gone

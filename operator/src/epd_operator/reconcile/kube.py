@@ -1,9 +1,10 @@
 """The ONLY module that talks to the Kubernetes API (kopf's own watch streams aside).
 
-Plain JSON over the official client's authenticated HTTP layer (kubeconfig or in-cluster
-ServiceAccount), with no generated models in between: render produces dicts, plan compares
-dicts, and the apiserver answers dicts. Every call here maps to one RBAC rule in the Helm
-chart (charts/epd-operator/templates/rbac.yaml); keep the two in step.
+Plain JSON over one urllib3 connection pool, with the credentials reconcile.login finds
+(a kubeconfig or the pod's ServiceAccount) and no generated models in between: render
+produces dicts, plan compares dicts, and the apiserver answers dicts. Every call here maps to
+one RBAC rule in the Helm chart (charts/epd-operator/templates/rbac.yaml); keep the two in
+step.
 
 Writes (server-side apply, delete, status apply, event create) are counted per
 (kind, verb) so the metrics endpoint and the tests can prove that a resync with nothing to do
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,13 +27,50 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.watch.watch import iter_resp_lines
+import urllib3
 
+from epd_operator import __version__
 from epd_operator.api import constants as c
+from epd_operator.reconcile import login
 
 log = logging.getLogger(__name__)
+
+# Keep-alive connections in the pool: one per worker thread of the reconcile pool, plus the
+# resync burst and the watches.
+POOL_SIZE = 32
+# Who we are in the apiserver's logs and its per-client metrics.
+USER_AGENT = f"epd-operator/{__version__}"
+CONNECT_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 30.0  # a watch passes its own read timeout
+# TCP keepalive with client-go's timings (probe after 30 s idle, every 15 s, give up after 9):
+# a watch whose connection died silently breaks within minutes and is re-listed, without any
+# API request at idle. urllib3 replaces its default options (TCP_NODELAY) with these, so they
+# are kept first.
+# What is retried inside one request (client-go's habits): a connection never made, and an
+# answer the apiserver marks with Retry-After (429 while it sheds load or while a new CRD's
+# storage initializes; 503), whatever the verb, since it was not processed. Never a read that
+# timed out or broke: that request may have been processed. The last answer is returned as is.
+RETRY = urllib3.Retry(
+    total=8,
+    connect=3,
+    read=0,
+    redirect=0,
+    status=5,
+    other=0,
+    allowed_methods=None,
+    respect_retry_after_header=True,
+    raise_on_status=False,
+    backoff_factor=0.2,
+)
+KEEPALIVE_SOCKET_OPTIONS = [
+    *urllib3.connection.HTTPConnection.default_socket_options,
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    *(
+        (socket.IPPROTO_TCP, getattr(socket, name), value)
+        for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 9))
+        if hasattr(socket, name)  # macOS spells the idle time differently
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -175,51 +215,30 @@ class Kube:
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
-        """In-cluster ServiceAccount when running in a pod, else the kubeconfig (KUBECONFIG)."""
-        cfg = k8s_client.Configuration()
-        try:
-            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, context=context, client_configuration=cfg
-            )
-        # One connection per worker thread of the reconcile pool, plus the resync burst.
-        cfg.connection_pool_maxsize = 32
-        # TCP keepalive (the client's own, client-go's timings): a watch whose connection died
-        # silently breaks within minutes and is re-listed, without any API request at idle.
-        cfg.keep_alive = True
-        api = k8s_client.ApiClient(cfg)
+        """The credentials `login.login` finds (a named kubeconfig, the pod's ServiceAccount,
+        else KUBECONFIG), over one keep-alive pool; a 401 logs in again, once."""
+        return cls.over(Session(lambda: login.login(kubeconfig, context)))
+
+    @classmethod
+    def over(cls, session: Session) -> Kube:
+        """A Kube whose requests and watches go through `session`."""
 
         def transport(
             method: str, path: str, headers: Mapping[str, str], body: Any
         ) -> tuple[int, bytes]:
-            req = api.param_serialize(
-                method, path, header_params=dict(headers), auth_settings=["BearerToken"]
-            )
-            _, url, hdrs, _, _ = req
-            try:
-                resp = api.call_api(method, url, header_params=hdrs, body=body, _request_timeout=30)
-            except k8s_client.exceptions.ApiException as exc:
-                return int(exc.status or 0), (exc.body or "").encode()
-            data: bytes = resp.read() or b""  # type: ignore[no-untyped-call]
-            return int(resp.status), data
+            resp = session.request(method, path, headers, encode(body), preload=True)
+            return resp.status, resp.data
 
         def streamer(
             path: str, headers: Mapping[str, str], timeout: float
         ) -> tuple[int, Iterator[str]]:
-            _, url, hdrs, _, _ = api.param_serialize(
-                "GET", path, header_params=dict(headers), auth_settings=["BearerToken"]
-            )
-            resp = api.call_api(
-                "GET", url, header_params=hdrs, _request_timeout=(10, timeout)
-            ).response
-            status = int(resp.status)
-            if not 200 <= status < 300:
+            resp = session.request("GET", path, headers, None, preload=False, read_timeout=timeout)
+            if not 200 <= resp.status < 300:
                 try:
-                    return status, iter([resp.data.decode(errors="replace")])
+                    return resp.status, iter([resp.read().decode(errors="replace")])
                 finally:
                     resp.release_conn()
-            return status, _stream_lines(resp)
+            return resp.status, _stream_lines(resp)
 
         return cls(transport, streamer=streamer)
 
@@ -533,14 +552,111 @@ class Kube:
         self._call("create event", f"Event in {ns}", "POST", EVENT.base(ns), body=event)
 
 
-def _stream_lines(resp: Any) -> Iterator[str]:
-    """The lines of a streaming urllib3 response (the kubernetes client's own watch reader);
-    the connection goes back to the pool when the iterator is closed or exhausted."""
+def _stream_lines(resp: urllib3.BaseHTTPResponse) -> Iterator[str]:
+    """The lines of a streaming response, each as soon as its newline arrives (the apiserver
+    flushes one watch event per line, in its own chunk); the connection goes back to the pool
+    when the iterator is closed or exhausted."""
+    pending = bytearray()
     try:
-        yield from iter_resp_lines(resp)  # type: ignore[no-untyped-call]
+        for chunk in resp.stream(None):
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                pending += chunk[start:end]
+                line = pending.decode(errors="replace")
+                pending.clear()
+                start = end + 1
+                yield line
+            pending += chunk[start:]
+        if pending:
+            yield pending.decode(errors="replace")
     finally:
         resp.close()
         resp.release_conn()
+
+
+def encode(body: Any) -> bytes | None:
+    """A request body as compact JSON (JSON is YAML too: server-side apply takes it)."""
+    return None if body is None else json.dumps(body, separators=(",", ":")).encode()
+
+
+class Session:
+    """Authenticated HTTP to one apiserver: a keep-alive urllib3 pool for one set of
+    credentials, replaced when the apiserver refuses them (401) and logging in again finds
+    new ones."""
+
+    def __init__(
+        self, login_now: Callable[[], login.Credentials], pool_size: int = POOL_SIZE
+    ) -> None:
+        self._login = login_now
+        self._pool_size = pool_size
+        self._lock = threading.Lock()
+        self._creds, self._pool = self._connect()
+
+    def _connect(self) -> tuple[login.Credentials, urllib3.PoolManager]:
+        creds = self._login()
+        ssl_args: dict[str, Any] = {}
+        if creds.server.startswith("https:"):
+            ssl_args["ssl_context"] = creds.ssl_context()
+            if creds.insecure:
+                ssl_args.update(cert_reqs="CERT_NONE", assert_hostname=False)
+                # Said once here, not by urllib3 on every request.
+                log.warning("TLS verification is off for %s (%s)", creds.server, creds.origin)
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+        pool_args: dict[str, Any] = {
+            "maxsize": self._pool_size,
+            "retries": RETRY,
+            "socket_options": KEEPALIVE_SOCKET_OPTIONS,
+            **ssl_args,
+        }
+        if creds.proxy_url:
+            return creds, urllib3.ProxyManager(creds.proxy_url, **pool_args)
+        return creds, urllib3.PoolManager(**pool_args)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        *,
+        preload: bool,
+        read_timeout: float = REQUEST_TIMEOUT_S,
+    ) -> urllib3.BaseHTTPResponse:
+        """`method` `path` (with its query) as sent; the response unread when not `preload`
+        (the caller reads, then releases it). Connection failures raise urllib3's errors."""
+        for attempt in (1, 2):
+            with self._lock:
+                creds, pool = self._creds, self._pool
+            resp = pool.request(
+                method,
+                creds.server.rstrip("/") + path,
+                headers={"User-Agent": USER_AGENT, **headers, **creds.headers()},
+                body=body,
+                preload_content=preload,
+                timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=read_timeout),
+            )
+            if resp.status != 401 or attempt == 2 or not self._relogin(creds):
+                return resp
+            resp.drain_conn()
+            resp.release_conn()
+        raise AssertionError("unreachable")
+
+    def _relogin(self, refused: login.Credentials) -> bool:
+        """Log in again after `refused` got a 401; True when that found other credentials
+        (another thread may have done it already: then those are used)."""
+        with self._lock:
+            if self._creds != refused:
+                return True
+            try:
+                creds, pool = self._connect()
+            except (login.LoginError, OSError) as exc:  # OSError: unreadable files, bad PEM
+                log.warning("logging in again after HTTP 401 failed: %s", exc)
+                return False
+            if creds == refused:
+                return False
+            log.info("logged in again after HTTP 401: %s", creds.origin)
+            self._creds, self._pool = creds, pool
+            return True
 
 
 def _api_message(raw: bytes) -> str:
