@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from e2e.providers import Cluster, build_images, kind_engine_cli
+from epd_operator.api.operator_config import ENV_PREFIX, OperatorConfig
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
@@ -292,13 +293,47 @@ class InClusterOperator(_OperatorMetrics):
         return proc.stdout + proc.stderr
 
 
+# kind cluster name -> the image reference loaded into its nodes (once per cluster).
+_LOADED: dict[str, str] = {}
+
+
 def build_and_load_images(cluster: Cluster) -> str:
     """kind only: our control-plane image (hack/build-images.sh: the repo's Dockerfile, built
     with podman without a registry, cached) loaded into the cluster's nodes with `kind load
-    image-archive`. Returns the image reference."""
-    archive, image = build_images()["epd"]
-    cluster.run("kind", "load", "image-archive", str(archive), "--name", cluster.name, timeout=600)
-    return image
+    image-archive`, once per cluster. Returns the image reference."""
+    if cluster.name not in _LOADED:
+        archive, image = build_images()["epd"]
+        cluster.run(
+            "kind", "load", "image-archive", str(archive), "--name", cluster.name, timeout=600
+        )
+        _LOADED[cluster.name] = image
+    return _LOADED[cluster.name]
+
+
+def sim_settings(image: str) -> dict[str, str]:
+    """Operator settings (EPD_OPERATOR_* variables) under which engine pods run our `image` as
+    the simulator, and the router runs it too, never pulled: what `in_cluster_values` gives the
+    chart, for tests that reconcile in their own process."""
+    values = {"engine_image": image, "engine_mode": "sim", "router_image": image}
+    values["image_pull_policy"] = "Never"
+    return {ENV_PREFIX + k.upper(): v for k, v in values.items()}
+
+
+def operator_config(cluster: Cluster) -> OperatorConfig:
+    """The operator settings of a test that reconciles in its own process: the defaults on
+    kwok, where pods are simulated; on kind, `sim_settings` of our loaded image."""
+    if cluster.provider != "kind":
+        return OperatorConfig.from_env({})
+    return OperatorConfig.from_env(sim_settings(build_and_load_images(cluster)))
+
+
+def engine_image_tagged(cluster: Cluster, cfg: OperatorConfig, tag: str) -> str:
+    """`cfg`'s engine image under `tag`, as pods can start from it: on kind a second tag of
+    the loaded image in every node (`tag_in_nodes`); on kwok, where pods are simulated, the
+    reference as is."""
+    if cluster.provider != "kind":
+        return f"{cfg.engine_image.rpartition(':')[0]}:{tag}"
+    return tag_in_nodes(cluster, cfg.engine_image, tag)
 
 
 def in_every_node(cluster: Cluster, *argv: str) -> None:

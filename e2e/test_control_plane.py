@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from e2e.providers import GPU_RESOURCE, GPUS_PER_NODE, RDMA_RESOURCE, Cluster, wait_for
+from e2e.operator_proc import build_and_load_images
+from e2e.providers import GPU_RESOURCE, RDMA_RESOURCE, Cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +70,25 @@ def ns(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
+def gpus_by_node(cluster: Cluster) -> dict[str, int]:
+    """Node name -> allocatable GPUs (kwok's fake servers, or kind's advertised capacity)."""
+    nodes = cluster.get_json("nodes")["items"]
+    assert isinstance(nodes, list)
+    return {
+        n["metadata"]["name"]: int(n["status"].get("allocatable", {}).get(GPU_RESOURCE, "0"))
+        for n in nodes
+    }
+
+
+def idle_container(cluster: Cluster) -> dict[str, object]:
+    """A container that starts and keeps running: on kind our loaded image (nodes pull
+    nothing), sleeping; on kwok, where pods are simulated, any image."""
+    if cluster.provider != "kind":
+        return {"image": "engine:test"}
+    image = build_and_load_images(cluster)
+    return {"image": image, "imagePullPolicy": "Never", "command": ["sleep", "infinity"]}
+
+
 def widget(name: str, lo: int, hi: int) -> str:
     return json.dumps(
         {
@@ -110,7 +130,7 @@ def test_statefulset_with_gpu_and_rdma_goes_ready(cluster: Cluster, ns: str) -> 
                     "containers": [
                         {
                             "name": "engine",
-                            "image": "engine:test",
+                            **idle_container(cluster),
                             "resources": {
                                 "requests": {GPU_RESOURCE: "1", RDMA_RESOURCE: "1"},
                                 "limits": {GPU_RESOURCE: "1", RDMA_RESOURCE: "1"},
@@ -132,15 +152,16 @@ def test_statefulset_with_gpu_and_rdma_goes_ready(cluster: Cluster, ns: str) -> 
     pods = cluster.get_json("pods", "-n", ns, "-l", "app=gpu")["items"]
     assert isinstance(pods, list)
     assert len(pods) == 2
+    gpus = gpus_by_node(cluster)
     for pod in pods:
         assert pod["status"]["phase"] == "Running"
-        assert pod["spec"]["nodeName"].startswith("gpu-node-")
+        assert gpus[pod["spec"]["nodeName"]] > 0  # the scheduler placed it where GPUs are
         ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
         assert ready["Ready"] == "True"
 
 
 def test_pod_wanting_more_gpus_than_any_node_stays_pending(cluster: Cluster, ns: str) -> None:
-    too_many = str(GPUS_PER_NODE + 1)
+    too_many = str(max(gpus_by_node(cluster).values()) + 1)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -149,7 +170,7 @@ def test_pod_wanting_more_gpus_than_any_node_stays_pending(cluster: Cluster, ns:
             "containers": [
                 {
                     "name": "engine",
-                    "image": "engine:test",
+                    **idle_container(cluster),
                     "resources": {
                         "requests": {GPU_RESOURCE: too_many},
                         "limits": {GPU_RESOURCE: too_many},
@@ -165,7 +186,7 @@ def test_pod_wanting_more_gpus_than_any_node_stays_pending(cluster: Cluster, ns:
         assert isinstance(st, dict)
         conds = {c["type"]: c for c in st.get("conditions", [])}
         sched = conds.get("PodScheduled")
-        return sched is not None and sched["reason"] == "Unschedulable"
+        return sched is not None and sched.get("reason") == "Unschedulable"
 
     wait_for(unschedulable, 30, "pod greedy to be marked Unschedulable")
     st = cluster.get_json("pod", "greedy", "-n", ns)["status"]

@@ -24,6 +24,7 @@ from epd_operator.api.admission import WEBHOOK_ID
 from epd_operator.api.operator_config import OperatorConfig
 from epd_operator.handlers import Options, Runtime, configure, connection_info, register
 from epd_operator.handlers.admission import register_admission
+from epd_operator.handlers.runtime import cause_of
 from epd_operator.reconcile import core
 from epd_operator.reconcile.kube import Kube
 
@@ -38,11 +39,9 @@ def runtime() -> Runtime:
 def test_registered_triggers(runtime: Runtime) -> None:
     registry = kopf.OperatorRegistry()
     register(registry, runtime)
-    changing = registry._changing.get_all_handlers()
-    # resume is kopf's reason-less handler for objects that exist when the operator starts.
-    kinds = sorted("resume" if h.initial and h.reason is None else str(h.reason) for h in changing)
-    assert kinds == ["create", "resume", "update"]
-    assert {h.selector.any_name for h in changing if h.selector} == {c.PLURAL}
+    # No kopf change handler: create / update / resume come from the event handler
+    # (runtime.cause_of), so kopf writes no diff-base or progress annotations.
+    assert list(registry._changing.get_all_handlers()) == []
     watching = {
         (h.selector.group, h.selector.any_name): h
         for h in registry._watching.get_all_handlers()
@@ -68,17 +67,75 @@ def test_settings_use_our_prefix_and_post_no_kopf_events() -> None:
     settings = kopf.OperatorSettings()
     configure(settings, Options(workers=3))
     assert settings.persistence.finalizer == f"{c.KOPF_PREFIX}/finalizer"
-    progress = settings.persistence.progress_storage
-    diffbase = settings.persistence.diffbase_storage
-    assert isinstance(progress, kopf.AnnotationsProgressStorage)
-    assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage)
-    assert progress.prefix == c.KOPF_PREFIX
-    assert diffbase.prefix == c.KOPF_PREFIX
     assert settings.posting.enabled is False
     assert settings.peering.standalone is True
     assert settings.scanning.disabled is True
     assert settings.execution.max_workers == 3
     assert dict(settings.watching.label_selectors) == {}  # kopf watches no child kind
+
+
+def obj(generation: int = 1, **meta: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"uid": "a", "name": "a", "namespace": "ns", "generation": generation, **meta},
+        "spec": {"model": {"name": "m"}},
+    }
+
+
+CAUSES: list[tuple[str, dict[str, Any] | None, dict[str, Any], bool, str | None]] = [
+    ("first-in-a-listing", None, obj(), True, "resume"),
+    ("first-in-the-stream", None, obj(), False, "create"),
+    ("spec-changed", obj(1), obj(2), False, "update"),
+    ("changed-while-the-watch-was-down", obj(1), obj(2), True, "update"),
+    ("label-added", obj(), obj(labels={"team": "a"}), False, "update"),
+    (
+        "annotation-changed",
+        obj(annotations={"x": "1"}),
+        obj(annotations={"x": "2"}),
+        False,
+        "update",
+    ),
+    ("status-written", obj(), {**obj(), "status": {"phase": "Ready"}}, False, None),
+    ("resource-version-only", obj(resourceVersion="1"), obj(resourceVersion="2"), False, None),
+    ("relisted-unchanged", obj(), obj(), True, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("held", "new", "listed", "want"),
+    [row[1:] for row in CAUSES],
+    ids=[row[0] for row in CAUSES],
+)
+def test_cause_of_an_epdcluster_event(
+    held: dict[str, Any] | None, new: dict[str, Any], listed: bool, want: str | None
+) -> None:
+    assert cause_of(held, new, listed) == want
+
+
+def test_the_event_handler_keeps_the_newest_body_and_queues_what_it_causes(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = kopf.OperatorRegistry()
+    register(registry, runtime)
+    (handler,) = registry._watching.get_all_handlers()
+    event_fn = cast("Callable[..., Awaitable[None]]", handler.fn)
+    queued: list[tuple[str, str]] = []
+    monkeypatch.setattr(runtime, "trigger", lambda trigger, uid: queued.append((trigger, uid)))
+
+    async def event(type_: str | None, body: dict[str, Any]) -> None:
+        managed = {**body, "metadata": {**body["metadata"], "managedFields": [{"manager": "x"}]}}
+        await event_fn(type=type_, uid="a", body=managed)
+
+    async def scenario() -> None:
+        await event(None, obj(1))  # listed at start
+        await event("MODIFIED", {**obj(1), "status": {"phase": "Ready"}})  # our own write
+        await event("MODIFIED", obj(2))  # a user's edit
+        assert runtime.newest("a") == obj(2)  # managedFields are not kept
+        await event("DELETED", obj(2))
+
+    asyncio.run(scenario())
+    assert queued == [("resume", "a"), ("update", "a")]
+    assert runtime.newest("a") is None
+    runtime.close()
 
 
 def test_passes_of_one_object_never_overlap_and_extra_pokes_coalesce(
@@ -123,11 +180,11 @@ def test_passes_of_one_object_never_overlap_and_extra_pokes_coalesce(
     runtime.close()
 
 
-def test_a_kopf_cause_that_joins_a_waiting_pass_names_it(
+def test_an_object_cause_that_joins_a_waiting_pass_names_it(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # After a restart a child event's pass may already wait when kopf resumes the object: that
-    # pass is the object's resume (e2e test 5 counts resumes), not a second pass.
+    # After a restart a child event's pass may already wait when the object is first listed:
+    # that pass is the object's resume (e2e test 5 counts resumes), not a second pass.
     def quick_reconcile(
         kube: Any, obj: Any, cfg: Any, memory: Any, cache: Any = None
     ) -> core.Outcome:
@@ -254,12 +311,12 @@ def test_child_events_in_quick_succession_make_one_pass(
     rt.close()
 
 
-def test_a_change_handler_queues_the_pass_and_returns_at_once(
+def test_the_event_handler_queues_the_pass_and_returns_at_once(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # kopf's create/update handler must not hold its cause while the pass waits for a worker:
-    # it returns while the pass is still running, and a change that comes meanwhile queues
-    # one more pass, which reads the newest body.
+    # The event handler must not hold kopf's event while the pass waits for a worker: it
+    # returns while the pass is still running, and a change that comes meanwhile queues one
+    # more pass, which reads the newest body.
     release = threading.Event()
     seen: list[str] = []
 
@@ -271,16 +328,15 @@ def test_a_change_handler_queues_the_pass_and_returns_at_once(
     monkeypatch.setattr("epd_operator.handlers.runtime.reconcile", blocked)
     registry = kopf.OperatorRegistry()
     register(registry, runtime)
-    (handler,) = [h for h in registry._changing.get_all_handlers() if str(h.reason) == "create"]
+    (handler,) = registry._watching.get_all_handlers()
     # Called with the arguments it reads, not kopf's whole set.
-    changed = cast("Callable[..., Awaitable[None]]", handler.fn)
-    meta = {"uid": "u", "name": "a", "namespace": "ns"}
+    event = cast("Callable[..., Awaitable[None]]", handler.fn)
 
     async def scenario() -> None:
         for v in ("1", "2"):
+            meta = {"uid": "u", "name": "a", "namespace": "ns", "generation": int(v)}
             body = {"metadata": meta, "spec": {"v": v}}
-            runtime.remember("u", body)  # what the on.event handler does first
-            await asyncio.wait_for(changed(reason="create", body=body, uid="u"), timeout=1)
+            await asyncio.wait_for(event(type="MODIFIED", body=body, uid="u"), timeout=1)
             await asyncio.sleep(0.05)
         assert seen == []  # both handlers returned while the first pass is still blocked
         release.set()

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from api_samples import sample
 
+from e2e.operator_proc import engine_image_tagged, operator_config
 from e2e.providers import Cluster
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
@@ -30,13 +31,13 @@ pytestmark = pytest.mark.integration
 NS = "epd-rollout"
 NAME = "roll"
 ROLES = ("encoder", "prefill", "decode")
-CFG = OperatorConfig.from_env({})
 
 
 @dataclass
 class Env:
     cluster: Cluster
     kube: Kube
+    cfg: OperatorConfig
     memory: StatusMemory = field(default_factory=StatusMemory)
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
@@ -47,12 +48,18 @@ class Env:
         return out
 
     def reconcile(self) -> int:
-        out = reconcile(self.kube, self.get("epdc", NAME), CFG, self.memory)
+        out = reconcile(self.kube, self.get("epdc", NAME), self.cfg, self.memory)
         assert not out.problems, out.problems
         return out.writes
 
     def patch(self, spec: dict[str, Any]) -> None:
         self.kubectl("patch", "epdc", NAME, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+    def image_tag(self, tag: str) -> str:
+        """Patch spec.image.tag to `tag`; the engine image pods will then run."""
+        image = engine_image_tagged(self.cluster, self.cfg, tag)
+        self.patch({"image": {"tag": tag}})
+        return image
 
     def launch_configmaps(self) -> set[str]:
         items = self.get(
@@ -116,7 +123,8 @@ def env(cluster: Cluster) -> Iterator[Env]:
     obj["metadata"] = {"name": NAME, "namespace": NS}
     obj["spec"]["roles"] = {role: {"replicas": 2} for role in ROLES}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
-    e = Env(cluster, Kube.from_environment(kubeconfig=str(cluster.kubeconfig)))
+    kube = Kube.from_environment(kubeconfig=str(cluster.kubeconfig))
+    e = Env(cluster, kube, operator_config(cluster))
     follow(e, "the first rollout", e.ready)
     try:
         yield e
@@ -221,7 +229,7 @@ def test_an_image_change_rolls_every_role_in_lock_step(env: Env) -> None:
     ConfigMaps do not change (the image is not in the launch config); an operator restart
     mid-rollout (a fresh StatusMemory) resumes from the live objects."""
     configmaps = env.launch_configmaps()
-    env.patch({"image": {"tag": "v2"}})
+    v2 = env.image_tag("v2")
     trace: list[dict[str, Any]] = []
 
     def step() -> bool:  # `follow` has just run one reconcile pass
@@ -229,10 +237,7 @@ def test_an_image_change_rolls_every_role_in_lock_step(env: Env) -> None:
         trace.append(seen)
         if len(trace) == 3:
             env.memory = StatusMemory()  # the operator restarts: no state but the cluster's
-        return bool(
-            seen["phase"] == "Ready"
-            and set(seen["image"].values()) == {f"{CFG.engine_image.rsplit(':', 1)[0]}:v2"}
-        )
+        return bool(seen["phase"] == "Ready" and set(seen["image"].values()) == {v2})
 
     follow(env, "the image rollout", step)
     partitions = [tuple(sorted(t["partition"].values())) for t in trace]
@@ -259,14 +264,14 @@ def test_an_image_change_rolls_every_role_in_lock_step(env: Env) -> None:
 
 
 def test_paused_stops_a_rollout_mid_way_and_resumes(env: Env) -> None:
-    env.patch({"image": {"tag": "v3"}})
+    env.image_tag("v3")
     env.reconcile()  # step 1 is applied: partition 1 everywhere
     env.patch({"paused": True})
     follow(env, "the held step", lambda: bool((observe(env)["rollout"] or {}).get("paused")))
     held = observe(env)
     assert set(held["partition"].values()) == {1}
     # A further change while paused waits too: templates keep v3.
-    env.patch({"image": {"tag": "v4"}})
+    v4 = env.image_tag("v4")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         env.reconcile()
@@ -281,8 +286,7 @@ def test_paused_stops_a_rollout_mid_way_and_resumes(env: Env) -> None:
         env,
         "the resumed rollout",
         lambda: bool(
-            observe(env)["phase"] == "Ready"
-            and set(observe(env)["image"].values()) == {f"{CFG.engine_image.rsplit(':', 1)[0]}:v4"}
+            observe(env)["phase"] == "Ready" and set(observe(env)["image"].values()) == {v4}
         ),
     )
     assert set(observe(env)["partition"].values()) == {0}

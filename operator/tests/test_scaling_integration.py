@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from api_samples import sample, sample_path
 
+from e2e.operator_proc import operator_config
 from e2e.providers import Cluster
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
@@ -39,7 +40,6 @@ pytestmark = pytest.mark.integration
 NS = "epd-scaling"
 NAME = "auto"
 ENC, DEC = f"{NAME}-encoder", f"{NAME}-decode"
-CFG = OperatorConfig.from_env({})
 EXTERNAL = "external.metrics.k8s.io"
 METRIC_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -80,6 +80,7 @@ METRIC_CRD = {
 class Env:
     cluster: Cluster
     kube: Kube
+    cfg: OperatorConfig
     memory: StatusMemory = field(default_factory=StatusMemory)
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
@@ -96,7 +97,7 @@ class Env:
     def settle(self, passes: int = 6) -> int:
         total = 0
         for _ in range(passes):
-            out = reconcile(self.kube, self.get("epdc", NAME), CFG, self.memory)
+            out = reconcile(self.kube, self.get("epdc", NAME), self.cfg, self.memory)
             assert not out.problems, out.problems
             total += out.writes
             if out.writes == 0:
@@ -132,12 +133,20 @@ def env(cluster: Cluster) -> Iterator[Env]:
     cluster.kubectl("apply", "-f", "-", input=json.dumps(METRIC_CRD))
     for crd in (c.CRD_NAME, c.SCALER_CRD_NAME, METRIC_CRD["metadata"]["name"]):  # type: ignore[index]
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    # Established is not yet published: the apiserver's OpenAPI document (what `kubectl
+    # explain` reads) takes in a new CRD's schema a few seconds later.
+    wait_for(
+        "the scaler's schema in the OpenAPI document",
+        lambda: cluster.kubectl("explain", c.SCALER_PLURAL, check=False).returncode == 0,
+        timeout=60,
+    )
     cluster.kubectl("create", "namespace", NS)
     obj = sample("minimal-epd")
     obj["metadata"] = {"name": NAME, "namespace": NS}
     obj["spec"]["roles"]["encoder"] = {"replicasFrom": "Scaler", "maxReplicas": 4}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
-    e = Env(cluster, Kube.from_environment(kubeconfig=str(cluster.kubeconfig)))
+    kube = Kube.from_environment(kubeconfig=str(cluster.kubeconfig))
+    e = Env(cluster, kube, operator_config(cluster))
     e.settle()
     try:
         yield e

@@ -1,6 +1,9 @@
 """kopf glue only: every trigger runs the same `reconcile()` through `Runtime.run`.
 
-- create / update / resume of an EPDCluster;
+- create / update / resume of an EPDCluster, read from its watch events by
+  `runtime.cause_of` (kopf's event handler: kopf's own change handlers would write a diff-base
+  annotation on every create and update, one API request and a copy of the spec per object,
+  and keep a cause per object while 1,000 of them change at once);
 - a resync loop (started at operator startup) over every EPDCluster seen, which restores
   hand edits of children nobody watches (Services, ConfigMaps);
 - changes of the children we own (ConfigMaps, Services, StatefulSets, router Deployments,
@@ -8,15 +11,17 @@
   feeds both the triggers and what passes observe), so status follows pod readiness, a
   deleted or hand-edited child is restored and a role's scale target is applied (or
   reverted) without waiting for the resync;
-- every EPDCluster watch event, to keep the newest body for the two triggers above;
+- every EPDCluster watch event also keeps the newest body, which every pass reads;
 - a liveness probe (/healthz): fails when the API refused our credentials or a watch is lost
   (judged from the watches' own signs of life: the probe makes no API request).
 
 Handlers return nothing (kopf would store it in status) and keep no state of their own.
-kopf's bookkeeping (finalizer, progress and diff-base annotations) lives under our prefix
-`epd-operator.io`; see `configure()`. No handler needs a finalizer (children go with their
-owner through the garbage collector; the resync is a loop, not a kopf timer, which would add
-one), so an EPDCluster stays deletable while the operator is down or uninstalled.
+kopf writes nothing to EPDClusters: no change handler (so no progress or diff-base
+annotations; objects from older releases may still carry a stale
+`epd-operator.io/last-handled-configuration`, which nothing reads) and no finalizer (children
+go with their owner through the garbage collector; the resync is a loop, not a kopf timer,
+which would add one), so an EPDCluster stays deletable while the operator is down or
+uninstalled.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import kopf
 from epd_operator.api import constants as c
 from epd_operator.reconcile import login
 
-from .runtime import Options, Runtime
+from .runtime import Options, Runtime, cause_of
 
 __all__ = ["Options", "Runtime", "configure", "register"]
 
@@ -41,12 +46,8 @@ WATCH_RENEW_S = 1800
 
 def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     """kopf settings of this operator (also used by the tests that run it)."""
-    prefix = c.KOPF_PREFIX
-    settings.persistence.finalizer = f"{prefix}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=prefix, key="last-handled-configuration"
-    )
+    # Never added (no handler needs one), but named under our prefix should one ever be.
+    settings.persistence.finalizer = f"{c.KOPF_PREFIX}/finalizer"
     # kopf would post an Event per handler run (every resync): we post our own, on flips.
     settings.posting.enabled = False
     # One replica (Deployment strategy Recreate): no peering objects, no extra RBAC.
@@ -95,18 +96,6 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     # The same credentials reconcile.kube uses (kopf calls this again after a 401).
     kopf.on.login(registry=registry, id="login")(connection_info)
 
-    async def changed(*, reason: kopf.Reason | str, body: kopf.Body, uid: str, **_: Any) -> None:
-        # Queue the pass and return: kopf's handling of this object's next events need not
-        # wait for it (they only bring newer bodies, which the queued pass reads), and the
-        # cause kopf built for this call is not held while 1,000 passes wait for 8 workers.
-        # Failed passes are retried by the runtime with a per-object backoff, not by kopf.
-        if runtime.newest(uid) is None:
-            runtime.remember(uid, _snapshot(body))
-        runtime.trigger(str(reason), uid)
-
-    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
-        on(*res, registry=registry, id="reconcile")(changed)
-
     async def start(**_: Any) -> None:
         runtime.start_resync()
 
@@ -123,14 +112,22 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     kopf.on.probe(registry=registry, id="api", errors=kopf.ErrorsMode.PERMANENT)(healthy)
     kopf.on.cleanup(registry=registry, id="stop-resync")(stop)
 
-    def seen(*, type: str, uid: str, body: kopf.Body, **_: Any) -> None:
-        # Runs before the change handlers of the same event: they find this body.
+    async def seen(*, type: str | None, uid: str, body: kopf.Body, **_: Any) -> None:
+        # In the event loop (kopf runs sync handlers in threads): `trigger` queues a task.
+        # type None: the object came in a listing (start, or a re-list after a broken watch).
         if type == "DELETED":
             runtime.forget(uid)
-        else:
-            runtime.remember(uid, _snapshot(body))
+            return
+        held = runtime.newest(uid)
+        runtime.remember(uid, _snapshot(body))
+        # Queue the pass and return: this object's next events need not wait for it (they
+        # only bring newer bodies, which the queued pass reads). Failed passes are retried
+        # by the runtime with a per-object backoff, not by kopf.
+        cause = cause_of(held, runtime.newest(uid) or {}, listed=type is None)
+        if cause is not None:
+            runtime.trigger(cause, uid)
 
-    kopf.on.event(*res, registry=registry, id="remember")(seen)
+    kopf.on.event(*res, registry=registry, id="events")(seen)
 
 
 def _snapshot(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,15 +10,15 @@ than each listing its children from the API: a restart with 1,000 EPDClusters co
 LISTs, not six thousand. A change of a child that is news (not the echo of our own write)
 runs a pass of its owner, like the kopf child watches did before.
 
-Serialisation: kopf runs change handlers of one object one after another, but our resync loop
-and child-object watchers run beside them. Every trigger therefore goes through `run()`, which
+Serialisation: kopf delivers one object's events one after another, but our resync loop and
+child-object watchers run beside them. Every trigger therefore goes through `run()`, which
 holds one asyncio lock per EPDCluster uid around the (blocking, thread-pooled) `reconcile()`.
 Triggers coalesce: while one pass of an object is already waiting for the lock, another adds
-nothing, since the waiting pass will read the newest body anyway. kopf's change handlers
-(create / update / resume) only queue a pass (`trigger`) and return, so what kopf holds for
-a handler call is not kept while the pass waits for a worker (at N=1000, a wave of changed
-EPDClusters peaked 9-11 MiB lower so). A child-triggered pass also waits `child_debounce_s`
-before it queues for the lock, so a burst of child events makes one pass.
+nothing, since the waiting pass will read the newest body anyway. The EPDCluster's own events
+(create / update / resume, `cause_of`) only queue a pass (`trigger`) and return, so what kopf
+holds for a handler call is not kept while the pass waits for a worker (at N=1000, a wave of
+changed EPDClusters peaked 9-11 MiB lower so). A child-triggered pass also waits
+`child_debounce_s` before it queues for the lock, so a burst of child events makes one pass.
 
 Retries: a pass that hit an API error (or crashed) is retried by this runtime, not by kopf
 (kopf's TemporaryError would retry at a fixed delay and write its progress annotations onto
@@ -52,13 +52,28 @@ from epd_operator.reconcile.kube import Kube
 
 # Triggers that only say "look again": skipped while the object waits for a backoff retry.
 LOOK_AGAIN = frozenset({"resync", "child"})
-# kopf's causes (handlers.register). One that coalesces into a waiting pass of another trigger
-# names that pass (its metrics label): after a restart a child event's pass may already wait
-# when kopf resumes the object, and the pass then is that object's resume.
-KOPF_CAUSES = frozenset({"create", "update", "resume"})
+# What an EPDCluster's own watch events cause (`cause_of`). One that coalesces into a waiting
+# pass of another trigger names that pass (its metrics label): after a restart a child event's
+# pass may already wait when the object is first listed, and the pass then is its resume.
+OBJECT_CAUSES = frozenset({"create", "update", "resume"})
 CACHE_SYNC_WAIT_S = 30.0
 
 log = logging.getLogger(__name__)
+
+
+def cause_of(held: Mapping[str, Any] | None, new: Mapping[str, Any], listed: bool) -> str | None:
+    """The pass an EPDCluster's watch event asks for, given the body held before it: a first
+    sighting is a resume (in a listing: it existed before this watch) or a create; a change of
+    what users write (the spec, through metadata.generation, or labels and annotations) an
+    update; anything else (status, written by us; resourceVersion) none."""
+    if held is None:
+        return "resume" if listed else "create"
+    return "update" if _essence(held) != _essence(new) else None
+
+
+def _essence(body: Mapping[str, Any]) -> tuple[object, ...]:
+    meta = body.get("metadata") or {}
+    return (meta.get("generation"), meta.get("labels") or {}, meta.get("annotations") or {})
 
 
 @dataclass
@@ -166,9 +181,8 @@ class Runtime:
 
     def trigger(self, trigger: str, uid: str) -> None:
         """Queue a coalesced pass of `uid` on its newest body, without waiting for it: a
-        waiting pass reads the newest body anyway. What the caller held (a kopf change
-        handler's cause: the body, old, new and diff) is not kept alive while the pass waits
-        for its turn."""
+        waiting pass reads the newest body anyway. What the caller held (kopf's event) is not
+        kept alive while the pass waits for its turn."""
         task = asyncio.get_running_loop().create_task(
             self.run(trigger, uid, functools.partial(self.newest, uid), coalesce=True)
         )
@@ -217,7 +231,7 @@ class Runtime:
         """One serialised reconcile of the EPDCluster `uid`. `body` is read after the lock is
         taken, so a pass that waited sees the newest object. None: coalesced or gone."""
         if coalesce and uid in self._waiting:
-            if trigger in KOPF_CAUSES:
+            if trigger in OBJECT_CAUSES:
                 self._renamed[uid] = trigger
             return None
         if trigger in LOOK_AGAIN and not self.backoff.due(uid):
