@@ -327,13 +327,13 @@ def operator_config(cluster: Cluster) -> OperatorConfig:
     return OperatorConfig.from_env(sim_settings(build_and_load_images(cluster)))
 
 
-def engine_image_tagged(cluster: Cluster, cfg: OperatorConfig, tag: str) -> str:
-    """`cfg`'s engine image under `tag`, as pods can start from it: on kind a second tag of
-    the loaded image in every node (`tag_in_nodes`); on kwok, where pods are simulated, the
-    reference as is."""
+def image_tagged(cluster: Cluster, image: str, tag: str) -> str:
+    """`image` under `tag`, as pods can start from it: on kind a second tag of the loaded
+    image in every node (`tag_in_nodes`), so rolled pods really start; on kwok, where pods are
+    simulated, just the reference."""
     if cluster.provider != "kind":
-        return f"{cfg.engine_image.rpartition(':')[0]}:{tag}"
-    return tag_in_nodes(cluster, cfg.engine_image, tag)
+        return f"{image.rpartition(':')[0]}:{tag}"
+    return tag_in_nodes(cluster, image, tag)
 
 
 def in_every_node(cluster: Cluster, *argv: str) -> None:

@@ -35,10 +35,10 @@ from e2e.operator_proc import (
     InClusterOperator,
     OperatorProcess,
     build_and_load_images,
+    image_tagged,
     in_cluster_values,
     in_every_node,
     serviceaccount_kubeconfig,
-    tag_in_nodes,
 )
 from e2e.paths import REPO
 from e2e.paths import SAMPLES as SAMPLE_DIR
@@ -72,9 +72,8 @@ class Env:
         """The engine image under `tag`, as a reference pods can start from: on kind a second
         tag of the loaded image in every node (`tag_in_nodes`), so rolled pods really start;
         on kwok, where pods are simulated, any reference."""
-        if self.loaded_image is None:
-            return f"registry.example/epd-engine:{tag}"
-        return tag_in_nodes(self.cluster, self.loaded_image, tag)
+        image = self.loaded_image or "registry.example/epd-engine:latest"
+        return image_tagged(self.cluster, image, tag)
 
     def fitted(self, obj: dict[str, Any]) -> dict[str, Any]:
         """`obj` as this cluster can run it. kind's two nodes are this machine (a few CPUs, no

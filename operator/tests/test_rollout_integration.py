@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from api_samples import sample
 
-from e2e.operator_proc import engine_image_tagged, operator_config
+from e2e.operator_proc import image_tagged, operator_config
 from e2e.providers import Cluster
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
@@ -57,7 +57,7 @@ class Env:
 
     def image_tag(self, tag: str) -> str:
         """Patch spec.image.tag to `tag`; the engine image pods will then run."""
-        image = engine_image_tagged(self.cluster, self.cfg, tag)
+        image = image_tagged(self.cluster, self.cfg.engine_image, tag)
         self.patch({"image": {"tag": tag}})
         return image
 

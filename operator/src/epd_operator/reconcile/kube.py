@@ -42,10 +42,6 @@ POOL_SIZE = 32
 USER_AGENT = f"epd-operator/{__version__}"
 CONNECT_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 30.0  # a watch passes its own read timeout
-# TCP keepalive with client-go's timings (probe after 30 s idle, every 15 s, give up after 9):
-# a watch whose connection died silently breaks within minutes and is re-listed, without any
-# API request at idle. urllib3 replaces its default options (TCP_NODELAY) with these, so they
-# are kept first.
 # What is retried inside one request (client-go's habits): a connection never made, and an
 # answer the apiserver marks with Retry-After (429 while it sheds load or while a new CRD's
 # storage initializes; 503), whatever the verb, since it was not processed. Never a read that
@@ -62,6 +58,10 @@ RETRY = urllib3.Retry(
     raise_on_status=False,
     backoff_factor=0.2,
 )
+# TCP keepalive with client-go's timings (probe after 30 s idle, every 15 s, give up after 9):
+# a watch whose connection died silently breaks within minutes and is re-listed, without any
+# API request at idle. urllib3 replaces its default options (TCP_NODELAY) with these, so they
+# are kept first.
 KEEPALIVE_SOCKET_OPTIONS = [
     *urllib3.connection.HTTPConnection.default_socket_options,
     (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
