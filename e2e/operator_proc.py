@@ -118,8 +118,12 @@ class OperatorProcess(_OperatorMetrics):
         extra_env: dict[str, str] | None = None,
         workers: int = 8,
         extra_args: list[str] | None = None,
+        bind_address: str = "127.0.0.1",
     ) -> None:
         self.kubeconfig = kubeconfig
+        # Metrics, health and webhook listen here; the tests reach them on the loopback, so
+        # anything else must include it (0.0.0.0).
+        self.bind_address = bind_address
         self.namespaces = namespaces
         self.resync_seconds = resync_seconds
         self.log_path = log_path
@@ -140,7 +144,7 @@ class OperatorProcess(_OperatorMetrics):
             f"--workers={self.workers}",
             f"--metrics-port={self.metrics_port}",
             f"--health-port={self.health_port}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={self.bind_address}",
         ]
         cmd += [f"--namespace={ns}" for ns in self.namespaces]
         return cmd + self.extra_args

@@ -1,5 +1,5 @@
-"""A throwaway CA and a serving certificate for 127.0.0.1 (openssl), for running the operator's
-admission webhook as a local process that the test cluster's apiserver calls."""
+"""A throwaway CA and a serving certificate for one IP address (openssl), for running the
+operator's admission webhook as a local process that the test cluster's apiserver calls."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 
-def make_certs(directory: Path) -> Path:
-    """Writes ca.crt, tls.crt and tls.key into `directory`; returns it."""
+def make_certs(directory: Path, ip: str = "127.0.0.1") -> Path:
+    """Writes ca.crt, tls.crt and tls.key (for `ip`) into `directory`; returns it."""
     directory.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
@@ -30,8 +30,8 @@ def make_certs(directory: Path) -> Path:
         "-subj",
         "/CN=epd-test-webhook-ca",
     )
-    openssl("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=127.0.0.1")
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", f"/CN={ip}")
+    (directory / "san.ext").write_text(f"subjectAltName=IP:{ip}\n")
     openssl(
         "x509",
         "-req",

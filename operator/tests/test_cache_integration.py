@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from api_samples import sample
 
-from e2e.operator_proc import serviceaccount_kubeconfig
+from e2e.operator_proc import operator_config, serviceaccount_kubeconfig
 from e2e.providers import Cluster
 from epd_connector.launch.preflight import REPORT_VERSION, report_text
 from epd_operator.api import constants as c
@@ -39,7 +39,6 @@ pytestmark = pytest.mark.integration
 
 NS = "epd-cache"
 NAME = "cached"
-CFG = OperatorConfig.from_env({})
 
 
 class Flaky(Kube):
@@ -70,6 +69,7 @@ class Env:
     cluster: Cluster
     kube: Flaky
     caches: Caches
+    cfg: OperatorConfig
     told: list[tuple[str, str]] = field(default_factory=list)
     memory: StatusMemory = field(default_factory=StatusMemory)
 
@@ -80,7 +80,7 @@ class Env:
         """One pass over the live EPDCluster: (writes, reads from the API, what it applied)."""
         obj = json.loads(self.kubectl("get", "epdc", NAME, "-o", "json").stdout)
         reads = self.kube.reads.total()
-        out = reconcile(self.kube, obj, CFG, self.memory, cache=self.caches)
+        out = reconcile(self.kube, obj, self.cfg, self.memory, cache=self.caches)
         assert not out.problems, out.problems
         return out.writes, self.kube.reads.total() - reads, out.applied
 
@@ -127,7 +127,7 @@ def env(cluster: Cluster) -> Iterator[Env]:
     told: list[tuple[str, str]] = []
     caches = Caches(kube, [NS], on_change=lambda ns, inst: told.append((ns, inst)))
     caches.start()
-    e = Env(cluster, kube, caches, told)
+    e = Env(cluster, kube, caches, operator_config(cluster), told)
     try:
         wait_for(
             "the caches' first listings",
@@ -310,7 +310,7 @@ def test_the_engine_pods_come_from_the_pod_cache(env: Env) -> None:
     obj["spec"]["rdma"] = {"enabled": True, "resourceName": "rdma/hca", "count": 1}
     env.cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
     live = json.loads(env.kubectl("get", "epdc", name, "-o", "json").stdout)
-    out = reconcile(env.kube, live, CFG, env.memory, cache=env.caches)
+    out = reconcile(env.kube, live, env.cfg, env.memory, cache=env.caches)
     assert out.applied
     assert env.caches.pods.started
     pod = f"{name}-decode-0"
@@ -372,7 +372,7 @@ def test_the_engine_pods_come_from_the_pod_cache(env: Env) -> None:
     wait_for("the owner to be told of the report", lambda: (NS, name) in env.told)
     reads = env.kube.reads.total()
     live = json.loads(env.kubectl("get", "epdc", name, "-o", "json").stdout)
-    out = reconcile(env.kube, live, CFG, env.memory, cache=env.caches)
+    out = reconcile(env.kube, live, env.cfg, env.memory, cache=env.caches)
     assert env.kube.reads.total() == reads  # pods (and children, nodes) from the caches
     assert out.conditions["TransportReady"] == "False"
     status = json.loads(env.kubectl("get", "epdc", name, "-o", "json").stdout)["status"]
@@ -400,7 +400,7 @@ def test_a_rollout_steps_and_prunes_on_the_pod_cache(env: Env) -> None:
         while time.monotonic() < deadline:
             live = json.loads(env.kubectl("get", "epdc", name, "-o", "json").stdout)
             before = env.kube.reads.total()
-            out = reconcile(env.kube, live, CFG, env.memory, cache=env.caches)
+            out = reconcile(env.kube, live, env.cfg, env.memory, cache=env.caches)
             assert not out.problems, out.problems
             reads.append(env.kube.reads.total() - before)
             status = json.loads(env.kubectl("get", "epdc", name, "-o", "json").stdout)["status"]

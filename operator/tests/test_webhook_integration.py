@@ -2,8 +2,9 @@
 spec the operator would mark SpecInvalid (each operator-only invalid sample, every rule-table
 row, a fuzzed slice), with the field path; a down operator blocks nothing.
 
-The operator runs as a local process serving the webhook on 127.0.0.1 with a throwaway
-certificate; the webhook configuration is the chart's own (rendered by helm), with its
+The operator runs as a local process serving the webhook with a throwaway certificate, at the
+address the cluster's apiserver reaches this host on (the loopback on kwok; on kind, the node
+network's gateway); the webhook configuration is the chart's own (rendered by helm), with its
 clientConfig pointed at that URL and its scope narrowed to this test's namespace so other
 tests on the shared cluster are not affected.
 """
@@ -28,7 +29,7 @@ from spec_fuzz import generate, judge
 from connector.tests import rule_tables as t
 from e2e.operator_proc import OperatorProcess, free_port
 from e2e.paths import REPO
-from e2e.providers import Cluster, bin_dir
+from e2e.providers import Cluster, bin_dir, host_address
 from e2e.webhook_certs import make_certs
 from epd_operator.api import constants as c
 from epd_operator.api import crdgen
@@ -81,7 +82,8 @@ def webhook(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     )
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{c.CRD_NAME}", "--timeout=60s")
     cluster.kubectl("create", "namespace", NS)
-    certs = make_certs(tmp / "certs")
+    host = host_address(cluster)
+    certs = make_certs(tmp / "certs", ip=host)
     port = free_port()
     op = OperatorProcess(
         cluster.kubeconfig,
@@ -89,12 +91,13 @@ def webhook(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         30,
         tmp / "operator.log",
         extra_args=[f"--webhook-port={port}", f"--webhook-cert-dir={certs}"],
+        bind_address=host if host == "127.0.0.1" else "0.0.0.0",
     )
     vwc = chart_webhook_configuration()
     vwc["metadata"] = {"name": f"epd-webhook-test-{port}"}
     (hook,) = vwc["webhooks"]
     hook["clientConfig"] = {
-        "url": f"https://127.0.0.1:{port}{WEBHOOK_PATH}",
+        "url": f"https://{host}:{port}{WEBHOOK_PATH}",
         "caBundle": base64.b64encode((certs / "ca.crt").read_bytes()).decode(),
     }
     hook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": NS}}
