@@ -198,7 +198,9 @@ def test_a_complete_rollout_keeps_every_bound(topo: str, replicas: dict[str, int
 # ------------------------------------------------------------------ the planner on objects
 
 
-def sts(role: str, revision: str, replicas: int = 2, /, **status: Any) -> dict[str, Any]:
+def sts(
+    role: str, revision: str, replicas: int = 2, /, partition: int = 0, **status: Any
+) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -209,6 +211,7 @@ def sts(role: str, revision: str, replicas: int = 2, /, **status: Any) -> dict[s
                 "metadata": {"labels": {c.LABEL_REVISION: revision}},
                 "spec": {"v": revision},
             },
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}},
         },
         "status": {
             "observedGeneration": 1,
@@ -256,7 +259,10 @@ def test_drive_leaves_an_unchanged_role_alone() -> None:
 
 def test_drive_mid_rollout_waits_for_readiness_then_steps() -> None:
     mid = {"updatedReplicas": 1, "currentRevision": "c", "updateRevision": "u"}
-    live = [sts("encoder", "b", **mid, readyReplicas=1), sts("decode", "b", **mid)]
+    live = [
+        sts("encoder", "b", partition=1, **mid, readyReplicas=1),
+        sts("decode", "b", partition=1, **mid),
+    ]
     want = [sts("encoder", "b"), sts("decode", "b")]
     assert partitions(drive(want, live, {}, paused=False).desired) == {"encoder": 1, "decode": 1}
     live[0]["status"]["readyReplicas"] = 2
@@ -265,7 +271,7 @@ def test_drive_mid_rollout_waits_for_readiness_then_steps() -> None:
 
 def test_paused_holds_templates_and_partitions() -> None:
     mid = {"updatedReplicas": 1, "currentRevision": "c", "updateRevision": "u"}
-    live = [sts("encoder", "b", **mid), sts("decode", "b", **mid)]
+    live = [sts("encoder", "b", partition=1, **mid), sts("decode", "b", partition=1, **mid)]
     want = [sts("encoder", "z"), sts("decode", "z")]  # a further change while paused
     d = drive(copy.deepcopy(want), live, {}, paused=True)
     assert partitions(d.desired) == {"encoder": 1, "decode": 1}
@@ -297,7 +303,7 @@ def pod(name: str, revision: str, ready: bool) -> dict[str, Any]:
 
 def test_drive_reads_pod_readiness_when_given() -> None:
     mid = {"updatedReplicas": 1, "currentRevision": "c", "updateRevision": "u", "readyReplicas": 1}
-    live = [sts("decode", "b", **mid)]
+    live = [sts("decode", "b", partition=1, **mid)]
     want = [sts("decode", "b")]
     # The new pod (ordinal 1) is not ready yet: hold at step 1.
     pods = [pod("demo-decode-0", "c", True), pod("demo-decode-1", "u", False)]
@@ -314,6 +320,7 @@ def test_a_fix_to_a_broken_rollout_goes_through() -> None:
         sts(
             "decode",
             "bad",
+            partition=1,
             updatedReplicas=1,
             readyReplicas=1,
             currentRevision="c",
@@ -324,3 +331,30 @@ def test_a_fix_to_a_broken_rollout_goes_through() -> None:
     assert needs_pods([sts("decode", "fixed")], live)
     d = drive([sts("decode", "fixed")], live, {}, paused=False, pods=pods)
     assert partitions(d.desired) == {"decode": 1}
+
+
+def test_an_applied_step_is_never_taken_back_while_its_pods_are_replaced() -> None:
+    """Found on kind, where pods take seconds to start: step 2 applied (partition 0) to both
+    roles; decode has replaced its pod 0 (not ready yet), encoder is still replacing its own
+    (the controller counts it as not updated). The step stays: encoder's partition must not
+    go back to 1, which would put its pod 0 back on the old revision. Likewise a pause right
+    after step 1 was applied holds partition 1, not 2."""
+    mid = {"currentRevision": "c", "updateRevision": "u"}
+    live = [
+        sts("encoder", "b", partition=0, updatedReplicas=1, readyReplicas=1, **mid),
+        sts("decode", "b", partition=0, updatedReplicas=2, readyReplicas=1, **mid),
+    ]
+    want = [sts("encoder", "b"), sts("decode", "b")]
+    pods = [
+        pod("demo-encoder-1", "u", True),  # its pod 0 is being recreated
+        pod("demo-decode-0", "u", False),
+        pod("demo-decode-1", "u", True),
+    ]
+    d = drive(want, live, {}, paused=False, pods=pods)
+    assert partitions(d.desired) == {"encoder": 0, "decode": 0}
+    assert (d.plan.step, d.plan.done) == (2, 1)
+    # Step 1 applied, no pod replaced yet, then paused: the step is held, not undone.
+    fresh = {"updatedReplicas": 0, **mid}
+    live = [sts("encoder", "b", partition=1, **fresh), sts("decode", "b", partition=1, **fresh)]
+    d = drive(want, live, {}, paused=True)
+    assert partitions(d.desired) == {"encoder": 1, "decode": 1}

@@ -241,9 +241,10 @@ def test_an_image_change_rolls_every_role_in_lock_step(env: Env) -> None:
 
     follow(env, "the image rollout", step)
     partitions = [tuple(sorted(t["partition"].values())) for t in trace]
+    passes = "\n".join(f"pass {i}: {t}" for i, t in enumerate(trace))
     # Lock-step: every role has the same partition at every pass (2 pods each), and the
     # partitions only go down: 1 (step 1: pod 1 of each role), then 0 (step 2).
-    assert all(len(set(p)) == 1 for p in partitions), partitions
+    assert all(len(set(p)) == 1 for p in partitions), passes
     seq = [p[0] for p in partitions]
     assert seq == sorted(seq, reverse=True)
     assert seq[0] == 1
@@ -269,7 +270,7 @@ def test_paused_stops_a_rollout_mid_way_and_resumes(env: Env) -> None:
     env.patch({"paused": True})
     follow(env, "the held step", lambda: bool((observe(env)["rollout"] or {}).get("paused")))
     held = observe(env)
-    assert set(held["partition"].values()) == {1}
+    assert set(held["partition"].values()) == {1}, held
     # A further change while paused waits too: templates keep v3.
     v4 = env.image_tag("v4")
     deadline = time.monotonic() + 10

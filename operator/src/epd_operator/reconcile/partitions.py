@@ -73,6 +73,12 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
+def _partition(sts: Mapping[str, Any]) -> int:
+    """The live StatefulSet's partition (0 when it has none)."""
+    strategy = (sts.get("spec") or {}).get("updateStrategy") or {}
+    return int((strategy.get("rollingUpdate") or {}).get("partition") or 0)
+
+
 def _ordinals(name: str, pods: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
     """The StatefulSet's pods by ordinal (`<name>-<ordinal>`)."""
     out: dict[int, Mapping[str, Any]] = {}
@@ -98,6 +104,8 @@ def _state(
     current = int(st.get("observedGeneration") or 0) >= gen
     changing = _revision(live) != _revision(want)
     updated = 0 if changing else int(st.get("updatedReplicas") or 0)
+    # The live partition is this rollout's only when the live template is the wanted one.
+    released = 0 if changing else max(0, replicas - _partition(live))
     if pods is None:
         # Without the pods: settled only when every pod is ready (never steps on a guess).
         settled = current and int(st.get("readyReplicas") or 0) >= replicas
@@ -121,6 +129,7 @@ def _state(
         settled=settled,
         rolling=_rolling(want, live),
         ready=ready,
+        released=released,
     )
 
 

@@ -19,7 +19,9 @@ controller has seen the newest spec and every pod on the new revision is ready) 
 the step replaces may go: none of them is ready (replacing a broken pod costs no capacity,
 so a fix to a broken rollout always goes through), or the role keeps at least
 `R - maxUnavailable` ready pods without them. `paused` holds the current step. Pods never
-move back: a target is never below what already runs the new revision.
+move back: a target is never below what already runs the new revision, nor below what the
+step already applied releases (the live partition), while the controller still replaces
+those pods.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class RoleState:
     settled: bool  # the controller has seen the newest spec; every new-revision pod is ready
     rolling: bool  # the role has a new revision to reach
     ready: frozenset[int] = frozenset()  # ordinals of the ready pods
+    # Pods the step already applied releases to the new revision (replicas - the live
+    # partition), whether or not the controller has replaced them yet.
+    released: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,9 +96,16 @@ def plan(roles: Mapping[str, RoleState], paused: bool = False) -> RolloutPlan:
         for r in rolling.values()
     )
     go = not paused and done < steps and all(may_step(r, done + 1, steps) for r in rolling.values())
-    step = done + 1 if go else done
+    # A step once applied is never taken back, though its pods are still being replaced: a
+    # higher partition would make the controller put a pod it just moved back on the old
+    # revision (one more restart of an engine, and the roles out of lock-step).
+    applied = min(
+        max(k for k in range(steps + 1) if target(r.replicas, k, steps) <= r.released)
+        for r in rolling.values()
+    )
+    step = max(done + 1 if go else done, applied)
     targets = {
-        name: max(target(r.replicas, step, steps), min(r.updated, r.replicas))
+        name: max(target(r.replicas, step, steps), min(max(r.updated, r.released), r.replicas))
         for name, r in rolling.items()
     }
     return RolloutPlan(step=step, steps=steps, done=done, targets=targets)
