@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from e2e.providers import Cluster, build_images, kind_engine_cli
+from e2e.providers import Cluster, build_images, kind_engine_run
 from epd_operator.api.operator_config import ENV_PREFIX, OperatorConfig
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
@@ -343,21 +343,11 @@ def image_tagged(cluster: Cluster, image: str, tag: str) -> str:
 def in_every_node(cluster: Cluster, *argv: str) -> None:
     """kind only: run `argv` in every node container of `cluster` (the host's part of a
     test's set-up: what an admin would have put on each GPU server)."""
-    engine = kind_engine_cli(cluster.env)
     nodes = cluster.run("kind", "get", "nodes", "--name", cluster.name).stdout.split()
     if not nodes:
         raise RuntimeError(f"kind cluster {cluster.name} has no nodes")
     for node in nodes:
-        proc = subprocess.run(
-            [engine, "exec", node, *argv],
-            capture_output=True,
-            text=True,
-            env=cluster.env,
-            timeout=60,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} in {node}: {proc.stderr.strip()}")
+        kind_engine_run(cluster, "exec", node, *argv)
 
 
 def tag_in_nodes(cluster: Cluster, image: str, tag: str) -> str:

@@ -464,30 +464,31 @@ def kind_engine_cli(env: Mapping[str, str]) -> str:
     return "podman" if env.get(KIND_PROVIDER_ENV) == "podman" else "docker"
 
 
+def kind_engine_run(cluster: Cluster, *args: str) -> str:
+    """`<engine> args` for `cluster`'s node containers (podman or docker); its stdout.
+    Raises ProviderError naming the command and its stderr."""
+    cmd = [kind_engine_cli(cluster.env), *args]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=cluster.env, timeout=60, check=False
+    )
+    if proc.returncode != 0:
+        raise ProviderError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
 def host_address(cluster: Cluster) -> str:
     """Where a process on this host is reachable from `cluster`'s apiserver (a webhook the
     test runs here): the loopback on kwok, whose apiserver is a process here; on kind the
     gateway of the node containers' network, since the apiserver runs in a node container."""
     if cluster.provider != "kind":
         return "127.0.0.1"
-    engine = kind_engine_cli(cluster.env)
-    proc = subprocess.run(
-        [engine, "network", "inspect", "kind"],
-        capture_output=True,
-        text=True,
-        env=cluster.env,
-        timeout=60,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise ProviderError(f"{engine} network inspect kind: {proc.stderr.strip()}")
-    (net,) = json.loads(proc.stdout)
+    (net,) = json.loads(kind_engine_run(cluster, "network", "inspect", "kind"))
     gateways = [s.get("gateway") for s in net.get("subnets") or []]  # podman
     gateways += [s.get("Gateway") for s in (net.get("IPAM") or {}).get("Config") or []]  # docker
     for gateway in gateways:
         if gateway and "." in gateway:
             return str(gateway)
-    raise ProviderError(f"the {engine} network 'kind' has no IPv4 gateway: {gateways}")
+    raise ProviderError(f"the network 'kind' has no IPv4 gateway: {gateways}")
 
 
 def kind_engine() -> KindEngine | None:
