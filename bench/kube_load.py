@@ -115,6 +115,8 @@ class StreamWatch:
                 )
                 self.established.set()
                 for ev in self._stream:
+                    if self._stop:  # the stream cannot be closed from another thread
+                        return
                     rv = ev["object"]["metadata"].get("resourceVersion", rv)
                     if ev["type"] != "BOOKMARK":
                         self.events.append((time.monotonic(), ev))

@@ -118,12 +118,12 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         if type == "DELETED":
             runtime.forget(uid)
             return
-        held = runtime.newest(uid)
-        runtime.remember(uid, _snapshot(body))
+        held, new = runtime.newest(uid), _snapshot(body)
+        runtime.remember(uid, new)
         # Queue the pass and return: this object's next events need not wait for it (they
         # only bring newer bodies, which the queued pass reads). Failed passes are retried
         # by the runtime with a per-object backoff, not by kopf.
-        cause = cause_of(held, runtime.newest(uid) or {}, listed=type is None)
+        cause = cause_of(held, new, listed=type is None)
         if cause is not None:
             runtime.trigger(cause, uid)
 
