@@ -336,8 +336,13 @@ def image_tagged(cluster: Cluster, image: str, tag: str) -> str:
     image in every node (`tag_in_nodes`), so rolled pods really start; on kwok, where pods are
     simulated, just the reference."""
     if cluster.provider != "kind":
-        return f"{image.rpartition(':')[0]}:{tag}"
+        return retagged(image, tag)
     return tag_in_nodes(cluster, image, tag)
+
+
+def retagged(image: str, tag: str) -> str:
+    """The reference `image` (repository:tag) with `tag` instead of its own."""
+    return f"{image.rpartition(':')[0]}:{tag}"
 
 
 def in_every_node(cluster: Cluster, *argv: str) -> None:
@@ -355,7 +360,7 @@ def tag_in_nodes(cluster: Cluster, image: str, tag: str) -> str:
     node's containerd, returned as a reference. An image change then rolls out to pods that
     really start (a reference no node holds would stay in ErrImageNeverPull), without
     building or loading a second archive."""
-    ref = f"{image.rpartition(':')[0]}:{tag}"
+    ref = retagged(image, tag)
     # ctr names images as the CRI does: an image loaded as localhost/x:y is that name.
     in_every_node(cluster, "ctr", "-n", "k8s.io", "images", "tag", "--force", image, ref)
     return ref
