@@ -56,6 +56,21 @@ def answer_of(status: int, body: Any) -> Answer:
     return Answer(status, choice["message"]["content"] or "", logprobs, body)
 
 
+# Greedy decoding on the same CPU and wheels gives the same tokens; logprobs may differ in the
+# last digits (a different batch shape sums in a different order).
+LOGPROB_TOLERANCE = 1e-3
+
+
+def assert_same_answer(got: Answer, want: Answer) -> None:
+    """`got` is the answer `want` is: the same text and the same per-token logprobs."""
+    assert want.status == 200, want.raw
+    assert got.status == 200, got.raw
+    assert got.content == want.content
+    assert len(got.token_logprobs) == len(want.token_logprobs) > 0
+    for a, b in zip(got.token_logprobs, want.token_logprobs, strict=True):
+        assert a == pytest.approx(b, abs=LOGPROB_TOLERANCE)
+
+
 @dataclass(frozen=True)
 class Baseline:
     answers: dict[str, Answer]

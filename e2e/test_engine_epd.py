@@ -19,13 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from e2e.conftest import REQUESTS, Answer, Baseline, answer_of, start_cluster
+from e2e.conftest import REQUESTS, Baseline, answer_of, assert_same_answer, start_cluster
 from e2e.engines import MODEL_NAME, EngineCluster, chat, image_part, png
 from epd_connector.sim.procs import http_json
 
 pytestmark = pytest.mark.engine
-
-LOGPROB_TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +34,6 @@ def epd(
     baseline: Baseline,  # first: the baseline instance is stopped before this cluster starts
 ) -> Iterator[EngineCluster]:
     yield from start_cluster(tmp_path_factory, engine_env, tiny_model, "epd")
-
-
-def assert_same_answer(got: Answer, want: Answer) -> None:
-    assert want.status == 200, want.raw
-    assert got.status == 200, got.raw
-    assert got.content == want.content
-    assert len(got.token_logprobs) == len(want.token_logprobs) > 0
-    for a, b in zip(got.token_logprobs, want.token_logprobs, strict=True):
-        assert a == pytest.approx(b, abs=LOGPROB_TOLERANCE)
 
 
 def saved_outputs(cluster: EngineCluster) -> set[str]:

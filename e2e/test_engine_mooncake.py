@@ -22,9 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e.conftest import REQUESTS, Baseline, answer_of, start_cluster
+from e2e.conftest import REQUESTS, Baseline, answer_of, assert_same_answer, start_cluster
 from e2e.engines import EngineCluster, chat
-from e2e.test_engine_epd import assert_same_answer
 
 pytestmark = pytest.mark.engine
 
