@@ -390,7 +390,15 @@ def chat(
     timeout: float = 300,
 ) -> tuple[int, Any]:
     """A greedy chat completion (temperature 0, with logprobs) through `url`."""
-    body = {
+    body = chat_body(content, max_tokens=max_tokens, stream=stream)
+    return http_json("POST", url + "/v1/chat/completions", body, timeout=timeout)
+
+
+def chat_body(
+    content: list[dict[str, Any]] | str, *, max_tokens: int = 8, stream: bool = False
+) -> dict[str, Any]:
+    """The request of `chat`: one user message, greedy decoding, per-token logprobs."""
+    return {
         "model": MODEL_NAME,
         "messages": [{"role": "user", "content": content}],
         "max_tokens": max_tokens,
@@ -398,7 +406,6 @@ def chat(
         "logprobs": True,
         "stream": stream,
     }
-    return http_json("POST", url + "/v1/chat/completions", body, timeout=timeout)
 
 
 def image_part(url: str) -> dict[str, Any]:

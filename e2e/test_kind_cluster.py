@@ -10,13 +10,13 @@ IP, kube-proxy).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from e2e.engines import image_part, png, text_part
+from e2e.in_cluster import node_names, post_from_pod, wait_ready
 from e2e.operator_proc import build_and_load_images, in_cluster_values, parse_metrics
 from e2e.paths import REPO
 from e2e.providers import Cluster
@@ -40,11 +40,6 @@ def kind(kind_cluster: Cluster) -> Cluster:
 @pytest.fixture(scope="module")
 def image(kind: Cluster) -> str:
     return build_and_load_images(kind)
-
-
-def node_names(cluster: Cluster) -> list[str]:
-    names = cluster.kubectl("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").stdout
-    return sorted(names.split())
 
 
 @pytest.fixture(scope="module")
@@ -106,39 +101,9 @@ def epd_cluster(encoder_node: str, decode_node: str) -> dict[str, Any]:
     }
 
 
-def wait_ready(cluster: Cluster, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    obj: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        obj = json.loads(cluster.kubectl("-n", NS, "get", "epdc", NAME, "-o", "json").stdout)
-        status = obj.get("status") or {}
-        ready = [c for c in status.get("conditions") or [] if c["type"] == "Ready"]
-        if (
-            ready
-            and ready[0]["status"] == "True"
-            and status.get("observedGeneration") == obj["metadata"]["generation"]
-        ):
-            return obj
-        time.sleep(2)
-    pods = cluster.kubectl("-n", NS, "get", "pods", "-o", "wide", check=False).stdout
-    raise AssertionError(f"{NAME} not Ready after {timeout:.0f}s: {obj.get('status')}\n{pods}")
-
-
 def pod_metrics(cluster: Cluster, pod: str) -> dict[str, float]:
     path = f"/api/v1/namespaces/{NS}/pods/{pod}:{ENGINE_PORT}/proxy/metrics"
     return parse_metrics(cluster.kubectl("get", "--raw", path).stdout)
-
-
-# Runs inside the cluster: POST stdin to the URL, print the status and the body.
-CLIENT = (
-    "import sys, urllib.request, urllib.error\n"
-    "req = urllib.request.Request(sys.argv[1], data=sys.stdin.buffer.read(),"
-    " headers={'Content-Type': 'application/json'})\n"
-    "try:\n"
-    "    r = urllib.request.urlopen(req, timeout=120); print(r.status); print(r.read().decode())\n"
-    "except urllib.error.HTTPError as e:\n"
-    "    print(e.code); print(e.read().decode())\n"
-)
 
 
 def test_image_chat_through_the_router_moves_encoder_outputs_across_nodes(
@@ -147,7 +112,7 @@ def test_image_chat_through_the_router_moves_encoder_outputs_across_nodes(
     nodes = node_names(kind)
     assert len(nodes) == 2, nodes
     kind.kubectl("apply", "-f", "-", input=json.dumps(epd_cluster(nodes[0], nodes[1])))
-    wait_ready(kind)
+    wait_ready(kind, NS, NAME, timeout=300)
     pods = json.loads(
         kind.kubectl(
             "-n", NS, "get", "pods", "-l", f"{c.LABEL_INSTANCE}={NAME}", "-o", "json"
@@ -176,29 +141,8 @@ def test_image_chat_through_the_router_moves_encoder_outputs_across_nodes(
         ],
     }
     url = f"http://{NAME}-router.{NS}.svc.cluster.local:{ENGINE_PORT}/v1/chat/completions"
-    out = kind.kubectl(
-        "-n",
-        NS,
-        "run",
-        "chat-client",
-        "--rm",
-        "-i",
-        "--restart=Never",
-        f"--image={image}",
-        "--image-pull-policy=Never",
-        "--quiet",
-        "--command",
-        "--",
-        "python3",
-        "-c",
-        CLIENT,
-        url,
-        input=json.dumps(body),
-        timeout=240,
-    ).stdout
-    status, _, text = out.strip().partition("\n")
-    assert status == "200", out
-    answer = json.loads(text)
+    status, answer = post_from_pod(kind, NS, image, url, body)
+    assert status == 200, answer
     assert answer["choices"][0]["message"]["content"]
 
     # The decode pod verified the encoder's outputs it received over Mooncake TCP from the
