@@ -10,6 +10,8 @@ the heaviest thing it needs, so `-m unit` is a fast, pure tier by construction:
   integration  the local control plane (the `cluster` fixture)
   e2e          the operator on a cluster
   engine       real vLLM engines behind the router
+  kind         our images and a kind cluster of podman (or Docker) containers
+  kind_engine  real vLLM engines in our CPU engine image on kind (by hand, never in CI)
   gpu          an NVIDIA GPU (never in CI)
 
 Explicit markers in a test module win; otherwise the `cluster` fixture means integration and a
@@ -43,7 +45,10 @@ from e2e.paths import REPO  # noqa: E402
 from e2e.providers import Cluster, make_provider  # noqa: E402
 
 # Lightest first; a test's tier is the heaviest one among its markers.
-TIERS: Final = ("unit", "process", "vllm", "integration", "e2e", "engine", "kind", "gpu")
+TIERS: Final = (
+    *("unit", "process", "vllm", "integration", "e2e"),
+    *("engine", "kind", "kind_engine", "gpu"),
+)
 # Seconds per test (setup, call and teardown: the first integration test boots the cluster,
 # an engine module starts several vLLM instances). A test may still set its own
 # @pytest.mark.timeout.
@@ -55,6 +60,7 @@ TIMEOUT_S: Final = {
     "e2e": 900,
     "engine": 1800,
     "kind": 1800,  # a kind cluster of podman containers (hack/kind-tier.sh)
+    "kind_engine": 3600,  # builds and loads a 7 GB image, then starts vLLM in two pods
     "gpu": 900,
 }
 # Test files (relative to the repository root) that start processes but need no cluster. A

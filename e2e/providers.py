@@ -540,9 +540,11 @@ def _script_lines(script: Path, *args: str) -> list[list[str]]:
     return [line.split() for line in proc.stdout.splitlines() if line.strip()]
 
 
-def build_images() -> dict[str, tuple[Path, str]]:
-    """Our images (hack/build-images.sh, cached): name -> (archive, image reference)."""
-    return {name: (Path(tar), ref) for name, tar, ref in _script_lines(BUILD_IMAGES)}
+def build_images(cpu_engine_model: Path | None = None) -> dict[str, tuple[Path, str]]:
+    """Our images (hack/build-images.sh, cached): name -> (archive, image reference); with
+    `cpu_engine_model`, also the CPU engine image with that model baked in ("cpu-engine")."""
+    args = [] if cpu_engine_model is None else ["--cpu-engine", str(cpu_engine_model)]
+    return {name: (Path(tar), ref) for name, tar, ref in _script_lines(BUILD_IMAGES, *args)}
 
 
 def build_node_image() -> tuple[Path, str]:

