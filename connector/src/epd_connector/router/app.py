@@ -93,9 +93,8 @@ class Router:
         self.pools: dict[str, Pool] = {}
         for role in config.present_roles():
             launch = config.role(role)
-            pool = self.pools[role] = Pool(role, launch.port, launch.parallelism.data, opts)
-            if role in opts.static_pods:
-                pool.sync(opts.static_pods[role])
+            # Empty until discovery's first refresh (static pods included: `_targets`).
+            self.pools[role] = Pool(role, launch.port, launch.parallelism.data, opts)
         # Wiring revision -> its view of the launch config (ports, DP sizes, connectors): ""
         # is the launch config itself until a routing table says otherwise.
         self.views: dict[str, LaunchConfig] = {"": config}
