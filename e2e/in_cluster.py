@@ -1,5 +1,6 @@
-"""Helpers of the kind tiers for what runs inside the cluster: the nodes, an EPDCluster's
-Ready condition, and an HTTP request made from a pod (cluster DNS, Service IP, kube-proxy)."""
+"""Helpers for what runs inside a cluster: the nodes, an EPDCluster's Ready condition, a claim
+bound to a static volume, and an HTTP request made from a pod (cluster DNS, Service IP,
+kube-proxy)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import time
 from typing import Any
 
+from e2e.paths import REPO
 from e2e.providers import Cluster
 
 # Runs inside the cluster: POST stdin to the URL, print the status and the body.
@@ -84,3 +86,66 @@ def post_from_pod(
         return int(status), json.loads(text)
     except ValueError:
         return int(status) if status.isdigit() else 0, out
+
+
+def static_volume(
+    namespace: str, claim: str, node_dir: str, *, node: str | None = None, size: str = "1Gi"
+) -> list[dict[str, Any]]:
+    """A static PV (the directory `node_dir` on the node, made on first use; pinned to `node`
+    when given) and the claim `claim` bound to it, as an admin would provide them: an
+    EPDCluster names claims, never host paths."""
+    pv_name = f"{namespace}-{claim}"
+    spec: dict[str, Any] = {
+        "capacity": {"storage": size},
+        "accessModes": ["ReadWriteMany"],
+        "persistentVolumeReclaimPolicy": "Retain",
+        "storageClassName": "",
+        "hostPath": {"path": node_dir, "type": "DirectoryOrCreate"},
+        "claimRef": {"namespace": namespace, "name": claim},
+    }
+    if node is not None:
+        on_node = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+        terms = [{"matchExpressions": [on_node]}]
+        spec["nodeAffinity"] = {"required": {"nodeSelectorTerms": terms}}
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name},
+        "spec": spec,
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": pv_name,
+            "resources": {"requests": {"storage": size}},
+        },
+    }
+    return [pv, pvc]
+
+
+def install_operator(
+    cluster: Cluster, release: str, namespace: str, watch: str, values: list[str]
+) -> None:
+    """`helm install` of our chart as `release` in `namespace`, watching the namespace `watch`
+    (which exists first: the chart makes a Role in it), with helm `values` arguments (later
+    ones win); waits for the operator Deployment."""
+    cluster.run(
+        "helm",
+        "install",
+        release,
+        str(REPO / "charts" / "epd-operator"),
+        "--namespace",
+        namespace,
+        "--create-namespace",
+        *values,
+        "--set-json",
+        f'watchNamespaces=["{watch}"]',
+        "--wait",
+        "--timeout",
+        "240s",
+        timeout=300,
+    )

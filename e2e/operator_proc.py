@@ -297,21 +297,24 @@ class InClusterOperator(_OperatorMetrics):
         return proc.stdout + proc.stderr
 
 
-# kind cluster name -> the image reference loaded into its nodes (once per cluster).
-_LOADED: dict[str, str] = {}
+# A kind cluster (its name and kubeconfig: a cluster made again under the same name, as
+# module-scoped clusters of one session are, is another cluster) -> the image reference
+# loaded into its nodes.
+_LOADED: dict[tuple[str, Path], str] = {}
 
 
 def build_and_load_images(cluster: Cluster) -> str:
     """kind only: our control-plane image (hack/build-images.sh: the repo's Dockerfile, built
     with podman without a registry, cached) loaded into the cluster's nodes with `kind load
     image-archive`, once per cluster. Returns the image reference."""
-    if cluster.name not in _LOADED:
+    key = (cluster.name, cluster.kubeconfig)
+    if key not in _LOADED:
         archive, image = build_images()["epd"]
         cluster.run(
             "kind", "load", "image-archive", str(archive), "--name", cluster.name, timeout=600
         )
-        _LOADED[cluster.name] = image
-    return _LOADED[cluster.name]
+        _LOADED[key] = image
+    return _LOADED[key]
 
 
 def sim_settings(image: str) -> dict[str, str]:

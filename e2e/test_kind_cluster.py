@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from e2e.engines import image_part, png, text_part
-from e2e.in_cluster import node_names, post_from_pod, wait_ready
+from e2e.in_cluster import install_operator, node_names, post_from_pod, wait_ready
 from e2e.operator_proc import build_and_load_images, in_cluster_values, parse_metrics
-from e2e.paths import REPO
 from e2e.providers import Cluster
 from epd_operator.api import constants as c
 
@@ -32,36 +31,14 @@ ENGINE_PORT = 8000
 
 
 @pytest.fixture(scope="module")
-def kind(kind_cluster: Cluster) -> Cluster:
-    assert kind_cluster.provider == "kind", kind_cluster.provider
-    return kind_cluster
-
-
-@pytest.fixture(scope="module")
 def image(kind: Cluster) -> str:
     return build_and_load_images(kind)
 
 
 @pytest.fixture(scope="module")
 def operator(kind: Cluster, image: str) -> Iterator[str]:
-    # The chart makes a Role in each watched namespace: they exist first.
     kind.kubectl("create", "namespace", NS)
-    kind.run(
-        "helm",
-        "install",
-        RELEASE,
-        str(REPO / "charts" / "epd-operator"),
-        "--namespace",
-        OP_NS,
-        "--create-namespace",
-        *in_cluster_values(image),
-        "--set-json",
-        f'watchNamespaces=["{NS}"]',
-        "--wait",
-        "--timeout",
-        "240s",
-        timeout=300,
-    )
+    install_operator(kind, RELEASE, OP_NS, NS, in_cluster_values(image))
     try:
         yield f"{RELEASE}-epd-operator"
     finally:

@@ -27,9 +27,14 @@ import pytest
 
 from e2e.conftest import ENGINE_NOTES, REQUESTS, Baseline, answer_of, assert_same_answer
 from e2e.engines import PROBE_DIR, PROBE_ENV, chat_body, epd_cluster, probe_lines
-from e2e.in_cluster import node_names, post_from_pod, wait_ready
+from e2e.in_cluster import (
+    install_operator,
+    node_names,
+    post_from_pod,
+    static_volume,
+    wait_ready,
+)
 from e2e.operator_proc import build_and_load_images, in_cluster_values
-from e2e.paths import REPO
 from e2e.providers import Cluster, build_images, kind_engine_run
 from epd_operator.api import constants as c
 
@@ -50,12 +55,6 @@ PROBE_MOUNT = "/probe"
 ROUTER_PORT = 8000
 READY_TIMEOUT_S = 1500.0  # two engines importing torch and vLLM at once on 2 cores
 REQUEST_TIMEOUT_S = 300.0
-
-
-@pytest.fixture(scope="module")
-def kind(kind_cluster: Cluster) -> Cluster:
-    assert kind_cluster.provider == "kind", kind_cluster.provider
-    return kind_cluster
 
 
 @pytest.fixture(scope="module")
@@ -86,39 +85,6 @@ def engine_image(kind: Cluster, node: str, tiny_model: Path) -> str:
     return ref
 
 
-def static_volume(claim: str, node_dir: str, node: str) -> list[dict[str, Any]]:
-    """A static PV (the directory `node_dir` on `node`, as an admin would provide it) and the
-    claim `claim` bound to it: an EPDCluster names claims, never host paths."""
-    pv_name = f"{NS}-{claim}"
-    on_node = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
-    pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": pv_name},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteMany"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": node_dir, "type": "DirectoryOrCreate"},
-            "claimRef": {"namespace": NS, "name": claim},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [on_node]}]}},
-        },
-    }
-    pvc = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": claim, "namespace": NS},
-        "spec": {
-            "accessModes": ["ReadWriteMany"],
-            "storageClassName": "",
-            "volumeName": pv_name,
-            "resources": {"requests": {"storage": "1Gi"}},
-        },
-    }
-    return [pv, pvc]
-
-
 @pytest.fixture(scope="module")
 def probe(kind: Cluster, node: str) -> None:
     """The vision probe plugin in a directory of `node`, which the engine pods mount through a
@@ -136,32 +102,13 @@ def operator(
     probe: None,  # on the node before any engine pod mounts it
 ) -> Iterator[None]:
     kind.kubectl("create", "namespace", NS)
-    items = static_volume(EC_CLAIM, NODE_DIR, node) + static_volume(
-        PROBE_CLAIM, PROBE_NODE_DIR, node
-    )
+    items = static_volume(NS, EC_CLAIM, NODE_DIR, node=node)
+    items += static_volume(NS, PROBE_CLAIM, PROBE_NODE_DIR, node=node)
     volume = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
     kind.kubectl("apply", "-f", "-", input=volume)
-    kind.run(
-        "helm",
-        "install",
-        RELEASE,
-        str(REPO / "charts" / "epd-operator"),
-        "--namespace",
-        OP_NS,
-        "--create-namespace",
-        *in_cluster_values(control_image),
-        # Later --set wins: engine pods run the CPU engine image, as vLLM.
-        "--set",
-        f"engine.image={engine_image}",
-        "--set",
-        "engine.mode=vllm",
-        "--set-json",
-        f'watchNamespaces=["{NS}"]',
-        "--wait",
-        "--timeout",
-        "240s",
-        timeout=300,
-    )
+    # Later --set wins: engine pods run the CPU engine image, as vLLM.
+    engine = ["--set", f"engine.image={engine_image}", "--set", "engine.mode=vllm"]
+    install_operator(kind, RELEASE, OP_NS, NS, in_cluster_values(control_image) + engine)
     try:
         yield
     finally:

@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from e2e.argocd_health import health
+from e2e.in_cluster import static_volume
 from e2e.operator_proc import (
     InClusterOperator,
     OperatorProcess,
@@ -129,38 +130,6 @@ def claim_names(value: Any) -> set[str]:
     return set()
 
 
-def volume_for(claim: str) -> list[dict[str, Any]]:
-    """A pre-bound PV + PVC pair: samples mount claims the user would have created."""
-    pv = f"{NS}-{claim}"
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv},
-            "spec": {
-                "capacity": {"storage": "1Ti"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "persistentVolumeReclaimPolicy": "Delete",
-                # Made on first use: a kind node holds no such directory (kwok mounts nothing).
-                "hostPath": {"path": f"/tmp/{pv}", "type": "DirectoryOrCreate"},
-                "claimRef": {"namespace": NS, "name": claim},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim, "namespace": NS},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "1Ti"}},
-            },
-        },
-    ]
-
-
 def load(path: Path) -> dict[str, Any]:
     obj: dict[str, Any] = yaml.safe_load(path.read_text())
     return obj
@@ -238,7 +207,8 @@ def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         )
     cluster.kubectl("create", "namespace", NS)
     claims = sorted(set().union(*(claim_names(load(p)) for p in SAMPLES)))
-    volumes = [o for claim in claims for o in volume_for(claim)]
+    # A kind node holds no such directory (kwok mounts nothing): made on first use.
+    volumes = [o for claim in claims for o in static_volume(NS, claim, f"/tmp/{NS}-{claim}")]
     if volumes:
         cluster.kubectl(
             "apply",

@@ -131,16 +131,21 @@ if [[ ! -s $base_tar ]]; then
 fi
 podman image exists "$base_ref" || podman load -q -i "$base_tar" >/dev/null
 
-if [[ ! -s $epd_tar ]]; then
-  start=$(date +%s)
-  log "building $epd_ref from Dockerfile on $base_ref"
+# build_saved REF ARCHIVE DOCKERFILE BASE: build DOCKERFILE (context: the repository) on BASE
+# as REF and save it to ARCHIVE (complete or absent).
+build_saved() {
+  log "building $1 from ${3#"$root"/} on $4"
   # Host network: the build's RUN steps reach the Debian mirror and the Python package index
   # the way this machine does (no container network needed to build).
-  podman build --network=host --pull=never --build-arg "BASE_IMAGE=$base_ref" \
-    -t "$epd_ref" -f "$root/Dockerfile" "$root" >&2
-  rm -f "$epd_tar.part"
-  podman save -q -o "$epd_tar.part" "$epd_ref"
-  mv "$epd_tar.part" "$epd_tar"
+  podman build --network=host --pull=never --build-arg "BASE_IMAGE=$4" -t "$1" -f "$3" "$root" >&2
+  rm -f "$2.part"
+  podman save -q -o "$2.part" "$1"
+  mv "$2.part" "$2"
+}
+
+if [[ ! -s $epd_tar ]]; then
+  start=$(date +%s)
+  build_saved "$epd_ref" "$epd_tar" "$root/Dockerfile" "$base_ref"
   log "control-plane image $epd_ref in $(( $(date +%s) - start ))s"
 fi
 podman image exists "$epd_ref" || podman load -q -i "$epd_tar" >/dev/null
@@ -165,12 +170,7 @@ if [[ -n $model_dir && ! -s $cpu_tar ]]; then
     buildah copy "$ctr" "$model_dir" "/opt/models/$model_name" >/dev/null
     buildah commit --rm -q "$ctr" "$cpu_base_ref" >/dev/null
   fi
-  log "building $cpu_ref from connector/Dockerfile on $cpu_base_ref"
-  podman build --network=host --pull=never --build-arg "BASE_IMAGE=$cpu_base_ref" \
-    -t "$cpu_ref" -f "$root/connector/Dockerfile" "$root" >&2
-  rm -f "$cpu_tar.part"
-  podman save -q -o "$cpu_tar.part" "$cpu_ref"
-  mv "$cpu_tar.part" "$cpu_tar"
+  build_saved "$cpu_ref" "$cpu_tar" "$root/connector/Dockerfile" "$cpu_base_ref"
   log "cpu engine image $cpu_ref in $(( $(date +%s) - start ))s"
   # Older stand-in bases and the layers only they held: ~7 GB each.
   podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/epd-vllm-cpu-base:' |
